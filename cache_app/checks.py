@@ -1,0 +1,69 @@
+"""System checks for ``settings.MGECACHE`` (ids cache_app.E001...)."""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.core import checks
+from django.utils.module_loading import import_string
+
+from . import conf
+
+
+@checks.register(checks.Tags.compatibility)
+def check_mgecache_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    raw = getattr(settings, "MGECACHE", {})
+    if not isinstance(raw, dict):
+        return [checks.Error("settings.MGECACHE must be a dict.", id="cache_app.E001")]
+    unknown = sorted(set(raw) - set(conf.DEFAULTS))
+    if unknown:
+        errors.append(
+            checks.Error(
+                f"Unknown MGECACHE keys: {', '.join(unknown)}.",
+                hint=f"Known keys: {', '.join(sorted(conf.DEFAULTS))}.",
+                id="cache_app.E002",
+            )
+        )
+    s = conf.app_settings()
+    if not isinstance(s["KEY_PREFIX"], str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", s["KEY_PREFIX"]):
+        errors.append(
+            checks.Error(
+                "MGECACHE['KEY_PREFIX'] must be 1-64 characters of letters, digits, '_', '.', '-'.",
+                id="cache_app.E003",
+            )
+        )
+    for name, low, high in (
+        ("POLICY_REFRESH_SECONDS", 0.0, 5.0),
+        ("BREAKER_RESET_SECONDS", 0.01, 60.0),
+        ("ERROR_LOG_INTERVAL_SECONDS", 0.0, 3600.0),
+        ("COUNTER_FLUSH_SECONDS", 0.0, 60.0),
+    ):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            errors.append(
+                checks.Error(f"MGECACHE['{name}'] must be a number between {low} and {high}.", id="cache_app.E004")
+            )
+    for name in ("BREAKER_FAILURE_THRESHOLD", "RAG_MAX_ENTRY_BYTES"):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(checks.Error(f"MGECACHE['{name}'] must be a positive integer.", id="cache_app.E005"))
+    if s["LLM_PROVIDER"] not in conf.LLM_PROVIDERS:
+        errors.append(
+            checks.Error(
+                f"MGECACHE['LLM_PROVIDER'] (env LLM_PROVIDER) is {s['LLM_PROVIDER']!r}.",
+                hint=f"Use one of: {', '.join(conf.LLM_PROVIDERS)}.",
+                id="cache_app.E006",
+            )
+        )
+    try:
+        import_string(s["EMBEDDER"])
+    except ImportError as exc:
+        errors.append(
+            checks.Error(
+                f"MGECACHE['EMBEDDER'] (env MGECACHE_EMBEDDER) cannot be imported: {exc}",
+                id="cache_app.E007",
+            )
+        )
+    return errors

@@ -1,0 +1,134 @@
+"""Operational state that lives in Postgres: masterplans, policies and prices."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+THIRTY_DAYS = 30 * 24 * 3600
+
+
+class Masterplan(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    id = models.UUIDField(
+        primary_key=True, default=uuid.uuid4, editable=True, help_text="The pipeline's own masterplan id (a UUID)."
+    )
+    name = models.CharField(max_length=200, help_text="Human-readable name shown in the admin.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class CachePolicy(models.Model):
+    class Layer(models.TextChoices):
+        LLM = "llm", "LLM prompt cache"
+        RAG = "rag", "RAG query cache"
+
+    layer = models.CharField(
+        max_length=8, choices=Layer.choices, unique=True, help_text="Which cache layer this row governs."
+    )
+    enabled = models.BooleanField(default=True, help_text="When off, lookups miss and nothing is stored.")
+    ttl_seconds = models.PositiveIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(THIRTY_DAYS)],
+        help_text="How long an entry lives in Redis, in seconds (1 s to 30 days). LLM default 86400, RAG 3600.",
+    )
+    similarity_threshold = models.FloatField(
+        default=0.95,
+        validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
+        help_text="RAG only: minimum cosine similarity for a 'similar' hit (0.5 to 1.0).",
+    )
+    cache_nonzero_temperature = models.BooleanField(
+        default=True, help_text="LLM only: also cache responses generated with temperature > 0."
+    )
+    cache_truncated = models.BooleanField(
+        default=False, help_text="LLM only: also cache responses cut off by max_tokens (finish_reason length)."
+    )
+    notes = models.TextField(blank=True, help_text="Why the policy is set this way.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "cache policies"
+        ordering = ["layer"]
+
+    def __str__(self) -> str:
+        return f"{self.get_layer_display()} policy"
+
+    def save(self, *args, **kwargs) -> None:
+        # Out-of-range values are refused in code too, not only in forms.
+        self.full_clean()
+        super().save(*args, **kwargs)
+
+
+class BatchPolicy(models.Model):
+    """A single-row table: the batcher's knobs."""
+
+    enabled = models.BooleanField(default=True, help_text="When off, every request is sent on its own.")
+    max_batch_size = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="A batch is sent as soon as it holds this many prompts (1 to 50).",
+    )
+    batch_window_ms = models.PositiveIntegerField(
+        default=500,
+        validators=[MinValueValidator(1), MaxValueValidator(10000)],
+        help_text="A batch is sent this many milliseconds after its first prompt (1 to 10000).",
+    )
+    notes = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "batch policy"
+
+    def __str__(self) -> str:
+        return "Batch policy"
+
+    def save(self, *args, **kwargs) -> None:
+        self.pk = 1  # singleton
+        self.full_clean()
+        super().save(*args, **kwargs)
+
+
+class ModelPricing(models.Model):
+    model = models.CharField(max_length=100, unique=True, help_text="Model name as sent to the provider.")
+    provider = models.CharField(max_length=32, blank=True, help_text="anthropic, openai, ...")
+    input_usd_per_mtok = models.DecimalField(
+        max_digits=10,
+        decimal_places=4,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="USD per 1M input (prompt) tokens.",
+    )
+    output_usd_per_mtok = models.DecimalField(
+        max_digits=10,
+        decimal_places=4,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="USD per 1M output (completion) tokens.",
+    )
+    source = models.CharField(max_length=300, blank=True, help_text="Where the price comes from, and when it was read.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "model pricing"
+        verbose_name_plural = "model pricing"
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return self.model
+
+    def save(self, *args, **kwargs) -> None:
+        self.full_clean()
+        super().save(*args, **kwargs)

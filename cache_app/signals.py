@@ -1,0 +1,14 @@
+"""Make a policy saved in this process effective here at once (others within the refresh bound)."""
+
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from .models import BatchPolicy, CachePolicy
+from .policies import get_policy_source
+
+
+@receiver([post_save, post_delete], sender=CachePolicy)
+@receiver([post_save, post_delete], sender=BatchPolicy)
+def _policy_changed(sender, **kwargs) -> None:
+    transaction.on_commit(get_policy_source().invalidate)

@@ -1,0 +1,242 @@
+"""Django settings for mgecache.
+
+Everything that differs between a laptop and production comes from the environment
+(see `.env.example` and the README). With no environment at all the service runs on
+embedded defaults: SQLite under `var/`, an in-process fakeredis, and Celery tasks run
+in-process. Those defaults are for development and tests only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+if (BASE_DIR / ".env").exists() and not os.environ.get("MGECACHE_IGNORE_DOTENV"):
+    environ.Env.read_env(BASE_DIR / ".env")
+
+
+def _require(name: str, why: str) -> str:
+    value = env.str(name, default="")
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set {why}.")
+    return value
+
+
+try:
+    DEBUG = env.bool("DJANGO_DEBUG", default=False)
+except ValueError as exc:  # django-environ raises a bare ValueError; name the variable.
+    raise ImproperlyConfigured(f"DJANGO_DEBUG is not a boolean: {exc}") from exc
+
+if DEBUG:
+    SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-secret-key")
+    ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+else:
+    # Secrets have no production default; the embedded quickstart (make run) sets
+    # DJANGO_DEBUG explicitly or provides a generated key in var/.
+    SECRET_KEY = _require("DJANGO_SECRET_KEY", "when DJANGO_DEBUG is false")
+    ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[])
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG is false.")
+
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "drf_spectacular",
+    "cache_app",
+    "batching_app",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "mgecache_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "mgecache_site.wsgi.application"
+ASGI_APPLICATION = "mgecache_site.asgi.application"
+
+# --- Database ---------------------------------------------------------------------------
+try:
+    if env.str("DATABASE_URL", default=""):
+        DATABASES = {"default": env.db("DATABASE_URL")}
+    else:
+        VAR_DIR.mkdir(exist_ok=True)
+        DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}}
+except (ValueError, KeyError) as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is invalid: {exc}") from exc
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis ------------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_SENTINELS = env.list("REDIS_SENTINELS", default=[])  # "host:port,host:port"
+REDIS_EMBEDDED = not REDIS_URL
+# A cache must never stall the pipeline: short socket timeouts bound a hung server.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.25)
+REDIS_SOCKET_CONNECT_TIMEOUT = env.float("REDIS_SOCKET_CONNECT_TIMEOUT", default=0.25)
+
+_redis_options: dict = {
+    "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+    "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_CONNECT_TIMEOUT,
+    # Django's own cache (sessions etc.) fails open too; the cache layers have their own breaker.
+    "IGNORE_EXCEPTIONS": True,
+    "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+}
+if REDIS_EMBEDDED:
+    import fakeredis
+
+    # One in-process server shared by every client in this process (django-redis,
+    # redis.asyncio twins, Celery's result backend is not used in embedded mode).
+    EMBEDDED_REDIS_SERVER = fakeredis.FakeServer()
+    _redis_location = "redis://embedded/0"
+    _redis_options["CONNECTION_POOL_KWARGS"] = {
+        "connection_class": fakeredis.FakeRedisConnection,
+        "server": EMBEDDED_REDIS_SERVER,
+    }
+else:
+    EMBEDDED_REDIS_SERVER = None
+    _redis_location = REDIS_URL
+    if REDIS_SENTINELS:
+        try:
+            _redis_options["SENTINELS"] = [
+                (host, int(port)) for host, port in (item.rsplit(":", 1) for item in REDIS_SENTINELS)
+            ]
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"REDIS_SENTINELS must be host:port,host:port ({exc})") from exc
+        _redis_options["CLIENT_CLASS"] = "django_redis.client.SentinelClient"
+        DJANGO_REDIS_CONNECTION_FACTORY = "django_redis.pool.SentinelConnectionFactory"
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": _redis_location,
+        "OPTIONS": _redis_options,
+        "KEY_PREFIX": "mgecache-django",
+    }
+}
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+
+
+def _broker_default(redis_url: str) -> str:
+    """The broker lives on the same Redis server as the cache, one database number up."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(redis_url)
+    path = parts.path.strip("/")
+    db = int(path) if path.isdigit() else 0
+    return urlunsplit((parts.scheme, parts.netloc, f"/{(db + 1) % 16}", parts.query, parts.fragment))
+
+
+# --- Celery -----------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or (_broker_default(REDIS_URL) if REDIS_URL else "")
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL  # embedded default only: tasks run in-process
+CELERY_TASK_EAGER_PROPAGATES = True
+if REDIS_URL and CELERY_BROKER_URL == REDIS_URL:
+    raise ImproperlyConfigured("CELERY_BROKER_URL must not be the same Redis database as REDIS_URL.")
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
+# Redelivery of an unacked (acks_late) task happens after the visibility timeout:
+# it must exceed the longest task, or a running task is delivered twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 4}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "reclaim-invalidated-cache-keys": {
+        "task": "cache_app.tasks.reclaim_dead_keys",
+        "schedule": env.float("MGECACHE_RECLAIM_INTERVAL_SECONDS", default=3600.0),
+    },
+}
+
+# --- App settings -----------------------------------------------------------------------
+# Documented defaults live in cache_app/conf.py; system checks validate them (cache_app.E0xx).
+MGECACHE = {
+    "KEY_PREFIX": env.str("MGECACHE_KEY_PREFIX", default="mgecache"),
+    "LLM_PROVIDER": env.str("LLM_PROVIDER", default="simulated"),
+    "LLM_DEFAULT_MODEL": env.str("LLM_DEFAULT_MODEL", default="claude-3-5-sonnet"),
+    "EMBEDDER": env.str("MGECACHE_EMBEDDER", default="cache_app.embedders.HashedNgramEmbedder"),
+}
+
+# --- DRF / OpenAPI ----------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "mgecache API",
+    "DESCRIPTION": "LLM prompt cache, RAG query cache and request batching for MGE V2.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Static files, i18n -----------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Prometheus -------------------------------------------------------------------------
+# Under several gunicorn workers set PROMETHEUS_MULTIPROC_DIR (see docs/operations.md).
+PROMETHEUS_EXPORT_MIGRATIONS = False
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
