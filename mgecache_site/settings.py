@@ -177,7 +177,11 @@ CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL  # embedded default only: tasks
 CELERY_TASK_EAGER_PROPAGATES = True
 if REDIS_URL and CELERY_BROKER_URL == REDIS_URL:
     raise ImproperlyConfigured("CELERY_BROKER_URL must not be the same Redis database as REDIS_URL.")
-CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
+# Results (for .get() and the health/ping check) live beside the broker; they expire in an hour.
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else None
+)
+CELERY_RESULT_EXPIRES = 3600
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

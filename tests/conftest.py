@@ -213,3 +213,25 @@ def run_python(code: str, env: dict[str, str], timeout: float = 60) -> subproces
     if proc.returncode != 0:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture
+def celery_worker():
+    """A real Celery worker (in a thread of this process) consuming a private queue on the Redis broker.
+
+    Yields the queue name; send tasks with ``task.apply_async(..., queue=queue)``.
+    Needs a real broker (REDIS_URL set), like the ``redis_server`` marker.
+    """
+    if not HAS_REAL_REDIS:
+        if IN_CI:
+            pytest.fail("CI=true but the Celery worker test needs a real Redis broker (REDIS_URL)")
+        pytest.skip("needs a real Redis broker (set REDIS_URL)")
+    from celery.contrib.testing.worker import start_worker
+
+    from mgecache_site.celery import app
+
+    queue = f"mgecache-test-{uuid.uuid4().hex[:12]}"
+    app.conf.task_always_eager = False
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=[queue], shutdown_timeout=30):
+        yield queue
+    app.conf.task_always_eager = True
