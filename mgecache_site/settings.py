@@ -97,7 +97,10 @@ ASGI_APPLICATION = "mgecache_site.asgi.application"
 
 # --- Database ---------------------------------------------------------------------------
 try:
-    if env.str("DATABASE_URL", default=""):
+    _database_url = env.str("DATABASE_URL", default="")
+    if _database_url:
+        if not _database_url.startswith(("postgres://", "postgresql://", "pgsql://", "sqlite://")):
+            raise ValueError("use a postgres:// (production) or sqlite:// URL")
         DATABASES = {"default": env.db("DATABASE_URL")}
     else:
         VAR_DIR.mkdir(exist_ok=True)

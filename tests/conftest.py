@@ -60,6 +60,11 @@ def _isolated_mgecache(settings) -> str:
     from mgecache_site.celery import app as celery_app
 
     prefix = f"mgecache-test-{uuid.uuid4().hex[:12]}"
+    # Tests do not run collectstatic: serve static names without the hashed manifest.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     settings.MGECACHE = {**settings.MGECACHE, "KEY_PREFIX": prefix}
     policies._default_source = None
     redis_client._default_breaker = None

@@ -51,3 +51,50 @@ def test_cached_until_refresh_then_reloaded(clock):
     assert source.llm().ttl_seconds == 86400  # still within the refresh window
     clock.advance(2.0)
     assert source.llm().ttl_seconds == 60
+
+
+CHILD_WATCHES_POLICY = """
+import sys, time
+from cache_app.policies import get_policy_source
+source = get_policy_source()
+assert source.llm().ttl_seconds == 86400
+print("ready", flush=True)
+sys.stdin.readline()  # the parent has committed the edit
+start = time.monotonic()
+while time.monotonic() - start < 10:
+    if source.llm().ttl_seconds == 120:
+        print(f"seen {time.monotonic() - start:.3f}", flush=True)
+        break
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_policy_edit_reaches_another_process_within_5_seconds(subprocess_env):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import django; django.setup()\n" + CHILD_WATCHES_POLICY],
+        env=subprocess_env,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        policy = CachePolicy.objects.get(layer="llm")
+        policy.ttl_seconds = 120
+        policy.save()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert out.startswith("seen"), err
+    assert float(out.split()[1]) <= 5.0
