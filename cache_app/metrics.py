@@ -39,7 +39,10 @@ CACHE_LOOKUP_SECONDS = Histogram(
 
 # --- Redis health ------------------------------------------------------------------------
 REDIS_BREAKER_OPEN = Gauge(
-    "mgecache_redis_breaker_open", "1 while the Redis circuit breaker is open (cache bypassed).", ["client"]
+    "mgecache_redis_breaker_open",
+    "1 while the Redis circuit breaker is open (cache bypassed).",
+    ["client"],
+    multiprocess_mode="max",
 )
 REDIS_BREAKER_TRIPS = Counter(
     "mgecache_redis_breaker_trips_total", "Times the Redis circuit breaker opened.", ["client"]
@@ -51,7 +54,11 @@ RAG_SIMILARITY_SCORE = Histogram(
     "Best cosine similarity found on each similarity lookup.",
     buckets=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99, 1.0),
 )
-RAG_INDEX_ENTRIES = Gauge("mgecache_rag_index_entries", "Entries held in this process's RAG similarity index.")
+RAG_INDEX_ENTRIES = Gauge(
+    "mgecache_rag_index_entries",
+    "Entries held in a process's RAG similarity index (max over processes).",
+    multiprocess_mode="max",
+)
 
 # --- Batching ------------------------------------------------------------------------------
 BATCH_SIZE = Histogram(
