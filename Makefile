@@ -34,8 +34,7 @@ run: install
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0; \
 	$(BIN)/python manage.py ensure_admin; \
 	echo "mgecache: http://$(HOST):$(PORT)/admin/"; \
-	exec $(BIN)/gunicorn mgecache_site.wsgi:application --bind $(HOST):$(PORT) \
-		--workers $${WEB_CONCURRENCY:-1} --threads $${GUNICORN_THREADS:-8} --access-logfile -
+	exec $(BIN)/gunicorn -c gunicorn.conf.py mgecache_site.wsgi:application --bind $(HOST):$(PORT)
 
 lint: install-dev
 	$(BIN)/ruff check .

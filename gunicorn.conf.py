@@ -1,0 +1,20 @@
+"""gunicorn settings used by `make run` and production (`gunicorn -c gunicorn.conf.py ...`).
+
+With several workers, Prometheus metrics are aggregated across processes when
+PROMETHEUS_MULTIPROC_DIR points at an empty, writable directory (docs/operations.md).
+"""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+accesslog = "-"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+
+
+def child_exit(server, worker):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
