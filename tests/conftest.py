@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
+import threading
 import uuid
 from pathlib import Path
 
@@ -148,16 +148,15 @@ class PrivateRedis:
         assert binary, "redis-server is not installed"
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)  # polling for a server to come up, not waiting out a window
+        # Wait for the server's own readiness line rather than polling the port.
+        for line in self.proc.stdout:
+            if "Ready to accept connections" in line:
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep draining
+                return
         raise RuntimeError("private redis-server did not start")
 
     def stop(self) -> None:
@@ -240,3 +239,13 @@ def celery_worker():
     with start_worker(app, pool="solo", perform_ping_check=False, queues=[queue], shutdown_timeout=30):
         yield queue
     app.conf.task_always_eager = True
+
+
+@pytest.fixture
+def llm_stub_server():
+    """A stub Anthropic/OpenAI HTTP server on 127.0.0.1 (see tests/stub_llm_server.py)."""
+    from tests.stub_llm_server import StubLLMServer
+
+    server = StubLLMServer().start()
+    yield server
+    server.stop()
