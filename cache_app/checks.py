@@ -67,3 +67,36 @@ def check_mgecache_settings(app_configs=None, **kwargs) -> list[checks.CheckMess
             )
         )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_llm_provider_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Provider credentials and knobs (ids cache_app.E020-E029)."""
+    errors: list[checks.CheckMessage] = []
+    s = conf.app_settings()
+    provider = s.get("LLM_PROVIDER")
+    key_setting = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}.get(provider)
+    if key_setting and not getattr(settings, key_setting, ""):
+        errors.append(
+            checks.Error(
+                f"LLM_PROVIDER is {provider!r} but {key_setting} is not set.",
+                hint=f"Set {key_setting} in the environment, or LLM_PROVIDER=simulated (offline, not a real model).",
+                id="cache_app.E020",
+            )
+        )
+    for name, low, high in (
+        ("LLM_TIMEOUT_SECONDS", 0.1, 3600.0),
+        ("SIMULATED_CALL_OVERHEAD_SECONDS", 0.0, 60.0),
+        ("SIMULATED_SECONDS_PER_OUTPUT_TOKEN", 0.0, 10.0),
+        ("DOCUMENT_REFRESH_SECONDS", 0.0, 3600.0),
+    ):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            errors.append(
+                checks.Error(f"MGECACHE['{name}'] must be a number between {low} and {high}.", id="cache_app.E021")
+            )
+    for name, low in (("LLM_MAX_RETRIES", 0), ("LLM_DEFAULT_MAX_TOKENS", 1), ("SIMULATED_OUTPUT_TOKENS", 1)):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            errors.append(checks.Error(f"MGECACHE['{name}'] must be an integer >= {low}.", id="cache_app.E022"))
+    return errors

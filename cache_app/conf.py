@@ -32,6 +32,23 @@ DEFAULTS: dict[str, Any] = {
     "LLM_DEFAULT_MODEL": "claude-3-5-sonnet",
     # Dotted path of the query embedder used by the RAG engine.
     "EMBEDDER": "cache_app.embedders.HashedNgramEmbedder",
+    # Real providers (anthropic, openai): retries of 408/409/429/5xx and connection errors,
+    # done by the official SDK with capped exponential backoff (or the server's retry-after),
+    # and the per-request timeout. Keys and base URLs are settings of their own
+    # (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, OPENAI_API_KEY, OPENAI_BASE_URL), never here.
+    "LLM_MAX_RETRIES": 2,
+    "LLM_TIMEOUT_SECONDS": 60.0,
+    # max_tokens sent when the caller gives none (the Anthropic API requires one).
+    "LLM_DEFAULT_MAX_TOKENS": 1024,
+    # The simulated provider's latency model: overhead + output_tokens * per-token time,
+    # with SIMULATED_OUTPUT_TOKENS tokens generated (fewer if max_tokens is lower).
+    # Defaults resemble a hosted model: ~0.3 s to first token, ~200 tokens/s.
+    "SIMULATED_CALL_OVERHEAD_SECONDS": 0.3,
+    "SIMULATED_SECONDS_PER_OUTPUT_TOKEN": 0.005,
+    "SIMULATED_OUTPUT_TOKENS": 120,
+    # Document store: how often a process checks the database for documents changed by
+    # other processes (a cheap count/max query). Changes made in this process are seen at once.
+    "DOCUMENT_REFRESH_SECONDS": 2.0,
 }
 
 LLM_PROVIDERS = ("simulated", "anthropic", "openai")

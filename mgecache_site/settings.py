@@ -211,7 +211,17 @@ MGECACHE = {
     "LLM_PROVIDER": env.str("LLM_PROVIDER", default="simulated"),
     "LLM_DEFAULT_MODEL": env.str("LLM_DEFAULT_MODEL", default="claude-3-5-sonnet"),
     "EMBEDDER": env.str("MGECACHE_EMBEDDER", default="cache_app.embedders.HashedNgramEmbedder"),
+    "LLM_MAX_RETRIES": env.int("LLM_MAX_RETRIES", default=2),
+    "LLM_TIMEOUT_SECONDS": env.float("LLM_TIMEOUT_SECONDS", default=60.0),
 }
+
+# LLM provider credentials and endpoints (cache_app.providers). Secrets have no default:
+# LLM_PROVIDER=anthropic/openai without its key is a startup error (check cache_app.E020).
+# An empty base URL means the SDK's own default endpoint.
+ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
+ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="")
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 
 # --- DRF / OpenAPI ----------------------------------------------------------------------
 REST_FRAMEWORK = {
