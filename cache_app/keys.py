@@ -89,3 +89,65 @@ def lock(name: str) -> str:
 
 def batch_result(atom_id: Any) -> str:
     return f"{prefix()}batch:result:{uuid.UUID(str(atom_id))}"
+
+
+# --- LLM prompt cache (cache_app.llm_cache) -------------------------------------------------
+#
+#     P llm:epoch                  string (INCR): layer-wide epoch; bumped by invalidate_all()
+#     P llm:gen:<scope>            string (INCR): the scope's generation; bumped by invalidate_masterplan()
+#     P llm:<scope>:<sha256>       string: one entry, TTL from CachePolicy('llm') or the call
+#
+# <sha256> is ``digest()`` of every input that changes the answer (prompt, model, normalised
+# temperature, generation params). The entry's value is ``e<epoch>g<gen>|`` followed by the
+# msgpack-encoded response: an entry whose tag is not the scope's current one is dead
+# (unreachable) even while it still exists, so invalidation is one INCR whatever the number
+# of entries. Dead entries are deleted later by SCAN (scope pattern) + a Lua batch that
+# re-checks each tag. Epoch and generation keys never expire and are never deleted: resetting
+# one could make an old entry's tag current again.
+
+
+def llm_epoch() -> str:
+    return f"{prefix()}llm:epoch"
+
+
+def llm_generation(masterplan_id: Any = None) -> str:
+    return f"{prefix()}llm:gen:{scope(masterplan_id)}"
+
+
+def llm_entry(masterplan_id: Any, entry_digest: str) -> str:
+    if len(entry_digest) != 64 or any(c not in "0123456789abcdef" for c in entry_digest):
+        raise ValueError("entry_digest must be a lowercase SHA-256 hex digest")
+    return f"{prefix()}llm:{scope(masterplan_id)}:{entry_digest}"
+
+
+def llm_lookup(masterplan_id: Any, entry_digest: str) -> tuple[str, str, str]:
+    """``(epoch, generation, entry)`` keys of one lookup, built with one prefix() read (hot path)."""
+    base = f"{prefix()}llm:"
+    scope_name = scope(masterplan_id)
+    return f"{base}epoch", f"{base}gen:{scope_name}", f"{base}{scope_name}:{entry_digest}"
+
+
+def llm_scope_pattern(masterplan_id: Any = None) -> str:
+    """SCAN pattern for the entries of one scope (never the epoch/generation keys)."""
+    return f"{prefix()}llm:{scope(masterplan_id)}:*"
+
+
+def llm_layer_pattern() -> str:
+    """SCAN pattern for every key of the LLM layer (parse results with :func:`parse_llm_entry`)."""
+    return f"{prefix()}llm:*"
+
+
+def parse_llm_entry(key: str | bytes) -> str | None:
+    """The scope (``global`` or a UUID) of an LLM entry key, None for any other key."""
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    base = f"{prefix()}llm:"
+    if not key.startswith(base):
+        return None
+    parts = key[len(base) :].split(":")
+    if len(parts) != 2 or len(parts[1]) != 64 or parts[0] in ("gen", "epoch"):
+        return None
+    try:
+        return scope(None if parts[0] == GLOBAL_SCOPE else parts[0])
+    except ValueError:
+        return None

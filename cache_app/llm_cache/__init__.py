@@ -1,0 +1,13 @@
+"""The LLM prompt cache (issue 3). Design, key layout and operations: docs/llm_cache.md."""
+
+from .cache import LAYER, CacheUnavailableError, LLMPromptCache
+from .codec import CachedLLMResponse, CorruptEntryError, normalize_temperature
+
+__all__ = [
+    "LAYER",
+    "CacheUnavailableError",
+    "CachedLLMResponse",
+    "CorruptEntryError",
+    "LLMPromptCache",
+    "normalize_temperature",
+]

@@ -1,0 +1,495 @@
+"""LLMPromptCache: exact-match answers in Redis, scoped invalidation in O(1), fail-open.
+
+Hot path: a lookup is ONE round trip, ``MGET(epoch, generation, entry)``; the entry is a
+hit only if its stored tag equals the scope's current ``e<epoch>g<generation>`` tag, so an
+invalidation (one INCR) makes every earlier entry unreachable at once. See docs/llm_cache.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from .. import keys, metrics
+from ..counters import DurableCounters, get_counters
+from ..policies import LayerPolicy, PolicySource, get_policy_source
+from ..redis_client import CircuitBreaker, RedisGuard, get_async_redis, get_breaker, get_redis
+from . import scripts
+from .codec import TRUNCATED_FINISH_REASONS, CachedLLMResponse, CorruptEntryError, decode, encode, make_tag
+from .codec import identity_digest as _digest
+from .codec import normalize_temperature as _temperature
+from .reclaim import areclaim_scope, reclaim_layer, reclaim_scope
+
+logger = logging.getLogger(__name__)
+
+LAYER = "llm"
+_HITS = metrics.CACHE_HITS.labels(LAYER)
+_MISSES = metrics.CACHE_MISSES.labels(LAYER)
+_WRITES = metrics.CACHE_WRITES.labels(LAYER)
+_INVALIDATIONS = metrics.CACHE_INVALIDATIONS.labels(LAYER)
+_RECLAIMED = metrics.CACHE_KEYS_RECLAIMED.labels(LAYER)
+_LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
+_ANY_TAG = re.compile(rb"e\d+g\d+\|")
+
+
+class CacheUnavailableError(RuntimeError):
+    """An invalidation could not reach Redis. (Lookups and writes never raise; this one must not lie.)"""
+
+
+class LLMPromptCache:
+    """Exact-match LLM response cache. Collaborators are injected; defaults come from settings.
+
+    ``redis``: a sync client (default: the configured connection). With an injected client
+    and no ``guard``/``breaker``, a private circuit breaker probes that client.
+    ``async_redis``: an asyncio client or a zero-argument factory for one (default: the
+    configured server per event loop, or a client derived from an injected ``redis``).
+    """
+
+    # A miss remembers the tag it saw so that the set() it triggers is refused if the
+    # scope was invalidated meanwhile (the answer was computed for a dead generation).
+    pending_max = 10_000
+    pending_max_age_seconds = 900.0
+
+    def __init__(
+        self,
+        redis: Any = None,
+        *,
+        policies: PolicySource | None = None,
+        clock: Callable[[], float] | None = None,
+        counters: DurableCounters | None = None,
+        guard: RedisGuard | None = None,
+        breaker: CircuitBreaker | None = None,
+        async_redis: Any = None,
+    ) -> None:
+        self._redis = redis
+        self._policies = policies
+        self._clock = clock or time.time
+        self._counters = counters
+        if guard is None and breaker is None and redis is not None:
+            breaker = CircuitBreaker(probe=redis.ping, name="llm-cache")
+        self._own_guard = guard or (RedisGuard(breaker, layer=LAYER) if breaker is not None else None)
+        self._default_guard: RedisGuard | None = None
+        self._async_redis = async_redis
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._sync_scripts: tuple[Any, Any] | None = None
+        self._async_scripts: tuple[Any, Any] | None = None
+        self._pending: dict[str, tuple[bytes, float]] = {}
+        self._pending_lock = threading.Lock()
+
+    # --- collaborators -------------------------------------------------------------------
+    @property
+    def redis(self) -> Any:
+        if self._redis is None:
+            self._redis = get_redis()
+        return self._redis
+
+    @property
+    def guard(self) -> RedisGuard:
+        if self._own_guard is not None:
+            return self._own_guard
+        breaker = get_breaker()  # the process-wide one; re-resolved if it was replaced
+        if self._default_guard is None or self._default_guard.breaker is not breaker:
+            self._default_guard = RedisGuard(breaker, layer=LAYER)
+        return self._default_guard
+
+    @property
+    def policies(self) -> PolicySource:
+        return self._policies or get_policy_source()
+
+    @property
+    def counters(self) -> DurableCounters:
+        return self._counters or get_counters()
+
+    def _scripts(self) -> tuple[Any, Any]:
+        if self._sync_scripts is None:
+            self._sync_scripts = (
+                self.redis.register_script(scripts.SET_LUA),
+                self.redis.register_script(scripts.RECLAIM_LUA),
+            )
+        return self._sync_scripts
+
+    def async_client(self) -> Any:
+        """The asyncio client for the running loop."""
+        if self._async_redis is not None:
+            if isinstance(self._async_redis, redis.asyncio.Redis):
+                return self._async_redis
+            return self._async_redis()
+        if self._redis is None:
+            return get_async_redis()
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = _derive_async_client(self._redis)
+            self._async_clients[loop] = client
+        return client
+
+    def _ascripts(self, client: Any) -> tuple[Any, Any]:
+        if self._async_scripts is None:
+            self._async_scripts = (
+                client.register_script(scripts.SET_LUA),
+                client.register_script(scripts.RECLAIM_LUA),
+            )
+        return self._async_scripts
+
+    # --- keys ----------------------------------------------------------------------------
+    def key_for(self, prompt: str, model: str, temperature: float, *, masterplan_id: Any = None, **params: Any) -> str:
+        """The entry's Redis key (pure: no I/O). Deterministic across processes and machines."""
+        return keys.llm_entry(masterplan_id, _digest(prompt, model, temperature, params))
+
+    # --- lookups -------------------------------------------------------------------------
+    def _lookup_plan(
+        self, prompt: str, model: str, temperature: Any, masterplan_id: Any, params: dict[str, Any]
+    ) -> tuple[str | None, tuple[str, str, str]] | None:
+        """(masterplan id, (epoch, generation, entry) keys), or None if the policy bypasses the cache."""
+        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
+        entry_digest = _digest(prompt, model, temperature, params)
+        if not self._policy_allows(self.policies.llm(), temperature):
+            self.counters.incr(LAYER, "bypassed", masterplan_id=normalized_mp)
+            return None
+        return normalized_mp, keys.llm_lookup(normalized_mp, entry_digest)
+
+    @staticmethod
+    def _policy_allows(policy: LayerPolicy, temperature: Any) -> bool:
+        return policy.enabled and (policy.cache_nonzero_temperature or _temperature(temperature) == 0)
+
+    def _interpret(
+        self, masterplan_id: str | None, lookup_keys: tuple[str, str, str], reply: Any, model: str
+    ) -> tuple[CachedLLMResponse | None, bool]:
+        """Turn an MGET reply into (response, delete_entry). Counts hit/miss."""
+        response, corrupt = None, False
+        if reply is not None:
+            epoch, generation, raw = reply
+            tag = make_tag(epoch, generation)
+            if raw is not None and raw.startswith(tag):
+                try:
+                    response = decode(raw[len(tag) :], expected_model=model)
+                except CorruptEntryError as exc:
+                    corrupt = True
+                    self._count_corrupt(lookup_keys[2], exc)
+            elif raw is not None and not _ANY_TAG.match(raw):
+                corrupt = True
+                self._count_corrupt(lookup_keys[2], CorruptEntryError("no generation tag"))
+            if response is None:
+                self._remember_tag(lookup_keys[2], tag)
+        if response is None:
+            _MISSES.inc()
+            self.counters.incr(LAYER, "misses", masterplan_id=masterplan_id)
+        else:
+            _HITS.inc()
+            self.counters.incr(LAYER, "hits", masterplan_id=masterplan_id)
+        return response, corrupt
+
+    def _count_corrupt(self, key: str, exc: Exception) -> None:
+        metrics.CACHE_ERRORS.labels(LAYER, "corrupt").inc()
+        logger.warning("LLM cache entry %s is corrupt (%s); deleting it", key, exc)
+
+    def get(
+        self, prompt: str, model: str, temperature: float, *, masterplan_id: Any = None, **params: Any
+    ) -> CachedLLMResponse | None:
+        """The cached answer, or None (miss, bypass, or Redis unavailable). Never raises on Redis errors."""
+        started = time.perf_counter()
+        plan = self._lookup_plan(prompt, model, temperature, masterplan_id, params)
+        if plan is None:
+            return None
+        normalized_mp, lookup_keys = plan
+        client = self.redis
+        reply = self.guard.run("get", lambda: client.mget(lookup_keys), None)
+        response, corrupt = self._interpret(normalized_mp, lookup_keys, reply, model)
+        if corrupt:
+            self.guard.run("delete", lambda: client.unlink(lookup_keys[2]), None)
+        _LOOKUP.observe(time.perf_counter() - started)
+        return response
+
+    async def aget(
+        self, prompt: str, model: str, temperature: float, *, masterplan_id: Any = None, **params: Any
+    ) -> CachedLLMResponse | None:
+        started = time.perf_counter()
+        plan = self._lookup_plan(prompt, model, temperature, masterplan_id, params)
+        if plan is None:
+            return None
+        normalized_mp, lookup_keys = plan
+        client = self.async_client()
+        reply = await self.guard.arun("get", lambda: client.mget(lookup_keys), None)
+        response, corrupt = self._interpret(normalized_mp, lookup_keys, reply, model)
+        if corrupt:
+            await self.guard.arun("delete", lambda: client.unlink(lookup_keys[2]), None)
+        _LOOKUP.observe(time.perf_counter() - started)
+        return response
+
+    # --- the miss -> set handshake ---------------------------------------------------------
+    def _remember_tag(self, entry_key: str, tag: bytes) -> None:
+        now = time.monotonic()
+        with self._pending_lock:
+            previous = self._pending.get(entry_key)
+            # Keep the OLDEST tag still in flight: of two concurrent misses, the one that
+            # saw a dead generation must not be upgraded by the later one.
+            if previous is not None and now - previous[1] < self.pending_max_age_seconds:
+                return
+            if len(self._pending) >= self.pending_max:
+                self._pending.pop(next(iter(self._pending)))
+            self._pending[entry_key] = (tag, now)
+
+    def _take_tag(self, entry_key: str) -> bytes:
+        with self._pending_lock:
+            item = self._pending.pop(entry_key, None)
+        if item is None or time.monotonic() - item[1] >= self.pending_max_age_seconds:
+            return b""
+        return item[0]
+
+    # --- writes --------------------------------------------------------------------------
+    def _write_plan(
+        self,
+        prompt: str,
+        model: str,
+        temperature: Any,
+        response_text: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        masterplan_id: Any,
+        ttl: int | None,
+        finish_reason: str | None,
+        params: dict[str, Any],
+    ) -> tuple[str | None, list[str], list[Any]] | None:
+        """Validate and apply the store rules; (masterplan, keys, args) or None if skipped."""
+        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
+        entry_digest = _digest(prompt, model, temperature, params)
+        for name, value in (("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if not isinstance(response_text, str):
+            raise TypeError("response_text must be a str")
+        if finish_reason is not None and not isinstance(finish_reason, str):
+            raise TypeError("finish_reason must be a str or None")
+        policy = self.policies.llm()
+        seconds = policy.ttl_seconds if ttl is None else ttl
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 1:
+            raise ValueError(f"ttl must be a positive int (seconds), got {seconds!r}")
+        reason = None
+        if not policy.enabled:
+            reason = "disabled"
+        elif not response_text.strip():
+            reason = "empty"
+        elif _temperature(temperature) > 0 and not policy.cache_nonzero_temperature:
+            reason = "nonzero_temperature"
+        elif finish_reason in TRUNCATED_FINISH_REASONS and not policy.cache_truncated:
+            reason = "truncated"
+        if reason is not None:
+            metrics.CACHE_SKIPPED_WRITES.labels(LAYER, reason).inc()
+            return None
+        epoch_key, gen_key, entry_key = keys.llm_lookup(normalized_mp, entry_digest)
+        payload = encode(
+            CachedLLMResponse(
+                text=response_text,
+                model=model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cached_at=self._clock(),
+                finish_reason=finish_reason,
+                masterplan_id=normalized_mp,
+            )
+        )
+        return normalized_mp, [epoch_key, gen_key, entry_key], [payload, seconds, self._take_tag(entry_key)]
+
+    def _written(self, masterplan_id: str | None, stored: Any) -> None:
+        if stored is None:  # Redis failed; the guard counted and logged it
+            return
+        if int(stored) == 1:
+            _WRITES.inc()
+            self.counters.incr(LAYER, "writes", masterplan_id=masterplan_id)
+        else:
+            metrics.CACHE_SKIPPED_WRITES.labels(LAYER, "stale_generation").inc()
+
+    def set(
+        self,
+        prompt: str,
+        model: str,
+        temperature: float,
+        response_text: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        masterplan_id: Any = None,
+        ttl: int | None = None,
+        finish_reason: str | None = None,
+        **params: Any,
+    ) -> None:
+        """Store an answer (if the policy allows it). Never raises on Redis errors; invalid arguments raise."""
+        plan = self._write_plan(
+            prompt,
+            model,
+            temperature,
+            response_text,
+            prompt_tokens,
+            completion_tokens,
+            masterplan_id,
+            ttl,
+            finish_reason,
+            params,
+        )
+        if plan is None:
+            return
+        normalized_mp, script_keys, args = plan
+        client = self.redis
+        set_script = self._scripts()[0]
+        stored = self.guard.run("set", lambda: set_script(keys=script_keys, args=args, client=client), None)
+        self._written(normalized_mp, stored)
+
+    async def aset(
+        self,
+        prompt: str,
+        model: str,
+        temperature: float,
+        response_text: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        masterplan_id: Any = None,
+        ttl: int | None = None,
+        finish_reason: str | None = None,
+        **params: Any,
+    ) -> None:
+        plan = self._write_plan(
+            prompt,
+            model,
+            temperature,
+            response_text,
+            prompt_tokens,
+            completion_tokens,
+            masterplan_id,
+            ttl,
+            finish_reason,
+            params,
+        )
+        if plan is None:
+            return
+        normalized_mp, script_keys, args = plan
+        client = self.async_client()
+        set_script = self._ascripts(client)[0]
+        stored = await self.guard.arun("set", lambda: set_script(keys=script_keys, args=args, client=client), None)
+        self._written(normalized_mp, stored)
+
+    # --- invalidation --------------------------------------------------------------------
+    def _invalidated(self, masterplan_id: str | None) -> None:
+        _INVALIDATIONS.inc()
+        self.counters.incr(LAYER, "invalidations", masterplan_id=masterplan_id)
+
+    def invalidate_masterplan(self, masterplan_id: Any, *, reclaim: bool = True) -> int:
+        """Make every entry of the masterplan unreachable (one INCR), then delete them.
+
+        ``masterplan_id=None`` means the global scope. Returns the number of dead entries
+        deleted inline, i.e. the entries made unreachable (plus leftovers of an earlier
+        interrupted reclaim). With ``reclaim=False``, or if deletion fails after the INCR,
+        deletion is left to the Celery task and 0 is returned. Raises CacheUnavailableError
+        if Redis cannot record the invalidation itself.
+        """
+        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
+        gen_key = keys.llm_generation(normalized_mp)
+        client = self.redis
+        if self.guard.run("invalidate", lambda: client.incr(gen_key), None) is None:
+            raise CacheUnavailableError(f"could not invalidate LLM cache scope {keys.scope(normalized_mp)}")
+        self._invalidated(normalized_mp)
+        if not reclaim:
+            _schedule_reclaim(normalized_mp)
+            return 0
+        try:
+            return self.reclaim_masterplan(normalized_mp)
+        except (redis.RedisError, OSError) as exc:
+            self._reclaim_failed(normalized_mp, exc)
+            return 0
+
+    async def ainvalidate_masterplan(self, masterplan_id: Any, *, reclaim: bool = True) -> int:
+        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
+        gen_key = keys.llm_generation(normalized_mp)
+        client = self.async_client()
+        if await self.guard.arun("invalidate", lambda: client.incr(gen_key), None) is None:
+            raise CacheUnavailableError(f"could not invalidate LLM cache scope {keys.scope(normalized_mp)}")
+        self._invalidated(normalized_mp)
+        if not reclaim:
+            _schedule_reclaim(normalized_mp)
+            return 0
+        try:
+            removed = await areclaim_scope(client, self._ascripts(client)[1], normalized_mp)
+        except (TimeoutError, redis.RedisError, OSError) as exc:
+            self._reclaim_failed(normalized_mp, exc)
+            return 0
+        _RECLAIMED.inc(removed)
+        return removed
+
+    def invalidate_all(self, *, reclaim: bool = True) -> int:
+        """Make every entry of this layer unreachable (one INCR of the layer epoch) and delete them.
+
+        Touches only this layer's keys: never FLUSHDB (Redis may hold the broker and other apps).
+        """
+        epoch_key = keys.llm_epoch()
+        client = self.redis
+        if self.guard.run("invalidate", lambda: client.incr(epoch_key), None) is None:
+            raise CacheUnavailableError("could not invalidate the LLM cache")
+        self._invalidated(None)
+        if not reclaim:
+            _schedule_reclaim(None, layer=True)
+            return 0
+        try:
+            return self.reclaim_dead_keys()
+        except (redis.RedisError, OSError) as exc:
+            self._reclaim_failed(None, exc, layer=True)
+            return 0
+
+    def _reclaim_failed(self, masterplan_id: str | None, exc: BaseException, *, layer: bool = False) -> None:
+        metrics.CACHE_ERRORS.labels(LAYER, "reclaim").inc()
+        logger.warning("LLM cache reclaim failed (%s: %s); deferring it to Celery", type(exc).__name__, exc)
+        _schedule_reclaim(masterplan_id, layer=layer)
+
+    # --- physical deletion (raises on Redis errors: callers retry) ---------------------------
+    def reclaim_masterplan(self, masterplan_id: Any) -> int:
+        """Delete the dead entries of one scope with SCAN + batched UNLINK; returns the count."""
+        removed = reclaim_scope(self.redis, self._scripts()[1], keys.normalize_masterplan_id(masterplan_id))
+        _RECLAIMED.inc(removed)
+        return removed
+
+    def reclaim_dead_keys(self) -> int:
+        """Delete the dead entries of every scope of the layer; returns the count."""
+        removed = reclaim_layer(self.redis, self._scripts()[1])
+        _RECLAIMED.inc(removed)
+        return removed
+
+    # --- statistics ------------------------------------------------------------------------
+    def hit_rate(self) -> float:
+        """Hits / (hits + misses) over every process (durable counters); 0.0 without lookups."""
+        return self.counters.hit_rate(LAYER)
+
+    def stats(self, masterplan_id: Any = None) -> dict[str, float]:
+        """Durable totals (hits, misses, writes, invalidations, bypassed) of the layer or one masterplan."""
+        return self.counters.read(LAYER, masterplan_id=keys.normalize_masterplan_id(masterplan_id))
+
+
+def _derive_async_client(client: Any) -> Any:
+    """An asyncio client on the same server as an injected sync client."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "server" in kwargs:  # fakeredis
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(server=kwargs["server"])
+    wanted = ("host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout")
+    return redis.asyncio.Redis(**{k: kwargs[k] for k in wanted if k in kwargs})
+
+
+def _schedule_reclaim(masterplan_id: str | None, *, layer: bool = False) -> None:
+    """Best effort: hand deletion to Celery (the hourly sweep catches anything this misses)."""
+    try:
+        from ..tasks import reclaim_dead_keys, reclaim_llm_masterplan
+
+        if layer:
+            reclaim_dead_keys.delay()
+        else:
+            reclaim_llm_masterplan.delay(masterplan_id)
+    except Exception as exc:  # broker down too: the periodic sweep will do it
+        logger.warning("could not schedule LLM cache reclaim: %s: %s", type(exc).__name__, exc)

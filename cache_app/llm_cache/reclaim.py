@@ -1,0 +1,109 @@
+"""Physical deletion of dead LLM entries: SCAN (large COUNT) + Lua batches that UNLINK.
+
+Never KEYS, never one giant DEL: each SCAN page is split into batches of ``batch_size``
+keys; each batch is one short script (it re-reads the scope's tag, so an entry written
+under the current tag after the SCAN is kept), and a page's batches travel in one
+pipelined round trip. Errors propagate: callers are Celery tasks (which retry) or the
+inline path of an invalidation (which logs and defers to the task).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .. import keys
+
+SCAN_COUNT = 10_000
+BATCH_SIZE = 1_000
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _group_by_scope(page: Iterable[Any]) -> dict[str | None, list[Any]]:
+    groups: dict[str | None, list[Any]] = defaultdict(list)
+    for key in page:
+        scope_name = keys.parse_llm_entry(key)
+        if scope_name is not None:
+            groups[None if scope_name == keys.GLOBAL_SCOPE else scope_name].append(key)
+    return groups
+
+
+def _queue(pipe: Any, script: Any, masterplan_id: str | None, entries: list[Any], batch_size: int) -> int:
+    epoch_key, gen_key = keys.llm_epoch(), keys.llm_generation(masterplan_id)
+    queued = 0
+    for batch in _batches(entries, batch_size):
+        script(keys=[epoch_key, gen_key, *batch], client=pipe)
+        queued += 1
+    return queued
+
+
+def reclaim_scope(
+    client: Any, script: Any, masterplan_id: str | None, *, scan_count: int = SCAN_COUNT, batch_size: int = BATCH_SIZE
+) -> int:
+    """Delete the dead entries of one scope; returns how many keys were deleted."""
+    pattern = keys.llm_scope_pattern(masterplan_id)
+    removed, cursor = 0, 0
+    while True:
+        cursor, page = client.scan(cursor, match=pattern, count=scan_count)
+        if page:
+            pipe = client.pipeline(transaction=False)
+            if _queue(pipe, script, masterplan_id, page, batch_size):
+                removed += sum(int(n) for n in pipe.execute())
+        if int(cursor) == 0:
+            return removed
+
+
+def reclaim_layer(client: Any, script: Any, *, scan_count: int = SCAN_COUNT, batch_size: int = BATCH_SIZE) -> int:
+    """Delete the dead entries of every scope of the layer (after invalidate_all, or the periodic sweep)."""
+    pattern = keys.llm_layer_pattern()
+    removed, cursor = 0, 0
+    while True:
+        cursor, page = client.scan(cursor, match=pattern, count=scan_count)
+        if page:
+            pipe = client.pipeline(transaction=False)
+            queued = sum(_queue(pipe, script, mp, entries, batch_size) for mp, entries in _group_by_scope(page).items())
+            if queued:
+                removed += sum(int(n) for n in pipe.execute())
+        if int(cursor) == 0:
+            return removed
+
+
+async def areclaim_scope(
+    client: Any, script: Any, masterplan_id: str | None, *, scan_count: int = SCAN_COUNT, batch_size: int = BATCH_SIZE
+) -> int:
+    pattern = keys.llm_scope_pattern(masterplan_id)
+    epoch_key, gen_key = keys.llm_epoch(), keys.llm_generation(masterplan_id)
+    removed, cursor = 0, 0
+    while True:
+        cursor, page = await client.scan(cursor, match=pattern, count=scan_count)
+        if page:
+            pipe = client.pipeline(transaction=False)
+            for batch in _batches(page, batch_size):
+                await script(keys=[epoch_key, gen_key, *batch], client=pipe)
+            removed += sum(int(n) for n in await pipe.execute())
+        if int(cursor) == 0:
+            return removed
+
+
+async def areclaim_layer(
+    client: Any, script: Any, *, scan_count: int = SCAN_COUNT, batch_size: int = BATCH_SIZE
+) -> int:
+    pattern = keys.llm_layer_pattern()
+    removed, cursor = 0, 0
+    while True:
+        cursor, page = await client.scan(cursor, match=pattern, count=scan_count)
+        groups = _group_by_scope(page or [])
+        if groups:
+            pipe = client.pipeline(transaction=False)
+            for mp, entries in groups.items():
+                epoch_key, gen_key = keys.llm_epoch(), keys.llm_generation(mp)
+                for batch in _batches(entries, batch_size):
+                    await script(keys=[epoch_key, gen_key, *batch], client=pipe)
+            removed += sum(int(n) for n in await pipe.execute())
+        if int(cursor) == 0:
+            return removed

@@ -1,0 +1,37 @@
+"""Celery tasks of cache_app. Thin and idempotent: they take ids, build the domain object, call it.
+
+Deleting dead keys twice is harmless (UNLINK of a missing key is a no-op), so acks_late
+redelivery and retries are safe. Redis errors are retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import shared_task
+
+_RETRY = {
+    "acks_late": True,
+    "autoretry_for": (redis.RedisError, OSError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 6,
+}
+
+
+@shared_task(name="cache_app.tasks.reclaim_dead_keys", **_RETRY)
+def reclaim_dead_keys() -> dict[str, Any]:
+    """Periodic sweep (CELERY_BEAT_SCHEDULE): delete invalidated entries of every cache layer."""
+    from .llm_cache import LLMPromptCache
+
+    return {"llm": LLMPromptCache().reclaim_dead_keys()}
+
+
+@shared_task(name="cache_app.tasks.reclaim_llm_masterplan", **_RETRY)
+def reclaim_llm_masterplan(masterplan_id: str | None) -> int:
+    """Delete the dead LLM entries of one masterplan (None: the global scope) after an invalidation."""
+    from .llm_cache import LLMPromptCache
+
+    return LLMPromptCache().reclaim_masterplan(masterplan_id)
