@@ -100,3 +100,23 @@ def check_llm_provider_settings(app_configs=None, **kwargs) -> list[checks.Check
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             errors.append(checks.Error(f"MGECACHE['{name}'] must be an integer >= {low}.", id="cache_app.E022"))
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_batching_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Batching's Celery path (ids cache_app.E030-E039)."""
+    errors: list[checks.CheckMessage] = []
+    s = conf.app_settings()
+    try:
+        target = import_string(s["BATCH_LLM_CALL"])
+    except (ImportError, TypeError) as exc:
+        errors.append(checks.Error(f"MGECACHE['BATCH_LLM_CALL'] cannot be imported: {exc}", id="cache_app.E030"))
+    else:
+        if not callable(target):
+            errors.append(checks.Error("MGECACHE['BATCH_LLM_CALL'] is not callable.", id="cache_app.E030"))
+    ttl = s["BATCH_RESULT_TTL_SECONDS"]
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+        errors.append(
+            checks.Error("MGECACHE['BATCH_RESULT_TTL_SECONDS'] must be a positive integer.", id="cache_app.E031")
+        )
+    return errors
