@@ -1,0 +1,260 @@
+"""The combined-prompt format and its parser.
+
+A batch of N > 1 prompts becomes one upstream prompt::
+
+    PROMPT 1 [batch 3fa9c2d1] (atom: 6f1c...):
+    <prompt 1, verbatim>
+
+    PROMPT 2 [batch 3fa9c2d1] (atom: 0b7e...):
+    <prompt 2, verbatim>
+
+    Return responses in format:
+    RESPONSE 1 [batch 3fa9c2d1]:
+    <response to prompt 1>
+
+    RESPONSE 2 [batch 3fa9c2d1]:
+    <response to prompt 2>
+    ...
+
+Why it is unambiguous (docs/batching.md has the long version):
+
+* Every marker carries the batch nonce. The nonce is an HMAC of the whole batch
+  (atom ids and prompt texts) under a random per-process secret, so no prompt author
+  can know it in advance: it depends on their own prompt, and it is re-drawn if it
+  happens to occur inside any prompt. The parser only recognises markers that carry
+  the nonce, so text in a prompt or an answer that imitates ``RESPONSE 2:`` (without
+  the nonce) is plain content and cannot move a boundary.
+* Answers are matched by the number in the marker, never by position.
+* Anything suspicious is *not attributed*: a number that appears twice, a number out of
+  range, an empty answer, and the answer that a suspicious marker cut short. The caller
+  (the batcher) re-sends those atoms alone; nothing is padded or guessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from uuid import UUID
+
+NONCE_LENGTH = 8
+# Per-process secret: nonces are unpredictable to anyone who writes prompts, yet the
+# same batch gives the same nonce within this process, so combine and parse agree
+# without carrying extra state around.
+_SECRET = secrets.token_bytes(32)
+_MAX_NONCE_ATTEMPTS = 1000
+
+RESPONSES_HEADER = "Return responses in format:"
+
+
+@dataclass(eq=False)
+class BatchedRequest:
+    """One caller's request waiting in (or sent with) a batch."""
+
+    atom_id: UUID
+    prompt: str
+    future: asyncio.Future
+    # Monotonic time the request was queued (for mgecache_batch_wait_seconds).
+    enqueued_at: float = field(default=0.0)
+
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    """What the parser could attribute, by position in the request list.
+
+    ``answers[i]`` is the answer to ``requests[i]`` or None when it could not be
+    attributed safely; ``problems[i]`` says why (missing, empty, duplicated,
+    truncated).
+    """
+
+    nonce: str
+    answers: list[str | None]
+    problems: dict[int, str]
+
+
+def batch_nonce(requests: Sequence[BatchedRequest]) -> str:
+    """The nonce of this batch: 8 hex characters that occur in none of its prompts."""
+    base = hmac.new(_SECRET, digestmod=hashlib.sha256)
+    for request in requests:
+        data = request.prompt.encode("utf-8", "surrogatepass")
+        base.update(str(request.atom_id).encode("ascii"))
+        base.update(len(data).to_bytes(8, "big"))
+        base.update(data)
+    lowered = [request.prompt.lower() for request in requests]
+    for attempt in range(_MAX_NONCE_ATTEMPTS):
+        mac = base.copy()
+        mac.update(attempt.to_bytes(4, "big"))
+        nonce = mac.hexdigest()[:NONCE_LENGTH]
+        # The parser is case-insensitive, so compare case-insensitively.
+        if not any(nonce in text for text in lowered):
+            return nonce
+    raise ValueError("could not find a nonce absent from every prompt")  # needs ~GBs of prompt text
+
+
+def prompt_marker(index: int, nonce: str, atom_id: UUID) -> str:
+    return f"PROMPT {index} [batch {nonce}] (atom: {atom_id}):"
+
+
+def response_marker(index: int, nonce: str) -> str:
+    return f"RESPONSE {index} [batch {nonce}]:"
+
+
+def combine_prompts(requests: Sequence[BatchedRequest]) -> str:
+    """The one upstream prompt for a batch of two or more requests (see the module docstring)."""
+    if len(requests) < 2:
+        raise ValueError("combine_prompts needs at least two requests; a batch of one is sent as the plain prompt")
+    nonce = batch_nonce(requests)
+    parts: list[str] = []
+    for index, request in enumerate(requests, start=1):
+        parts.append(f"{prompt_marker(index, nonce, request.atom_id)}\n{request.prompt}\n\n")
+    parts.append(
+        f"{RESPONSES_HEADER}\n"
+        f"(Answer each prompt independently. Start every answer with its marker line exactly as shown, "
+        f"including [batch {nonce}].)\n"
+    )
+    for index in range(1, len(requests) + 1):
+        parts.append(f"{response_marker(index, nonce)}\n<response to prompt {index}>\n\n")
+    return "".join(parts).rstrip("\n") + "\n"
+
+
+# Markdown a model may wrap a marker in: "**RESPONSE 1 [batch x]:**", "## RESPONSE 1 ...",
+# "__RESPONSE 1 [batch x]__:", "> RESPONSE 1 ...". Markers must start a line.
+_DECOR = r"[*_`]{0,3}"
+
+
+def _marker_regex(kind: str, nonce: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"^[ \t>]*(?:\#{{1,6}}[ \t]*)?{_DECOR}[ \t]*{kind}[ \t]+(\d{{1,6}})[ \t]*{_DECOR}[ \t]*"
+        rf"\[[ \t]*batch[ \t]+{re.escape(nonce)}[ \t]*\]"
+        rf"(?:[ \t]*\(atom:[^)\n]*\))?[ \t]*{_DECOR}[ \t]*:?[ \t]*{_DECOR}[ \t]*",
+        re.IGNORECASE | re.MULTILINE,
+    )
+
+
+_RESPONSE_RE_CACHE: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {}
+# A trailing horizontal rule ("---", "***") some models put between sections.
+_TRAILING_RULE = re.compile(r"(?:\n[ \t]*(?:-{3,}|\*{3,}|_{3,})[ \t]*)+\s*\Z")
+
+
+def _regexes(nonce: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    cached = _RESPONSE_RE_CACHE.get(nonce)
+    if cached is None:
+        if len(_RESPONSE_RE_CACHE) > 1024:  # nonces are per batch: keep the memo small
+            _RESPONSE_RE_CACHE.clear()
+        cached = (_marker_regex("RESPONSE", nonce), _marker_regex("PROMPT", nonce))
+        _RESPONSE_RE_CACHE[nonce] = cached
+    return cached
+
+
+def _clean(segment: str) -> str:
+    return _TRAILING_RULE.sub("", segment).strip()
+
+
+def analyse_batched_response(text: str, requests: Sequence[BatchedRequest]) -> ParsedBatch:
+    """Attribute the sections of ``text`` to ``requests`` by marker number (see ParsedBatch)."""
+    nonce = batch_nonce(requests)
+    response_re, prompt_re = _regexes(nonce)
+    count = len(requests)
+    # Every nonce marker is a boundary. PROMPT markers (a model echoing the prompts)
+    # end the previous answer but start none.
+    boundaries: list[tuple[int, int, str, int]] = []  # (start, end, kind, number)
+    for match in response_re.finditer(text):
+        boundaries.append((match.start(), match.end(), "response", int(match.group(1))))
+    for match in prompt_re.finditer(text):
+        boundaries.append((match.start(), match.end(), "prompt", int(match.group(1))))
+    boundaries.sort()
+
+    seen: dict[int, int] = {}
+    for _, _, kind, number in boundaries:
+        if kind == "response":
+            seen[number] = seen.get(number, 0) + 1
+
+    answers: list[str | None] = [None] * count
+    problems: dict[int, str] = {}
+    for position, (_, end, kind, number) in enumerate(boundaries):
+        if kind != "response" or not 1 <= number <= count:
+            continue
+        following = boundaries[position + 1] if position + 1 < len(boundaries) else None
+        segment = _clean(text[end : following[0] if following else len(text)])
+        index = number - 1
+        if seen[number] > 1:
+            problems[index] = "duplicated"
+            continue
+        if not segment:
+            problems[index] = "empty"
+            continue
+        answers[index] = segment
+        # A marker that is itself suspicious (repeated, or numbered outside the batch)
+        # may have been planted inside this answer and cut it short.
+        if following is not None and following[2] == "response":
+            next_number = following[3]
+            if not 1 <= next_number <= count or seen.get(next_number, 0) > 1:
+                answers[index] = None
+                problems[index] = "truncated"
+    for index in range(count):
+        if answers[index] is None and index not in problems:
+            problems[index] = "missing"
+    return ParsedBatch(nonce=nonce, answers=answers, problems=problems)
+
+
+def parse_batched_response(text: str, requests: Sequence[BatchedRequest]) -> dict[UUID, str]:
+    """Only the answers that could be attributed, by atom id (a missing id means: re-send it alone)."""
+    parsed = analyse_batched_response(text, requests)
+    result: dict[UUID, str] = {}
+    ambiguous: set[UUID] = set()
+    for request, answer in zip(requests, parsed.answers, strict=True):
+        if answer is None:
+            continue
+        if request.atom_id in result and result[request.atom_id] != answer:
+            ambiguous.add(request.atom_id)  # one atom id, two different answers: attribute neither
+        result[request.atom_id] = answer
+    for atom_id in ambiguous:
+        del result[atom_id]
+    return result
+
+
+@dataclass(frozen=True)
+class SplitPrompt:
+    nonce: str
+    atoms: list[tuple[UUID | None, str]]
+
+
+_ANY_PROMPT_MARKER = re.compile(
+    rf"^PROMPT 1 \[batch (?P<nonce>[0-9a-f]{{{NONCE_LENGTH}}})\] \(atom: (?P<atom>[^)\n]*)\):\n", re.MULTILINE
+)
+
+
+def split_combined_prompt(text: str) -> SplitPrompt | None:
+    """Recover the prompts from a combined prompt (what a model, or the simulated LLM, sees).
+
+    The first ``PROMPT 1 [batch <nonce>]`` line precedes every prompt's text, so it is the
+    genuine one; every later boundary must carry that nonce. Returns None for a plain prompt.
+    """
+    first = _ANY_PROMPT_MARKER.search(text)
+    if first is None or first.start() != 0:
+        return None
+    nonce = first.group("nonce")
+    marker = re.compile(
+        rf"^PROMPT (\d+) \[batch {nonce}\] \(atom: ([^)\n]*)\):\n",
+        re.MULTILINE,
+    )
+    trailer = text.rfind(f"\n\n{RESPONSES_HEADER}\n")
+    if trailer < 0:
+        return None
+    body = text[: trailer + 2]  # keep the "\n\n" that ends the last prompt
+    matches = list(marker.finditer(body))
+    atoms: list[tuple[UUID | None, str]] = []
+    for position, match in enumerate(matches):
+        end = matches[position + 1].start() if position + 1 < len(matches) else len(body)
+        prompt = body[match.end() : end]
+        prompt = prompt.removesuffix("\n\n")
+        try:
+            atom: UUID | None = UUID(match.group(2))
+        except ValueError:
+            atom = None
+        atoms.append((atom, prompt))
+    return SplitPrompt(nonce=nonce, atoms=atoms)

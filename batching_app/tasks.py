@@ -1,0 +1,59 @@
+"""Celery tasks of the batching layer. Thin: the work is in :mod:`batching_app.wave`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import redis
+from celery import shared_task
+from django.conf import settings
+
+from .llm import TRANSIENT_ERRORS, get_llm_call
+from .wave import BatchIncompleteError, BatchResultStore, WaveBatchRunner, is_transient, run_coroutine_sync
+
+MAX_RETRIES = 5
+
+
+@shared_task(
+    name="batching_app.tasks.run_batch",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    # Transient provider errors and Redis hiccups: exponential backoff (1, 2, 4, ... s,
+    # capped at 60 s) with full jitter, at most MAX_RETRIES times. Atoms answered before
+    # the error are stored and skipped by the retry.
+    autoretry_for=(*TRANSIENT_ERRORS, redis.RedisError),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=MAX_RETRIES,
+)
+def run_batch(self, atom_ids: list[str], prompts: list[str], batch_id: str | None = None) -> dict[str, Any]:
+    """Answer each (atom, prompt) once; answers land under ``keys.batch_result(atom_id)``.
+
+    Arguments are JSON-serialisable: atom ids as UUID strings, prompts as strings, in the
+    same order. Returns a summary (answers are read per atom with
+    ``BatchResultStore().get_many(...)``, never from this task's result).
+    """
+    if len(atom_ids) != len(prompts):
+        raise ValueError("atom_ids and prompts must have the same length")
+    atoms = [(uuid.UUID(str(a)), str(p)) for a, p in zip(atom_ids, prompts, strict=True)]
+    batch_id = batch_id or self.request.id or uuid.uuid4().hex
+    runner = WaveBatchRunner(
+        get_llm_call(), store=BatchResultStore(), claim_seconds=float(settings.CELERY_TASK_TIME_LIMIT)
+    )
+    report = run_coroutine_sync(lambda: runner.run(atoms, batch_id=batch_id))
+    transient = [exc for exc in report.failed.values() if is_transient(exc)]
+    if report.failed and len(transient) < len(report.failed):
+        # A permanent error (bad request, ...) is not retried; the other answers are stored.
+        raise next(exc for exc in report.failed.values() if not is_transient(exc))
+    if transient:
+        raise BatchIncompleteError(
+            f"{len(transient)} of {len(atoms)} atoms failed transiently ({transient[0]!r}); retrying"
+        ) from transient[0]
+    if report.in_progress:
+        # Another run holds these atoms; come back once its claim has run out (or it finished).
+        wait = max(runner.store.claim_remaining_seconds(a) for a in report.in_progress)
+        raise self.retry(countdown=min(max(1.0, wait), float(settings.CELERY_TASK_TIME_LIMIT)))
+    return report.as_json()

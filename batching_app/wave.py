@@ -1,0 +1,211 @@
+"""The Celery wave path's domain logic: answer a list of atoms exactly once each.
+
+Each atom's answer is stored under its own key (``keys.batch_result``, JSON, with a
+TTL) the moment it arrives, so a redelivered or retried task skips atoms already
+answered and the LLM is never called twice for them. An atom being answered right now
+by another run is *claimed* (``keys.lock("batch-atom:<uuid>")``, SET NX with a TTL)
+and skipped here; the task retries later for it. Results are read back per atom
+(:meth:`BatchResultStore.get_many`): no chord, no callback to lose.
+
+Redis is this path's delivery mechanism, so unlike the caches it does not fail open:
+a Redis error propagates and the task is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from uuid import UUID
+
+from cache_app import conf, keys
+from cache_app.counters import get_counters
+from cache_app.redis_client import get_redis
+
+from .batcher import RequestBatcher
+from .llm import TRANSIENT_ERRORS, LLMCall, TransientLLMError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Compare-and-delete: release a claim only if this run still owns it.
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def claim_key(atom_id: UUID) -> str:
+    return keys.lock(f"batch-atom:{atom_id}")
+
+
+class BatchResultStore:
+    """Per-atom answers in Redis: ``{"atom_id", "answer", "batch_id", "stored_at"}`` as JSON."""
+
+    def __init__(self, redis: Any = None, *, ttl_seconds: int | None = None) -> None:
+        self._redis = redis
+        self._ttl = ttl_seconds
+
+    @property
+    def redis(self) -> Any:
+        return self._redis if self._redis is not None else get_redis()
+
+    @property
+    def ttl_seconds(self) -> int:
+        return int(conf.get("BATCH_RESULT_TTL_SECONDS") if self._ttl is None else self._ttl)
+
+    def get_many(self, atom_ids: Sequence[UUID]) -> dict[UUID, str]:
+        """The stored answers among ``atom_ids`` (atoms not answered yet are absent)."""
+        if not atom_ids:
+            return {}
+        raw = self.redis.mget([keys.batch_result(a) for a in atom_ids])
+        found: dict[UUID, str] = {}
+        for atom_id, value in zip(atom_ids, raw, strict=True):
+            if value is None:
+                continue
+            try:
+                found[atom_id] = json.loads(value)["answer"]
+            except (ValueError, KeyError, TypeError):
+                logger.warning("corrupt batch result for atom %s; it will be answered again", atom_id)
+        return found
+
+    def put(self, atom_id: UUID, answer: str, *, batch_id: str | None = None) -> None:
+        payload = {"atom_id": str(atom_id), "answer": answer, "batch_id": batch_id, "stored_at": time.time()}
+        self.redis.set(keys.batch_result(atom_id), keys.canonical_json(payload), ex=self.ttl_seconds)
+
+    def claim(self, atom_id: UUID, token: str, ttl_seconds: float) -> bool:
+        return bool(self.redis.set(claim_key(atom_id), token, nx=True, px=max(1, int(ttl_seconds * 1000))))
+
+    def claim_remaining_seconds(self, atom_id: UUID) -> float:
+        pttl = self.redis.pttl(claim_key(atom_id))
+        return max(0.0, pttl / 1000.0) if pttl and pttl > 0 else 0.0
+
+    def release(self, atom_id: UUID, token: str) -> None:
+        self.redis.eval(_RELEASE_SCRIPT, 1, claim_key(atom_id), token)
+
+
+@dataclass
+class WaveReport:
+    """What one run did. ``in_progress`` atoms are claimed by another run; retry later for them."""
+
+    batch_id: str
+    answered: list[UUID] = field(default_factory=list)
+    skipped: list[UUID] = field(default_factory=list)
+    in_progress: list[UUID] = field(default_factory=list)
+    failed: dict[UUID, BaseException] = field(default_factory=dict)
+    upstream_calls: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "answered": [str(a) for a in self.answered],
+            "skipped": [str(a) for a in self.skipped],
+            "in_progress": [str(a) for a in self.in_progress],
+            "failed": {str(a): f"{type(e).__name__}: {e}" for a, e in self.failed.items()},
+            "upstream_calls": self.upstream_calls,
+        }
+
+
+class BatchIncompleteError(TransientLLMError):
+    """Some atoms failed transiently; the answered ones are stored, a retry does the rest."""
+
+
+class WaveBatchRunner:
+    """Answers atoms through a :class:`RequestBatcher`, storing each answer as it arrives."""
+
+    def __init__(
+        self,
+        llm_call: LLMCall,
+        *,
+        store: BatchResultStore | None = None,
+        policies: Any = None,
+        claim_seconds: float = 300.0,
+        counters: Any = None,
+    ) -> None:
+        self._llm_call = llm_call
+        self.store = store or BatchResultStore()
+        self._policies = policies
+        self._claim_seconds = claim_seconds
+        self._counters = counters
+
+    async def run(self, atoms: Sequence[tuple[UUID, str]], *, batch_id: str) -> WaveReport:
+        report = WaveReport(batch_id=batch_id)
+        prompts: dict[UUID, str] = {}
+        for atom_id, prompt in atoms:
+            prompts.setdefault(atom_id, prompt)  # one answer per atom id
+        stored = self.store.get_many(list(prompts))
+        report.skipped = [a for a in prompts if a in stored]
+        token = secrets.token_hex(16)
+        todo: list[UUID] = []
+        for atom_id in prompts:
+            if atom_id in stored:
+                continue
+            if self.store.claim(atom_id, token, self._claim_seconds):
+                todo.append(atom_id)
+            else:
+                report.in_progress.append(atom_id)
+        if not todo:
+            return report
+
+        async def counted_call(prompt: str) -> str:
+            report.upstream_calls += 1
+            return await self._llm_call(prompt)
+
+        # Every prompt is known up front: no window to wait for, only the size limit.
+        batcher = RequestBatcher(counted_call, batch_window_ms=0, policies=self._policies)
+
+        async def answer(atom_id: UUID) -> None:
+            try:
+                text = await batcher.execute_with_batching(atom_id, prompts[atom_id])
+                self.store.put(atom_id, text, batch_id=batch_id)  # at once: a crash later loses nothing
+                report.answered.append(atom_id)
+            except Exception as exc:
+                report.failed[atom_id] = exc
+            finally:
+                try:
+                    self.store.release(atom_id, token)
+                except Exception:  # the claim expires on its own
+                    logger.warning("could not release the claim on atom %s", atom_id, exc_info=True)
+
+        try:
+            await asyncio.gather(*(answer(a) for a in todo))
+        finally:
+            await batcher.aclose()
+            counters = self._counters or get_counters()
+            counters.incr("batch", "upstream_calls", report.upstream_calls)
+            counters.incr("batch", "atoms_answered", len(report.answered))
+            counters.incr("batch", "atoms_skipped", len(report.skipped))
+        return report
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def run_coroutine_sync(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, even if this thread already has a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    # Eager Celery called from async code: use a private thread with its own loop.
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(factory())  # type: ignore[arg-type]
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="mgecache-wave-batch")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
