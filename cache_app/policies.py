@@ -11,8 +11,6 @@ are served: a policy read must never take the pipeline down.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import threading
 import time
@@ -20,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import conf
+from .dbread import run_orm
 
 logger = logging.getLogger(__name__)
 
@@ -101,17 +100,10 @@ class PolicySource:
         return self._batch
 
 
-_db_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mgecache-policies")
-
-
 def _load_from_db_any_context() -> tuple[dict[str, LayerPolicy], BatchSettings]:
     # The ORM refuses to run inside an event loop; async callers (aget, the batcher)
-    # read through a dedicated thread instead. The read is bounded and rare.
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return _load_from_db()
-    return _db_thread.submit(_load_from_db).result(timeout=5)
+    # read through the shared ORM thread instead (cache_app.dbread).
+    return run_orm(_load_from_db)
 
 
 def _load_from_db() -> tuple[dict[str, LayerPolicy], BatchSettings]:

@@ -249,3 +249,12 @@ def llm_stub_server():
     server = StubLLMServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_orm_thread_connections():
+    """The shared ORM thread (cache_app.dbread) keeps a connection; close it so the test DB can be dropped."""
+    yield
+    from cache_app.dbread import close_thread_connections
+
+    close_thread_connections()
