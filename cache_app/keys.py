@@ -7,9 +7,9 @@ Layout (``P`` is ``f"{MGECACHE['KEY_PREFIX']}:v1:"``, default ``mgecache:v1:``):
     P lock:<name>                         short single-flight / coordination locks
     P batch:result:<atom-uuid>            a batched atom's answer (idempotent Celery path)
 
-Layer-specific layouts (LLM entries, RAG entries) are documented next to the function
-that builds them, below. Bump ``VERSION`` when a stored format changes: old keys then
-become unreachable and expire on their own.
+Layer-specific layouts (LLM entries ``P llm:...``, RAG entries and vector logs ``P rag:...``)
+are documented next to the functions that build them, below. Bump ``VERSION`` when a stored
+format changes: old keys then become unreachable and expire on their own.
 
 Scopes: an entry belongs to a masterplan (its UUID, validated) or to the global scope.
 A masterplan id is only ever rendered as a canonical lowercase UUID, so no glob or
@@ -146,6 +146,94 @@ def parse_llm_entry(key: str | bytes) -> str | None:
         return None
     parts = key[len(base) :].split(":")
     if len(parts) != 2 or len(parts[1]) != 64 or parts[0] in ("gen", "epoch"):
+        return None
+    try:
+        return scope(None if parts[0] == GLOBAL_SCOPE else parts[0])
+    except ValueError:
+        return None
+
+
+# --- RAG query cache (cache_app.rag_cache) --------------------------------------------------
+#
+#     P rag:epoch                          string (INCR): layer-wide epoch; bumped by invalidate_all()
+#     P rag:gen:<scope>                    string (INCR): the scope's generation; invalidate_masterplan()
+#     P rag:<scope>:<sha256>               string: one entry, ``e<epoch>g<gen>|`` + msgpack (same tag
+#                                          scheme as the LLM layer), TTL from CachePolicy('rag') or the call
+#     P rag:ns:<scope>                     hash: <nsid> -> embedding dimension (the scope's namespaces)
+#     P rag:log:<scope>:<nsid>:<dim>:head  string: number of the log segment being appended to
+#     P rag:log:<scope>:<nsid>:<dim>:<n>   string: log segment n, concatenated fixed-size vector records
+#
+# <sha256> is ``digest()`` of (query, embedding model, top_k, scope). A namespace is
+# (embedding model, top_k, scope); <nsid> is the first 32 hex digits of ``digest()`` of
+# (embedding model, top_k). Every process mirrors a namespace's log into a local vector
+# index (see docs/rag_cache.md); the log never needs a SCAN. Epoch and generation keys
+# never expire and are never deleted, as in the LLM layer.
+
+
+def rag_epoch() -> str:
+    return f"{prefix()}rag:epoch"
+
+
+def rag_generation(masterplan_id: Any = None) -> str:
+    return f"{prefix()}rag:gen:{scope(masterplan_id)}"
+
+
+def _check_hex(value: str, length: int, what: str) -> str:
+    if len(value) != length or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"{what} must be {length} lowercase hex digits")
+    return value
+
+
+def rag_entry_digest(query: str, embedding_model: str, top_k: int, masterplan_id: Any = None) -> str:
+    return digest(["rag", query, embedding_model, int(top_k), scope(masterplan_id)])
+
+
+def rag_namespace_id(embedding_model: str, top_k: int) -> str:
+    return digest(["rag-ns", embedding_model, int(top_k)])[:32]
+
+
+def rag_entry(masterplan_id: Any, entry_digest: str) -> str:
+    return f"{prefix()}rag:{scope(masterplan_id)}:{_check_hex(entry_digest, 64, 'entry_digest')}"
+
+
+def rag_namespaces(masterplan_id: Any = None) -> str:
+    return f"{prefix()}rag:ns:{scope(masterplan_id)}"
+
+
+def rag_log_base(masterplan_id: Any, namespace_id: str, dim: int) -> str:
+    """Prefix of one namespace's log keys; append ``head`` or a segment number (see rag_log_segment)."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError("dim must be a positive int")
+    return f"{prefix()}rag:log:{scope(masterplan_id)}:{_check_hex(namespace_id, 32, 'namespace_id')}:{dim}:"
+
+
+def rag_log_head(log_base: str) -> str:
+    return f"{log_base}head"
+
+
+def rag_log_segment(log_base: str, number: int) -> str:
+    return f"{log_base}{int(number)}"
+
+
+def rag_scope_pattern(masterplan_id: Any = None) -> str:
+    """SCAN pattern for the entries of one scope (never its log, registry or generation keys)."""
+    return f"{prefix()}rag:{scope(masterplan_id)}:*"
+
+
+def rag_layer_pattern() -> str:
+    """SCAN pattern for every key of the RAG layer (filter entries with :func:`parse_rag_entry`)."""
+    return f"{prefix()}rag:*"
+
+
+def parse_rag_entry(key: str | bytes) -> str | None:
+    """The scope (``global`` or a UUID) of a RAG entry key, None for any other key."""
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    base = f"{prefix()}rag:"
+    if not key.startswith(base):
+        return None
+    parts = key[len(base) :].split(":")
+    if len(parts) != 2 or len(parts[1]) != 64 or parts[0] in ("gen", "epoch", "ns", "log"):
         return None
     try:
         return scope(None if parts[0] == GLOBAL_SCOPE else parts[0])
