@@ -18,6 +18,8 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from .. import keys, metrics
 from ..counters import DurableCounters, get_counters
@@ -479,7 +481,10 @@ def _derive_async_client(client: Any) -> Any:
 
         return fakeredis.FakeAsyncRedis(server=kwargs["server"])
     wanted = ("host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout")
-    return redis.asyncio.Redis(**{k: kwargs[k] for k in wanted if k in kwargs})
+    # redis-py's constructor default retries a timeout 10 times with backoff (seconds of
+    # stall on a hung server); one immediate retry of a dropped connection is enough.
+    retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+    return redis.asyncio.Redis(retry=retry, **{k: kwargs[k] for k in wanted if k in kwargs})
 
 
 def _schedule_reclaim(masterplan_id: str | None, *, layer: bool = False) -> None:
