@@ -120,3 +120,25 @@ def check_batching_settings(app_configs=None, **kwargs) -> list[checks.CheckMess
             checks.Error("MGECACHE['BATCH_RESULT_TTL_SECONDS'] must be a positive integer.", id="cache_app.E031")
         )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_rag_index_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """RAG similarity index bounds (ids cache_app.E040-E049)."""
+    errors: list[checks.CheckMessage] = []
+    s = conf.app_settings()
+    for name, low in (
+        ("RAG_INDEX_MAX_ENTRIES", 1),
+        ("RAG_INDEX_MAX_TOTAL_ENTRIES", 1),
+        ("RAG_LOG_SEGMENT_BYTES", 4096),
+    ):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            errors.append(checks.Error(f"MGECACHE['{name}'] must be an integer >= {low}.", id="cache_app.E040"))
+    if not errors and s["RAG_INDEX_MAX_TOTAL_ENTRIES"] < s["RAG_INDEX_MAX_ENTRIES"]:
+        errors.append(
+            checks.Error(
+                "MGECACHE['RAG_INDEX_MAX_TOTAL_ENTRIES'] must be >= RAG_INDEX_MAX_ENTRIES.", id="cache_app.E041"
+            )
+        )
+    return errors

@@ -27,6 +27,15 @@ DEFAULTS: dict[str, Any] = {
     "COUNTER_FLUSH_SECONDS": 0.5,
     # RAG: entries larger than this are not stored.
     "RAG_MAX_ENTRY_BYTES": 1024 * 1024,
+    # RAG similarity index (docs/rag_cache.md). Each process mirrors a namespace's vector
+    # log into memory: about 4 * dim + 60 bytes per entry (1.6 KB at 384 dimensions).
+    # A namespace keeps its newest RAG_INDEX_MAX_ENTRIES entries (also the Redis log's
+    # retention); a process holds at most RAG_INDEX_MAX_TOTAL_ENTRIES entries over all
+    # namespaces and drops the least recently used namespaces beyond that.
+    "RAG_INDEX_MAX_ENTRIES": 100_000,
+    "RAG_INDEX_MAX_TOTAL_ENTRIES": 200_000,
+    # Size at which a namespace's Redis log starts a new segment (bounded GETs on rebuild).
+    "RAG_LOG_SEGMENT_BYTES": 2 * 1024 * 1024,
     # LLM provider: "simulated" (offline, deterministic), "anthropic" or "openai".
     "LLM_PROVIDER": "simulated",
     "LLM_DEFAULT_MODEL": "claude-3-5-sonnet",
