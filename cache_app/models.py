@@ -132,3 +132,44 @@ class ModelPricing(models.Model):
     def save(self, *args, **kwargs) -> None:
         self.full_clean()
         super().save(*args, **kwargs)
+
+
+class Document(models.Model):
+    """A retrievable passage for the RAG engine, with its embedding.
+
+    The embedding is stored as raw little-endian float32 bytes (``dim * 4`` bytes) next to
+    the name of the model that produced it; a search only compares vectors of one model.
+    ``cache_app.document_store`` keeps an in-memory matrix per (masterplan, model).
+    """
+
+    masterplan = models.ForeignKey(
+        Masterplan,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="documents",
+        help_text="The masterplan this document belongs to; empty for the global corpus.",
+    )
+    content = models.TextField(help_text="The passage returned by a retrieval.")
+    metadata = models.JSONField(default=dict, blank=True, help_text="Free-form JSON (source, title, ...).")
+    embedding = models.BinaryField(help_text="float32 little-endian vector, L2-normalised.")
+    embedding_model = models.CharField(max_length=100, help_text="The embedder's model_name, e.g. all-MiniLM-L6-v2.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["masterplan", "embedding_model"], name="document_scope_idx")]
+
+    def __str__(self) -> str:
+        return self.content[:60]
+
+    def set_embedding(self, vector) -> None:
+        import numpy as np
+
+        self.embedding = np.asarray(vector, dtype="<f4").reshape(-1).tobytes()
+
+    def get_embedding(self):
+        import numpy as np
+
+        return np.frombuffer(bytes(self.embedding), dtype="<f4")
