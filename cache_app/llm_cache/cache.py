@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import redis
 import redis.asyncio
@@ -41,6 +41,7 @@ _INVALIDATIONS = metrics.CACHE_INVALIDATIONS.labels(LAYER)
 _RECLAIMED = metrics.CACHE_KEYS_RECLAIMED.labels(LAYER)
 _LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
 _ANY_TAG = re.compile(rb"e\d+g\d+\|")
+Reclaim = Literal["inline", "celery", "none"]
 
 
 class CacheUnavailableError(RuntimeError):
@@ -384,23 +385,27 @@ class LLMPromptCache:
         _INVALIDATIONS.inc()
         self.counters.incr(LAYER, "invalidations", masterplan_id=masterplan_id)
 
-    def invalidate_masterplan(self, masterplan_id: Any, *, reclaim: bool = True) -> int:
-        """Make every entry of the masterplan unreachable (one INCR), then delete them.
+    def invalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
+        """Make every entry of the masterplan unreachable (one INCR), then have them deleted.
 
-        ``masterplan_id=None`` means the global scope. Returns the number of dead entries
-        deleted inline, i.e. the entries made unreachable (plus leftovers of an earlier
-        interrupted reclaim). With ``reclaim=False``, or if deletion fails after the INCR,
-        deletion is left to the Celery task and 0 is returned. Raises CacheUnavailableError
-        if Redis cannot record the invalidation itself.
+        ``masterplan_id=None`` means the global scope. ``reclaim``: ``"inline"`` deletes the
+        dead entries now (SCAN + batched UNLINK) and returns how many it deleted, i.e. the
+        entries made unreachable (plus leftovers of an earlier interrupted reclaim);
+        ``"celery"`` hands deletion to the ``reclaim_llm_masterplan`` task and ``"none"``
+        leaves it to the periodic sweep: both return 0. If inline deletion fails after the
+        INCR, it is handed to Celery and 0 is returned. Raises CacheUnavailableError if
+        Redis cannot record the invalidation itself (an invalidation must not pretend).
         """
+        _check_reclaim(reclaim)
         normalized_mp = keys.normalize_masterplan_id(masterplan_id)
         gen_key = keys.llm_generation(normalized_mp)
         client = self.redis
         if self.guard.run("invalidate", lambda: client.incr(gen_key), None) is None:
             raise CacheUnavailableError(f"could not invalidate LLM cache scope {keys.scope(normalized_mp)}")
         self._invalidated(normalized_mp)
-        if not reclaim:
-            _schedule_reclaim(normalized_mp)
+        if reclaim != "inline":
+            if reclaim == "celery":
+                _schedule_reclaim(normalized_mp)
             return 0
         try:
             return self.reclaim_masterplan(normalized_mp)
@@ -408,15 +413,17 @@ class LLMPromptCache:
             self._reclaim_failed(normalized_mp, exc)
             return 0
 
-    async def ainvalidate_masterplan(self, masterplan_id: Any, *, reclaim: bool = True) -> int:
+    async def ainvalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
+        _check_reclaim(reclaim)
         normalized_mp = keys.normalize_masterplan_id(masterplan_id)
         gen_key = keys.llm_generation(normalized_mp)
         client = self.async_client()
         if await self.guard.arun("invalidate", lambda: client.incr(gen_key), None) is None:
             raise CacheUnavailableError(f"could not invalidate LLM cache scope {keys.scope(normalized_mp)}")
         self._invalidated(normalized_mp)
-        if not reclaim:
-            _schedule_reclaim(normalized_mp)
+        if reclaim != "inline":
+            if reclaim == "celery":
+                _schedule_reclaim(normalized_mp)
             return 0
         try:
             removed = await areclaim_scope(client, self._ascripts(client)[1], normalized_mp)
@@ -426,18 +433,21 @@ class LLMPromptCache:
         _RECLAIMED.inc(removed)
         return removed
 
-    def invalidate_all(self, *, reclaim: bool = True) -> int:
-        """Make every entry of this layer unreachable (one INCR of the layer epoch) and delete them.
+    def invalidate_all(self, *, reclaim: Reclaim = "inline") -> int:
+        """Make every entry of this layer unreachable (one INCR of the layer epoch) and have them deleted.
 
-        Touches only this layer's keys: never FLUSHDB (Redis may hold the broker and other apps).
+        Touches only this layer's keys: never FLUSHDB (Redis may hold the broker and other
+        apps). ``reclaim`` and the return value as for :meth:`invalidate_masterplan`.
         """
+        _check_reclaim(reclaim)
         epoch_key = keys.llm_epoch()
         client = self.redis
         if self.guard.run("invalidate", lambda: client.incr(epoch_key), None) is None:
             raise CacheUnavailableError("could not invalidate the LLM cache")
         self._invalidated(None)
-        if not reclaim:
-            _schedule_reclaim(None, layer=True)
+        if reclaim != "inline":
+            if reclaim == "celery":
+                _schedule_reclaim(None, layer=True)
             return 0
         try:
             return self.reclaim_dead_keys()
@@ -485,6 +495,11 @@ def _derive_async_client(client: Any) -> Any:
     # stall on a hung server); one immediate retry of a dropped connection is enough.
     retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
     return redis.asyncio.Redis(retry=retry, **{k: kwargs[k] for k in wanted if k in kwargs})
+
+
+def _check_reclaim(reclaim: str) -> None:
+    if reclaim not in ("inline", "celery", "none"):
+        raise ValueError(f"reclaim must be 'inline', 'celery' or 'none', got {reclaim!r}")
 
 
 def _schedule_reclaim(masterplan_id: str | None, *, layer: bool = False) -> None:

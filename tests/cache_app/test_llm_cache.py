@@ -248,9 +248,13 @@ def test_logical_invalidation_is_immediate_even_before_reclaim(cache, redis):
     mp = uuid.uuid4()
     for i in range(20):
         put(cache, f"p{i}", masterplan_id=mp)
-    assert cache.invalidate_masterplan(mp, reclaim=False) == 0  # eager Celery reclaims via the task
+    assert cache.invalidate_masterplan(mp, reclaim="none") == 0
     assert all(cache.get(f"p{i}", MODEL, 0, masterplan_id=mp) is None for i in range(20))
+    assert len(scope_keys(redis, mp)) == 20  # unreachable, not yet deleted
+    assert cache.invalidate_masterplan(mp, reclaim="celery") == 0  # eager Celery in tests: deleted by the task
     assert scope_keys(redis, mp) == []
+    with pytest.raises(ValueError):
+        cache.invalidate_masterplan(mp, reclaim="later")
 
 
 def test_a_set_that_raced_an_invalidation_cannot_resurrect_an_old_answer(cache):
