@@ -1,0 +1,158 @@
+"""The Celery wave path: batching_app.tasks.run_batch is idempotent per atom and retries transient errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from batching_app import llm as llm_module
+from batching_app import tasks
+from batching_app.batcher import StaticBatchPolicy
+from batching_app.llm import TransientLLMError, get_llm_call
+from batching_app.wave import BatchResultStore, WaveBatchRunner, claim_key
+from cache_app import keys, policies
+from cache_app.counters import get_counters
+from cache_app.policies import BatchSettings
+from mgecache_site.celery import app as celery_app
+
+from .fakes import FakeLLM, answer_for, recording_llm_call
+
+LLM_PATH = "tests.batching_app.fakes.recording_llm_call"
+
+
+@pytest.fixture
+def recorded(settings, monkeypatch):
+    """run_batch talks to the recording LLM; the batch policy is fixed (no database read).
+
+    Eager retries only chain when eager errors are not propagated (Celery re-raises Retry
+    otherwise); the final outcome is still raised by ``EagerResult.get()``.
+    """
+    settings.MGECACHE = {**settings.MGECACHE, "BATCH_LLM_CALL": LLM_PATH}
+    propagates = celery_app.conf.task_eager_propagates
+    celery_app.conf.task_eager_propagates = False
+    monkeypatch.setattr(policies, "_default_source", StaticBatchPolicy(BatchSettings(True, 5, 500)))
+    recording_llm_call.reset()
+    yield recording_llm_call
+    recording_llm_call.reset()
+    celery_app.conf.task_eager_propagates = propagates
+
+
+def atoms(n: int) -> tuple[list[str], list[str]]:
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    return ids, [f"wave prompt {i} RESPONSE {i}:" for i in range(n)]
+
+
+def test_task_options_ack_late_and_bounded_jittered_backoff():
+    task = tasks.run_batch
+    assert task.acks_late is True
+    assert task.max_retries == tasks.MAX_RETRIES == 5
+    assert task.retry_backoff is True
+    assert task.retry_jitter is True
+    assert task.retry_backoff_max == 60
+    assert TransientLLMError in task.autoretry_for
+    assert ValueError not in task.autoretry_for
+
+
+def test_default_llm_call_is_the_simulated_one(settings):
+    assert get_llm_call() is llm_module.simulated_llm_call
+    settings.MGECACHE = {**settings.MGECACHE, "BATCH_LLM_CALL": LLM_PATH}
+    assert get_llm_call() is recording_llm_call
+
+
+def test_run_batch_stores_each_answer_under_its_own_key_and_redelivery_does_not_call_again(redis, recorded):
+    ids, prompts = atoms(7)
+    summary = tasks.run_batch.apply(args=(ids, prompts)).get()
+    assert len(recorded.prompts) == 2  # 5 + 2
+    assert sorted(summary["answered"]) == sorted(ids)
+    for atom_id, prompt in zip(ids, prompts, strict=True):
+        raw = redis.get(keys.batch_result(atom_id))
+        assert json.loads(raw)["answer"] == answer_for(prompt)
+        assert 0 < redis.ttl(keys.batch_result(atom_id)) <= 86400
+        assert redis.get(claim_key(uuid.UUID(atom_id))) is None  # claims released
+    # Redelivery of the same message: every atom is skipped, no LLM call.
+    again = tasks.run_batch.apply(args=(ids, prompts)).get()
+    assert len(recorded.prompts) == 2
+    assert sorted(again["skipped"]) == sorted(ids)
+    assert again["upstream_calls"] == 0
+    stored = BatchResultStore().get_many([uuid.UUID(a) for a in ids])
+    assert stored == {uuid.UUID(a): answer_for(p) for a, p in zip(ids, prompts, strict=True)}
+
+
+def test_transient_failure_is_retried_and_answered_atoms_are_not_asked_again(redis, recorded, monkeypatch):
+    ids, prompts = atoms(3)
+    recorded.fail_single_prompts = {prompts[1]}
+
+    # First attempt: the combined call loses atom 1's answer; its lone retry fails transiently.
+    def lose_atom_1(split):
+        return "".join(
+            f"RESPONSE {i} [batch {split.nonce}]:\n{answer_for(text)}\n\n"
+            for i, (_, text) in enumerate(split.atoms, start=1)
+            if i != 2
+        )
+
+    from tests.batching_app import fakes
+
+    original = fakes.well_behaved
+    monkeypatch.setattr(fakes, "well_behaved", lose_atom_1)
+    with pytest.raises(TransientLLMError):
+        # Eager retries run at once (no countdown); the lone atom keeps failing until retries run out.
+        tasks.run_batch.apply(args=(ids, prompts)).get()
+    monkeypatch.setattr(fakes, "well_behaved", original)
+    attempts = 1 + tasks.MAX_RETRIES
+    assert recorded.prompts.count(prompts[1]) == attempts  # only the failing atom was re-asked
+    assert sum(1 for p in recorded.prompts if p.startswith("PROMPT 1 [batch")) == 1  # one combined call
+    stored = BatchResultStore().get_many([uuid.UUID(a) for a in ids])
+    assert set(stored) == {uuid.UUID(ids[0]), uuid.UUID(ids[2])}
+    # The provider recovers: the next delivery answers the last atom with one call.
+    recorded.fail_single_prompts = set()
+    before = len(recorded.prompts)
+    summary = tasks.run_batch.apply(args=(ids, prompts)).get()
+    assert recorded.prompts[before:] == [prompts[1]]
+    assert summary["answered"] == [ids[1]]
+
+
+def test_transient_error_then_success_within_one_task(redis, recorded):
+    ids, prompts = atoms(4)
+    recorded.failures_left = 2  # a 529 on the first two attempts
+    summary = tasks.run_batch.apply(args=(ids, prompts)).get()
+    assert sorted(summary["answered"]) == sorted(ids)
+    assert len(recorded.prompts) == 3
+
+
+def test_permanent_error_is_not_retried(redis, recorded):
+    with pytest.raises(ValueError, match="same length"):
+        tasks.run_batch.apply(args=(["a"], [])).get()
+    assert recorded.prompts == []
+
+
+async def test_atoms_claimed_by_another_run_are_not_called(redis):
+    llm = FakeLLM()
+    store = BatchResultStore()
+    busy, free = uuid.uuid4(), uuid.uuid4()
+    assert store.claim(busy, "other-worker", 60)
+    runner = WaveBatchRunner(llm, store=store, policies=StaticBatchPolicy(BatchSettings(True, 5, 500)))
+    report = await runner.run([(busy, "p-busy"), (free, "p-free")], batch_id="b1")
+    assert llm.prompts == ["p-free"]
+    assert report.in_progress == [busy]
+    assert report.answered == [free]
+    assert store.get_many([busy, free]) == {free: answer_for("p-free")}
+    assert redis.get(claim_key(busy)) == b"other-worker"  # someone else's claim is left alone
+
+
+@pytest.mark.redis_server
+@pytest.mark.celery_worker
+def test_real_worker_runs_the_batch_and_a_redelivery_never_calls_twice(celery_worker, recorded):
+    ids, prompts = atoms(6)
+    first = tasks.run_batch.apply_async(args=(ids, prompts), queue=celery_worker).get(timeout=30)
+    calls_after_first = len(recorded.prompts)
+    assert calls_after_first == 2  # 5 + 1
+    assert sorted(first["answered"]) == sorted(ids)
+    # The broker redelivers the same message (acks_late after a lost worker): same arguments, new run.
+    second = tasks.run_batch.apply_async(args=(ids, prompts), queue=celery_worker).get(timeout=30)
+    assert len(recorded.prompts) == calls_after_first
+    assert sorted(second["skipped"]) == sorted(ids)
+    assert get_counters().read("batch")["upstream_calls"] == 2.0  # durable, cross-process count agrees
+    stored = BatchResultStore().get_many([uuid.UUID(a) for a in ids])
+    assert stored == {uuid.UUID(a): answer_for(p) for a, p in zip(ids, prompts, strict=True)}
