@@ -4,6 +4,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from . import document_store  # noqa: F401  (Document change receivers)
 from .models import BatchPolicy, CachePolicy, ModelPricing
 from .policies import get_policy_source
 
