@@ -70,7 +70,9 @@ while time.monotonic() - start < 10:
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
+# serialized_rollback: the seeded policy rows are restored even if an earlier
+# transactional test flushed the database.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_policy_edit_reaches_another_process_within_5_seconds(subprocess_env):
     import subprocess
     import sys
