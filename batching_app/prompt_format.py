@@ -33,7 +33,6 @@ Why it is unambiguous (docs/batching.md has the long version):
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import re
 import secrets
@@ -78,17 +77,14 @@ class ParsedBatch:
 
 def batch_nonce(requests: Sequence[BatchedRequest]) -> str:
     """The nonce of this batch: 8 hex characters that occur in none of its prompts."""
-    base = hmac.new(_SECRET, digestmod=hashlib.sha256)
+    parts: list[bytes] = []
     for request in requests:
         data = request.prompt.encode("utf-8", "surrogatepass")
-        base.update(str(request.atom_id).encode("ascii"))
-        base.update(len(data).to_bytes(8, "big"))
-        base.update(data)
+        parts += (str(request.atom_id).encode("ascii"), len(data).to_bytes(8, "big"), data)
+    message = b"".join(parts)
     lowered = [request.prompt.lower() for request in requests]
     for attempt in range(_MAX_NONCE_ATTEMPTS):
-        mac = base.copy()
-        mac.update(attempt.to_bytes(4, "big"))
-        nonce = mac.hexdigest()[:NONCE_LENGTH]
+        nonce = hmac.digest(_SECRET, message + attempt.to_bytes(4, "big"), "sha256").hex()[:NONCE_LENGTH]
         # The parser is case-insensitive, so compare case-insensitively.
         if not any(nonce in text for text in lowered):
             return nonce
@@ -111,43 +107,33 @@ def combine_prompts(requests: Sequence[BatchedRequest]) -> str:
     parts: list[str] = []
     for index, request in enumerate(requests, start=1):
         parts.append(f"{prompt_marker(index, nonce, request.atom_id)}\n{request.prompt}\n\n")
-    parts.append(
-        f"{RESPONSES_HEADER}\n"
-        f"(Answer each prompt independently. Start every answer with its marker line exactly as shown, "
-        f"including [batch {nonce}].)\n"
-    )
+    parts.append(f"{RESPONSES_HEADER}\n")
     for index in range(1, len(requests) + 1):
-        parts.append(f"{response_marker(index, nonce)}\n<response to prompt {index}>\n\n")
-    return "".join(parts).rstrip("\n") + "\n"
+        parts.append(f"{response_marker(index, nonce)}\n<response {index}>\n")
+    parts.append("(Answer each prompt on its own, under its RESPONSE line copied exactly.)\n")
+    return "".join(parts)
 
 
 # Markdown a model may wrap a marker in: "**RESPONSE 1 [batch x]:**", "## RESPONSE 1 ...",
-# "__RESPONSE 1 [batch x]__:", "> RESPONSE 1 ...". Markers must start a line.
+# "__RESPONSE 1 [batch x]__:", "> RESPONSE 1 ...". Markers must start a line. The regexes
+# accept any nonce-shaped tag and the parser keeps only this batch's nonce: one compiled
+# pattern for every batch instead of one per nonce.
 _DECOR = r"[*_`]{0,3}"
 
 
-def _marker_regex(kind: str, nonce: str) -> re.Pattern[str]:
+def _marker_regex(kind: str) -> re.Pattern[str]:
     return re.compile(
         rf"^[ \t>]*(?:\#{{1,6}}[ \t]*)?{_DECOR}[ \t]*{kind}[ \t]+(\d{{1,6}})[ \t]*{_DECOR}[ \t]*"
-        rf"\[[ \t]*batch[ \t]+{re.escape(nonce)}[ \t]*\]"
+        rf"\[[ \t]*batch[ \t]+([0-9a-z]{{1,32}})[ \t]*\]"
         rf"(?:[ \t]*\(atom:[^)\n]*\))?[ \t]*{_DECOR}[ \t]*:?[ \t]*{_DECOR}[ \t]*",
         re.IGNORECASE | re.MULTILINE,
     )
 
 
-_RESPONSE_RE_CACHE: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {}
+_RESPONSE_RE = _marker_regex("RESPONSE")
+_PROMPT_RE = _marker_regex("PROMPT")
 # A trailing horizontal rule ("---", "***") some models put between sections.
 _TRAILING_RULE = re.compile(r"(?:\n[ \t]*(?:-{3,}|\*{3,}|_{3,})[ \t]*)+\s*\Z")
-
-
-def _regexes(nonce: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    cached = _RESPONSE_RE_CACHE.get(nonce)
-    if cached is None:
-        if len(_RESPONSE_RE_CACHE) > 1024:  # nonces are per batch: keep the memo small
-            _RESPONSE_RE_CACHE.clear()
-        cached = (_marker_regex("RESPONSE", nonce), _marker_regex("PROMPT", nonce))
-        _RESPONSE_RE_CACHE[nonce] = cached
-    return cached
 
 
 def _clean(segment: str) -> str:
@@ -157,15 +143,15 @@ def _clean(segment: str) -> str:
 def analyse_batched_response(text: str, requests: Sequence[BatchedRequest]) -> ParsedBatch:
     """Attribute the sections of ``text`` to ``requests`` by marker number (see ParsedBatch)."""
     nonce = batch_nonce(requests)
-    response_re, prompt_re = _regexes(nonce)
     count = len(requests)
-    # Every nonce marker is a boundary. PROMPT markers (a model echoing the prompts)
-    # end the previous answer but start none.
+    # Every marker with this batch's nonce is a boundary; a tag with any other value is
+    # plain text. PROMPT markers (a model echoing the prompts) end the previous answer but
+    # start none.
     boundaries: list[tuple[int, int, str, int]] = []  # (start, end, kind, number)
-    for match in response_re.finditer(text):
-        boundaries.append((match.start(), match.end(), "response", int(match.group(1))))
-    for match in prompt_re.finditer(text):
-        boundaries.append((match.start(), match.end(), "prompt", int(match.group(1))))
+    for kind, regex in (("response", _RESPONSE_RE), ("prompt", _PROMPT_RE)):
+        for match in regex.finditer(text):
+            if match.group(2).lower() == nonce:
+                boundaries.append((match.start(), match.end(), kind, int(match.group(1))))
     boundaries.sort()
 
     seen: dict[int, int] = {}
@@ -228,6 +214,9 @@ _ANY_PROMPT_MARKER = re.compile(
 )
 
 
+_EXACT_PROMPT_MARKER = re.compile(r"^PROMPT (\d+) \[batch ([0-9a-f]+)\] \(atom: ([^)\n]*)\):\n", re.MULTILINE)
+
+
 def split_combined_prompt(text: str) -> SplitPrompt | None:
     """Recover the prompts from a combined prompt (what a model, or the simulated LLM, sees).
 
@@ -238,22 +227,18 @@ def split_combined_prompt(text: str) -> SplitPrompt | None:
     if first is None or first.start() != 0:
         return None
     nonce = first.group("nonce")
-    marker = re.compile(
-        rf"^PROMPT (\d+) \[batch {nonce}\] \(atom: ([^)\n]*)\):\n",
-        re.MULTILINE,
-    )
     trailer = text.rfind(f"\n\n{RESPONSES_HEADER}\n")
     if trailer < 0:
         return None
     body = text[: trailer + 2]  # keep the "\n\n" that ends the last prompt
-    matches = list(marker.finditer(body))
+    matches = [m for m in _EXACT_PROMPT_MARKER.finditer(body) if m.group(2) == nonce]
     atoms: list[tuple[UUID | None, str]] = []
     for position, match in enumerate(matches):
         end = matches[position + 1].start() if position + 1 < len(matches) else len(body)
         prompt = body[match.end() : end]
         prompt = prompt.removesuffix("\n\n")
         try:
-            atom: UUID | None = UUID(match.group(2))
+            atom: UUID | None = UUID(match.group(3))
         except ValueError:
             atom = None
         atoms.append((atom, prompt))
