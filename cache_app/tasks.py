@@ -35,3 +35,19 @@ def reclaim_llm_masterplan(masterplan_id: str | None) -> int:
     from .llm_cache import LLMPromptCache
 
     return LLMPromptCache().reclaim_masterplan(masterplan_id)
+
+
+@shared_task(name="cache_app.tasks.reclaim_rag_masterplan", **_RETRY)
+def reclaim_rag_masterplan(masterplan_id: str | None) -> int:
+    """Delete the dead RAG entries and log segments of one masterplan (None: the global scope)."""
+    from .rag_cache import RAGQueryCache
+
+    return RAGQueryCache().reclaim_masterplan(masterplan_id)
+
+
+@shared_task(name="cache_app.tasks.reclaim_rag_dead_keys", **_RETRY)
+def reclaim_rag_dead_keys() -> int:
+    """Delete the dead RAG entries and log segments of every scope (after invalidate_all, or periodically)."""
+    from .rag_cache import RAGQueryCache
+
+    return RAGQueryCache().reclaim_dead_keys()

@@ -1,0 +1,707 @@
+"""RAGQueryCache: exact and embedding-similarity hits for RAG retrievals, fail-open.
+
+Hot path (see docs/rag_cache.md):
+
+* a lookup is ONE pipelined round trip: ``MGET(epoch, generation, entry)`` for the exact
+  key, the namespace's dimension and log head, and ``GETRANGE`` of what was appended to the
+  namespace's vector log since this process last looked. An exact hit ends there.
+* on an exact miss the local index (index.py) is brought up to date with those bytes and
+  searched in memory; the best candidates are confirmed with one more ``MGET`` (an
+  expired or invalidated entry never matches, even if the index still holds it).
+* no lookup ever issues SCAN or KEYS. Invalidation is one INCR (the LLM layer's tag scheme).
+
+Every Redis exchange is written once, as a generator that yields the commands of one
+round trip and receives their replies; a sync and an async driver run the same flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis
+import redis.asyncio
+
+from .. import conf, keys, metrics
+from ..counters import DurableCounters, get_counters
+from ..llm_cache.cache import CacheUnavailableError, _derive_async_client
+from ..llm_cache.scripts import RECLAIM_LUA, SET_LUA
+from ..policies import PolicySource, get_policy_source
+from ..redis_client import CircuitBreaker, RedisGuard, get_async_redis, get_breaker, get_redis
+from .codec import (
+    CachedRAGResult,
+    CorruptEntryError,
+    as_vector,
+    decode_entry,
+    documents_json,
+    encode_entry,
+    load_documents,
+    make_tag,
+    pack_record,
+    validate_model,
+    validate_query,
+    validate_top_k,
+)
+from .index import NamespaceIndex, RAGIndex, get_rag_index
+
+logger = logging.getLogger(__name__)
+
+LAYER = "rag"
+SIMILARITY_LAYER = "rag_similarity"
+HIT_FIELDS = ("hits", "similar_hits")
+# Candidates confirmed per round trip, and round trips at most, on a similarity lookup.
+CONFIRM_BATCH = 4
+CONFIRM_ROUNDS = 3
+SCAN_COUNT = 10_000
+RECLAIM_BATCH = 1_000
+
+_ANY_TAG = re.compile(rb"e\d+g\d+\|")
+_HITS = metrics.CACHE_HITS.labels(LAYER)
+_SIMILAR_HITS = metrics.CACHE_HITS.labels(SIMILARITY_LAYER)
+_MISSES = metrics.CACHE_MISSES.labels(LAYER)
+_SIMILAR_MISSES = metrics.CACHE_MISSES.labels(SIMILARITY_LAYER)
+_WRITES = metrics.CACHE_WRITES.labels(LAYER)
+_INVALIDATIONS = metrics.CACHE_INVALIDATIONS.labels(LAYER)
+_RECLAIMED = metrics.CACHE_KEYS_RECLAIMED.labels(LAYER)
+_LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
+
+Commands = list[tuple[Any, ...]]
+Flow = Generator[Commands, list[Any], Any]
+
+
+def _int(raw: Any) -> int:
+    return 0 if raw is None else int(raw)
+
+
+@dataclass
+class _Request:
+    """Everything one call needs, validated, with its keys built once."""
+
+    query: str
+    model: str
+    top_k: int
+    masterplan_id: str | None
+    embedding: np.ndarray  # float32 as given
+    unit: np.ndarray  # float32, L2-normalised
+    digest: str
+    entry_key: str
+    epoch_key: str
+    gen_key: str
+    registry_key: str
+    nsid: str
+    log_base: str
+    head_key: str
+    ns: NamespaceIndex
+
+    @property
+    def dim(self) -> int:
+        return int(self.unit.shape[0])
+
+    def segment(self, number: int) -> str:
+        return keys.rag_log_segment(self.log_base, number)
+
+
+@dataclass
+class _Outcome:
+    result: CachedRAGResult | None = None
+    corrupt: tuple[str, ...] = ()
+    tag: bytes = b""  # the scope's tag seen by a miss (for the miss -> set handshake)
+
+
+class RAGQueryCache:
+    """Exact + similarity cache of RAG retrievals. Collaborators are injected; defaults from settings.
+
+    ``index``: the in-memory vector index (default: the process-wide one, shared by every
+    instance; pass ``RAGIndex()`` for a private one, e.g. to simulate a restarted process).
+    ``clock``: wall-clock seconds, used for cached_at and local expiry.
+    """
+
+    pending_max = 10_000
+    pending_max_age_seconds = 900.0
+
+    def __init__(
+        self,
+        redis: Any = None,
+        *,
+        policies: PolicySource | None = None,
+        clock: Callable[[], float] | None = None,
+        counters: DurableCounters | None = None,
+        guard: RedisGuard | None = None,
+        breaker: CircuitBreaker | None = None,
+        async_redis: Any = None,
+        index: RAGIndex | None = None,
+    ) -> None:
+        self._redis = redis
+        self._policies = policies
+        self._clock = clock or time.time
+        self._counters = counters
+        if guard is None and breaker is None and redis is not None:
+            breaker = CircuitBreaker(probe=redis.ping, name="rag-cache")
+        self._own_guard = guard or (RedisGuard(breaker, layer=LAYER) if breaker is not None else None)
+        self._default_guard: RedisGuard | None = None
+        self._async_redis = async_redis
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._index = index
+        self._pending: dict[str, tuple[bytes, float]] = {}
+        self._pending_lock = threading.Lock()
+
+    # --- collaborators -------------------------------------------------------------------
+    @property
+    def redis(self) -> Any:
+        if self._redis is None:
+            self._redis = get_redis()
+        return self._redis
+
+    @property
+    def guard(self) -> RedisGuard:
+        if self._own_guard is not None:
+            return self._own_guard
+        breaker = get_breaker()
+        if self._default_guard is None or self._default_guard.breaker is not breaker:
+            self._default_guard = RedisGuard(breaker, layer=LAYER)
+        return self._default_guard
+
+    @property
+    def policies(self) -> PolicySource:
+        return self._policies or get_policy_source()
+
+    @property
+    def counters(self) -> DurableCounters:
+        return self._counters or get_counters()
+
+    @property
+    def index(self) -> RAGIndex:
+        return self._index if self._index is not None else get_rag_index()
+
+    def async_client(self) -> Any:
+        if self._async_redis is not None:
+            if isinstance(self._async_redis, redis.asyncio.Redis):
+                return self._async_redis
+            return self._async_redis()
+        if self._redis is None:
+            return get_async_redis()
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = _derive_async_client(self._redis)
+            self._async_clients[loop] = client
+        return client
+
+    # --- drivers: run a flow's round trips on a sync or an async client ----------------------
+    @staticmethod
+    def _drive(client: Any, flow: Flow) -> Any:
+        try:
+            commands = next(flow)
+            while True:
+                pipe = client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                commands = flow.send(pipe.execute())
+        except StopIteration as stop:
+            return stop.value
+
+    @staticmethod
+    async def _adrive(client: Any, flow: Flow) -> Any:
+        try:
+            commands = next(flow)
+            while True:
+                pipe = client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                commands = flow.send(await pipe.execute())
+        except StopIteration as stop:
+            return stop.value
+
+    # --- requests --------------------------------------------------------------------------
+    def _request(
+        self, query: Any, query_embedding: Any, embedding_model: Any, top_k: Any, masterplan_id: Any
+    ) -> _Request:
+        query = validate_query(query)
+        model = validate_model(embedding_model)
+        top_k = validate_top_k(top_k)
+        embedding, unit = as_vector(query_embedding)
+        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
+        digest = keys.rag_entry_digest(query, model, top_k, normalized_mp)
+        nsid = keys.rag_namespace_id(model, top_k)
+        log_base = keys.rag_log_base(normalized_mp, nsid, int(unit.shape[0]))
+        ns = self.index.namespace(log_base, int(unit.shape[0]))
+        if ns.dim != unit.shape[0]:  # pragma: no cover - the dim is part of log_base
+            raise ValueError("namespace dimension mismatch")
+        return _Request(
+            query=query,
+            model=model,
+            top_k=top_k,
+            masterplan_id=normalized_mp,
+            embedding=embedding,
+            unit=unit,
+            digest=digest,
+            entry_key=keys.rag_entry(normalized_mp, digest),
+            epoch_key=keys.rag_epoch(),
+            gen_key=keys.rag_generation(normalized_mp),
+            registry_key=keys.rag_namespaces(normalized_mp),
+            nsid=nsid,
+            log_base=log_base,
+            head_key=keys.rag_log_head(log_base),
+            ns=ns,
+        )
+
+    @staticmethod
+    def _check_dim(req: _Request, recorded: Any) -> None:
+        if recorded is not None and int(recorded) != req.dim:
+            raise ValueError(
+                f"query_embedding has {req.dim} dimensions but namespace (embedding_model={req.model!r}, "
+                f"top_k={req.top_k}, scope={keys.scope(req.masterplan_id)}) holds {int(recorded)}-dimension vectors"
+            )
+
+    # --- lookups -----------------------------------------------------------------------------
+    def _get_flow(self, req: _Request, threshold: float) -> Flow:
+        ns = req.ns
+        pos = ns.position()
+        commands: Commands = [
+            ("MGET", req.epoch_key, req.gen_key, req.entry_key),
+            ("HGET", req.registry_key, req.nsid),
+            ("GET", req.head_key),
+        ]
+        if pos.segment is not None:
+            commands += [("GETRANGE", req.segment(pos.segment), pos.offset, -1)]
+            commands += [("GETRANGE", req.segment(pos.segment + 1), 0, -1)]
+        replies = yield commands
+        (epoch_raw, gen_raw, raw), recorded_dim, head_raw, *tails = replies
+        self._check_dim(req, recorded_dim)
+        tag = make_tag(epoch_raw, gen_raw)
+        now = self._clock()
+        corrupt: list[str] = []
+        if raw is not None:
+            if raw.startswith(tag):
+                try:
+                    entry = decode_entry(raw[len(tag) :], model=req.model, top_k=req.top_k)
+                    if entry.expires_at > now:
+                        documents = load_documents(entry.documents_json)
+                        result = CachedRAGResult(
+                            entry.query, entry.embedding.tolist(), documents, entry.cached_at, "exact", 1.0
+                        )
+                        ns.advance(pos, None if head_raw is None else int(head_raw), tails, now)
+                        return _Outcome(result)
+                except CorruptEntryError as exc:
+                    corrupt.append(req.entry_key)
+                    self._count_corrupt(req.entry_key, exc)
+            elif not _ANY_TAG.match(raw):
+                corrupt.append(req.entry_key)
+                self._count_corrupt(req.entry_key, CorruptEntryError("no generation tag"))
+
+        # Exact miss: bring the mirror up to date (usually with the bytes already read), then search.
+        epoch, gen = _int(epoch_raw), _int(gen_raw)
+        ns.observe_tag(epoch, gen)
+        version, missing = ns.advance(pos, None if head_raw is None else int(head_raw), tails, now)
+        if missing:
+            blobs = yield [("GET", req.segment(number)) for number in missing]
+            ns.load_segments(version, list(zip(missing, blobs, strict=True)), now)
+            self.index.enforce_budget()
+        found = ns.search(req.unit, threshold, now=now, tag=(epoch, gen))
+        if found.best_score is not None:
+            metrics.RAG_SIMILARITY_SCORE.observe(max(0.0, found.best_score))
+        for round_number in range(CONFIRM_ROUNDS):
+            batch = found.candidates[round_number * CONFIRM_BATCH : (round_number + 1) * CONFIRM_BATCH]
+            if not batch:
+                break
+            entry_keys = [keys.rag_entry(req.masterplan_id, c.digest) for c in batch]
+            (reply,) = yield [("MGET", req.epoch_key, req.gen_key, *entry_keys)]
+            current = make_tag(reply[0], reply[1])
+            dead: list[int] = []
+            for candidate, key, value in zip(batch, entry_keys, reply[2:], strict=True):
+                if value is None or not value.startswith(current):
+                    dead.append(candidate.row)  # expired, reclaimed or invalidated in Redis
+                    continue
+                try:
+                    entry = decode_entry(value[len(current) :], model=req.model, top_k=req.top_k)
+                    documents = load_documents(entry.documents_json)
+                except CorruptEntryError as exc:
+                    dead.append(candidate.row)
+                    corrupt.append(key)
+                    self._count_corrupt(key, exc)
+                    continue
+                if entry.expires_at <= now:
+                    dead.append(candidate.row)
+                    continue
+                similarity = _cosine(entry.embedding, req.unit)
+                if similarity < threshold:
+                    continue  # the entry was rewritten with another vector; its newer row decides
+                ns.drop(found.layout, dead)
+                result = CachedRAGResult(
+                    entry.query, entry.embedding.tolist(), documents, entry.cached_at, "similar", similarity
+                )
+                return _Outcome(result, tuple(corrupt))
+            ns.drop(found.layout, dead)
+        return _Outcome(None, tuple(corrupt), tag)
+
+    def _begin_get(self, query: Any, query_embedding: Any, embedding_model: str, top_k: int, masterplan_id: Any):
+        req = self._request(query, query_embedding, embedding_model, top_k, masterplan_id)
+        policy = self.policies.rag()
+        if not policy.enabled:
+            self.counters.incr(LAYER, "bypassed", masterplan_id=req.masterplan_id)
+            return req, None
+        return req, policy.similarity_threshold
+
+    def _finish_get(self, req: _Request, outcome: _Outcome | None) -> CachedRAGResult | None:
+        result = None if outcome is None else outcome.result
+        if result is None:
+            _MISSES.inc()
+            _SIMILAR_MISSES.inc()
+            self.counters.incr(LAYER, "misses", masterplan_id=req.masterplan_id)
+            if outcome is not None:
+                self._remember_tag(req.entry_key, outcome.tag)
+        elif result.match == "exact":
+            _HITS.inc()
+            self.counters.incr(LAYER, "hits", masterplan_id=req.masterplan_id)
+        else:
+            _MISSES.inc()  # the exact layer missed; the similarity layer answered
+            _SIMILAR_HITS.inc()
+            self.counters.incr(LAYER, "similar_hits", masterplan_id=req.masterplan_id)
+        return result
+
+    def get(
+        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
+    ) -> CachedRAGResult | None:
+        """The cached retrieval for this query (exact) or the most similar live one, else None.
+
+        Invalid arguments raise ValueError; Redis errors never raise (they count and miss).
+        """
+        started = time.perf_counter()
+        req, threshold = self._begin_get(query, query_embedding, embedding_model, top_k, masterplan_id)
+        if threshold is None:
+            return None
+        client = self.redis
+        outcome = self.guard.run("get", lambda: self._drive(client, self._get_flow(req, threshold)), None)
+        if outcome is not None and outcome.corrupt:
+            self.guard.run("delete", lambda: client.unlink(*outcome.corrupt), None)
+        result = self._finish_get(req, outcome)
+        _LOOKUP.observe(time.perf_counter() - started)
+        return result
+
+    async def aget(
+        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
+    ) -> CachedRAGResult | None:
+        started = time.perf_counter()
+        req, threshold = self._begin_get(query, query_embedding, embedding_model, top_k, masterplan_id)
+        if threshold is None:
+            return None
+        client = self.async_client()
+        outcome = await self.guard.arun("get", lambda: self._adrive(client, self._get_flow(req, threshold)), None)
+        if outcome is not None and outcome.corrupt:
+            await self.guard.arun("delete", lambda: client.unlink(*outcome.corrupt), None)
+        result = self._finish_get(req, outcome)
+        _LOOKUP.observe(time.perf_counter() - started)
+        return result
+
+    def _count_corrupt(self, key: str, exc: Exception) -> None:
+        metrics.CACHE_ERRORS.labels(LAYER, "corrupt").inc()
+        logger.warning("RAG cache entry %s is corrupt (%s); deleting it", key, exc)
+
+    # --- the miss -> set handshake (as in the LLM layer) ---------------------------------------
+    def _remember_tag(self, entry_key: str, tag: bytes) -> None:
+        now = time.monotonic()
+        with self._pending_lock:
+            previous = self._pending.get(entry_key)
+            if previous is not None and now - previous[1] < self.pending_max_age_seconds:
+                return  # keep the OLDEST tag in flight
+            if len(self._pending) >= self.pending_max:
+                self._pending.pop(next(iter(self._pending)))
+            self._pending[entry_key] = (tag, now)
+
+    def _take_tag(self, entry_key: str) -> bytes:
+        with self._pending_lock:
+            item = self._pending.pop(entry_key, None)
+        if item is None or time.monotonic() - item[1] >= self.pending_max_age_seconds:
+            return b""
+        return item[0]
+
+    # --- writes ------------------------------------------------------------------------------
+    def _set_flow(self, req: _Request, payload: bytes, ttl: int, expected: bytes) -> Flow:
+        replies = yield [
+            ("MGET", req.epoch_key, req.gen_key),
+            ("HGET", req.registry_key, req.nsid),
+            ("GET", req.head_key),
+        ]
+        (epoch_raw, gen_raw), recorded_dim, head_raw = replies
+        self._check_dim(req, recorded_dim)
+        tag = make_tag(epoch_raw, gen_raw)
+        if expected and expected != tag:
+            return "stale_generation"  # retrieved for a generation that was invalidated meanwhile
+        if head_raw is None:
+            # A new log starts at a time-based number, so a reader of an older, expired log
+            # of this namespace can never mistake the new segments for its own.
+            _, head_raw = yield [
+                ("SET", req.head_key, int(time.time() * 1000), "NX", "EX", ttl),
+                ("GET", req.head_key),
+            ]
+        head = int(head_raw)
+        expires_at = self._clock() + ttl
+        record = pack_record(req.digest, expires_at, _int(epoch_raw), _int(gen_raw), req.unit)
+        segment = req.segment(head)
+        replies = yield [
+            ("EVAL", SET_LUA, 3, req.epoch_key, req.gen_key, req.entry_key, payload, ttl, tag),
+            ("APPEND", segment, record),
+            *_extend_ttl(segment, ttl),
+            *_extend_ttl(req.head_key, ttl),
+            ("HSETNX", req.registry_key, req.nsid, req.dim),
+            *_extend_ttl(req.registry_key, ttl),
+        ]
+        stored, length = int(replies[0]), int(replies[1])
+        segment_bytes = int(conf.get("RAG_LOG_SEGMENT_BYTES"))
+        if length - len(record) < segment_bytes <= length:
+            # This append filled the segment (exactly one writer sees the crossing): start the
+            # next one and drop the segment that just fell out of the retention window.
+            retention = self.index.retention_segments(req.dim)
+            yield [("INCR", req.head_key), ("UNLINK", req.segment(head + 1 - retention))]
+        return "stored" if stored == 1 else "stale_generation"
+
+    def _begin_set(
+        self,
+        query: Any,
+        query_embedding: Any,
+        documents: Any,
+        embedding_model: Any,
+        top_k: Any,
+        masterplan_id: Any,
+        ttl: Any,
+    ) -> tuple[_Request, bytes, int] | None:
+        req = self._request(query, query_embedding, embedding_model, top_k, masterplan_id)
+        docs = documents_json(documents)
+        policy = self.policies.rag()
+        seconds = policy.ttl_seconds if ttl is None else ttl
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+            raise ValueError(f"ttl must be a positive int (seconds), got {seconds!r}")
+        if not policy.enabled:
+            metrics.CACHE_SKIPPED_WRITES.labels(LAYER, "disabled").inc()
+            return None
+        now = self._clock()
+        payload = encode_entry(
+            req.query, req.embedding, docs, cached_at=now, expires_at=now + seconds, model=req.model, top_k=req.top_k
+        )
+        if len(payload) > int(conf.get("RAG_MAX_ENTRY_BYTES")):
+            metrics.CACHE_SKIPPED_WRITES.labels(LAYER, "too_large").inc()
+            logger.info("RAG cache entry of %d bytes not stored (RAG_MAX_ENTRY_BYTES)", len(payload))
+            return None
+        return req, payload, seconds
+
+    def _written(self, req: _Request, status: str | None) -> None:
+        if status == "stored":
+            _WRITES.inc()
+            self.counters.incr(LAYER, "writes", masterplan_id=req.masterplan_id)
+        elif status is not None:
+            metrics.CACHE_SKIPPED_WRITES.labels(LAYER, status).inc()
+
+    def set(
+        self,
+        query: str,
+        query_embedding: Any,
+        documents: list[dict],
+        *,
+        embedding_model: str,
+        top_k: int,
+        masterplan_id: Any = None,
+        ttl: int | None = None,
+    ) -> None:
+        """Store a retrieval (if the policy allows it). Invalid arguments raise; Redis errors never do."""
+        plan = self._begin_set(query, query_embedding, documents, embedding_model, top_k, masterplan_id, ttl)
+        if plan is None:
+            return
+        req, payload, seconds = plan
+        client, expected = self.redis, self._take_tag(req.entry_key)
+        status = self.guard.run(
+            "set", lambda: self._drive(client, self._set_flow(req, payload, seconds, expected)), None
+        )
+        self._written(req, status)
+
+    async def aset(
+        self,
+        query: str,
+        query_embedding: Any,
+        documents: list[dict],
+        *,
+        embedding_model: str,
+        top_k: int,
+        masterplan_id: Any = None,
+        ttl: int | None = None,
+    ) -> None:
+        plan = self._begin_set(query, query_embedding, documents, embedding_model, top_k, masterplan_id, ttl)
+        if plan is None:
+            return
+        req, payload, seconds = plan
+        client, expected = self.async_client(), self._take_tag(req.entry_key)
+        status = await self.guard.arun(
+            "set", lambda: self._adrive(client, self._set_flow(req, payload, seconds, expected)), None
+        )
+        self._written(req, status)
+
+    # --- invalidation ------------------------------------------------------------------------
+    def _invalidated(self, masterplan_id: str | None) -> None:
+        _INVALIDATIONS.inc()
+        self.counters.incr(LAYER, "invalidations", masterplan_id=masterplan_id)
+
+    def invalidate_masterplan(self, masterplan_id: Any, *, reclaim: bool = True) -> int:
+        """Make every entry of the masterplan unreachable (one INCR), then delete them.
+
+        ``masterplan_id=None`` means the global scope. Returns the number of dead entries
+        deleted inline (the entries made unreachable). With ``reclaim=False``, or if the
+        deletion fails after the INCR, it is left to a Celery task and 0 is returned.
+        Raises CacheUnavailableError if Redis cannot record the invalidation itself.
+        """
+        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
+        gen_key = keys.rag_generation(normalized_mp)
+        client = self.redis
+        if self.guard.run("invalidate", lambda: client.incr(gen_key), None) is None:
+            raise CacheUnavailableError(f"could not invalidate RAG cache scope {keys.scope(normalized_mp)}")
+        self._invalidated(normalized_mp)
+        return self._after_invalidation(normalized_mp, reclaim)
+
+    async def ainvalidate_masterplan(self, masterplan_id: Any, *, reclaim: bool = True) -> int:
+        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
+        gen_key = keys.rag_generation(normalized_mp)
+        client = self.async_client()
+        if await self.guard.arun("invalidate", lambda: client.incr(gen_key), None) is None:
+            raise CacheUnavailableError(f"could not invalidate RAG cache scope {keys.scope(normalized_mp)}")
+        self._invalidated(normalized_mp)
+        # Deletion is a batch job of SCAN pages; it runs on the sync client in a worker thread.
+        return await asyncio.to_thread(self._after_invalidation, normalized_mp, reclaim)
+
+    def invalidate_all(self, *, reclaim: bool = True) -> int:
+        """Make every entry of this layer unreachable (one INCR of the layer epoch) and delete them.
+
+        Touches only this layer's keys: never FLUSHDB (Redis may hold the broker and other apps).
+        """
+        epoch_key = keys.rag_epoch()
+        client = self.redis
+        if self.guard.run("invalidate", lambda: client.incr(epoch_key), None) is None:
+            raise CacheUnavailableError("could not invalidate the RAG cache")
+        self._invalidated(None)
+        return self._after_invalidation(None, reclaim, layer=True)
+
+    def _after_invalidation(self, masterplan_id: str | None, reclaim: bool, *, layer: bool = False) -> int:
+        if not reclaim:
+            _schedule_reclaim(masterplan_id, layer=layer)
+            return 0
+        try:
+            return self.reclaim_dead_keys() if layer else self.reclaim_masterplan(masterplan_id)
+        except (redis.RedisError, OSError) as exc:
+            metrics.CACHE_ERRORS.labels(LAYER, "reclaim").inc()
+            logger.warning("RAG cache reclaim failed (%s: %s); deferring it to Celery", type(exc).__name__, exc)
+            _schedule_reclaim(masterplan_id, layer=layer)
+            return 0
+
+    # --- physical deletion (raises on Redis errors: callers retry) ---------------------------
+    def reclaim_masterplan(self, masterplan_id: Any) -> int:
+        """Delete the dead entries and dead log segments of one scope; returns the entries deleted."""
+        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
+        client = self.redis
+        removed = 0
+        for page in _scan(client, keys.rag_scope_pattern(normalized_mp)):
+            removed += _reclaim_entries(client, normalized_mp, page)
+        self._trim_logs(client, normalized_mp)
+        _RECLAIMED.inc(removed)
+        return removed
+
+    def reclaim_dead_keys(self) -> int:
+        """Delete the dead entries and log segments of every scope of the layer (periodic sweep)."""
+        client = self.redis
+        registry_prefix = keys.rag_namespaces(None).rsplit(":", 1)[0] + ":"
+        removed, scopes = 0, set()
+        for page in _scan(client, keys.rag_layer_pattern()):
+            groups: dict[str | None, list[Any]] = {}
+            for key in page:
+                text = key.decode() if isinstance(key, bytes) else key
+                scope_name = keys.parse_rag_entry(text)
+                if scope_name is not None:
+                    groups.setdefault(None if scope_name == keys.GLOBAL_SCOPE else scope_name, []).append(key)
+                elif text.startswith(registry_prefix):
+                    name = text[len(registry_prefix) :]
+                    scopes.add(None if name == keys.GLOBAL_SCOPE else name)
+            for masterplan_id, entries in groups.items():
+                removed += _reclaim_entries(client, masterplan_id, entries)
+        for masterplan_id in scopes:
+            self._trim_logs(client, keys.normalize_masterplan_id(masterplan_id))
+        _RECLAIMED.inc(removed)
+        return removed
+
+    def _trim_logs(self, client: Any, masterplan_id: str | None) -> None:
+        """Unlink the log segments of the scope's namespaces that can only hold dead records.
+
+        Every segment older than the one before the current head was filled before the
+        invalidation (a writer reads the generation before the head), so it holds only
+        dead records. The last two stay: they may hold records written since.
+        """
+        namespaces = client.hgetall(keys.rag_namespaces(masterplan_id))
+        if not namespaces:
+            return
+        bases = [keys.rag_log_base(masterplan_id, nsid.decode(), int(dim)) for nsid, dim in namespaces.items()]
+        heads = client.mget([keys.rag_log_head(base) for base in bases])
+        doomed = []
+        for base, head in zip(bases, heads, strict=True):
+            if head is not None:
+                retention = self.index.retention_segments(int(base.rstrip(":").rsplit(":", 1)[1]))
+                doomed += [keys.rag_log_segment(base, n) for n in range(int(head) - retention, int(head) - 1)]
+        for start in range(0, len(doomed), RECLAIM_BATCH):
+            client.unlink(*doomed[start : start + RECLAIM_BATCH])
+
+    # --- statistics ------------------------------------------------------------------------
+    def hit_rate(self) -> float:
+        """(Exact + similar hits) / lookups over every process (durable counters); 0.0 without lookups."""
+        return self.counters.hit_rate(LAYER, hit_fields=HIT_FIELDS)
+
+    def stats(self, masterplan_id: Any = None) -> dict[str, float]:
+        """Durable totals (hits, similar_hits, misses, writes, invalidations, bypassed)."""
+        return self.counters.read(LAYER, masterplan_id=keys.normalize_masterplan_id(masterplan_id))
+
+
+def _cosine(embedding: np.ndarray, unit: np.ndarray) -> float:
+    if embedding.shape != unit.shape:
+        return -1.0
+    norm = float(np.linalg.norm(embedding))
+    return float(np.dot(embedding, unit) / norm) if norm > 0 else -1.0
+
+
+def _extend_ttl(key: str, ttl: int) -> Commands:
+    """Set the TTL if the key has none, else raise it if ``ttl`` is longer (never shorten it)."""
+    return [("EXPIRE", key, ttl, "NX"), ("EXPIRE", key, ttl, "GT")]
+
+
+def _scan(client: Any, pattern: str) -> Generator[list[Any], None, None]:
+    """SCAN pages (for reclaim only; lookups never scan)."""
+    cursor = 0
+    while True:
+        cursor, page = client.scan(cursor, match=pattern, count=SCAN_COUNT)
+        if page:
+            yield page
+        if int(cursor) == 0:
+            return
+
+
+def _reclaim_entries(client: Any, masterplan_id: str | None, entries: list[Any]) -> int:
+    """UNLINK the dead ones among ``entries`` (one scope), re-checking each tag atomically in Lua."""
+    epoch_key, gen_key = keys.rag_epoch(), keys.rag_generation(masterplan_id)
+    pipe = client.pipeline(transaction=False)
+    for start in range(0, len(entries), RECLAIM_BATCH):
+        batch = entries[start : start + RECLAIM_BATCH]
+        pipe.execute_command("EVAL", RECLAIM_LUA, 2 + len(batch), epoch_key, gen_key, *batch)
+    return sum(int(n) for n in pipe.execute())
+
+
+def _schedule_reclaim(masterplan_id: str | None, *, layer: bool = False) -> None:
+    """Best effort: hand deletion to Celery (the periodic sweep catches anything this misses)."""
+    try:
+        from ..tasks import reclaim_rag_dead_keys, reclaim_rag_masterplan
+
+        if layer:
+            reclaim_rag_dead_keys.delay()
+        else:
+            reclaim_rag_masterplan.delay(masterplan_id)
+    except Exception as exc:  # broker down too: the periodic sweep will do it
+        logger.warning("could not schedule RAG cache reclaim: %s: %s", type(exc).__name__, exc)
