@@ -62,6 +62,7 @@ class _Slot:
 @dataclass(eq=False)
 class _Batch:
     opened_at: float
+    loop: asyncio.AbstractEventLoop
     slots: dict[str, _Slot] = field(default_factory=dict)
     timer: asyncio.Task | None = None
     sent: bool = False
@@ -144,8 +145,12 @@ class RequestBatcher:
         self._closed = True
         if self._collecting is not None:
             self._flush(self._collecting)
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        while True:
+            mine = [task for task in self._tasks if task.get_loop() is loop and not task.done()]
+            if not mine:
+                break
+            await asyncio.gather(*mine, return_exceptions=True)
 
     @property
     def pending(self) -> int:
@@ -171,9 +176,15 @@ class RequestBatcher:
         )
 
     def _enqueue(self, request: BatchedRequest, settings: BatchSettings) -> None:
+        loop = asyncio.get_running_loop()
         batch = self._collecting
+        if batch is not None and batch.loop is not loop:
+            # Left behind by an event loop that has ended (one batcher reused across
+            # asyncio.run calls): its timer will never fire, so never join it.
+            batch.sent = True
+            batch = self._collecting = None
         if batch is None:
-            batch = _Batch(opened_at=request.enqueued_at)
+            batch = _Batch(opened_at=request.enqueued_at, loop=loop)
             self._collecting = batch
             batch.timer = self._spawn(self._window_timer(batch, settings.batch_window_ms / 1000.0))
         slot = batch.slots.get(request.prompt)

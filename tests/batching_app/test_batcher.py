@@ -391,3 +391,27 @@ async def test_metrics_are_emitted(clock):
     assert sample("mgecache_batch_wait_seconds_count") - wait_count == 4
     assert sample("mgecache_batch_wait_seconds_sum") - wait_sum == pytest.approx(0.5)  # only "d" waited
     assert sample("mgecache_batch_execution_seconds_count") - exec_count == 2
+
+
+def test_a_batcher_reused_across_event_loops_never_strands_a_request():
+    llm = FakeLLM()
+    b = RequestBatcher(llm, batch_window_ms=60_000, max_batch_size=5, policies=StaticBatchPolicy())
+    orphans = []
+
+    async def first_run() -> None:
+        orphans.append(asyncio.ensure_future(b.execute_with_batching(uuid.uuid4(), "orphan")))
+        await asyncio.sleep(0)  # queued in a batch whose window outlives this loop
+
+    old_loop = asyncio.new_event_loop()
+    old_loop.run_until_complete(first_run())
+    assert b.pending == 1
+    old_loop.close()  # closed without cancelling: the batch and its timer are stranded
+
+    async def second_run() -> str:
+        task = asyncio.ensure_future(b.execute_with_batching(uuid.uuid4(), "fresh"))
+        await asyncio.sleep(0)
+        await b.aclose()  # only this loop's work is awaited
+        return await asyncio.wait_for(task, timeout=5)
+
+    assert asyncio.run(second_run()) == answer_for("fresh")
+    assert llm.prompts == ["fresh"]
