@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 from celery import shared_task
+from celery.result import AsyncResult
 from django.conf import settings
+
+from cache_app.policies import get_policy_source
 
 from .llm import TRANSIENT_ERRORS, get_llm_call
 from .wave import BatchIncompleteError, BatchResultStore, WaveBatchRunner, is_transient, run_coroutine_sync
@@ -57,3 +61,25 @@ def run_batch(self, atom_ids: list[str], prompts: list[str], batch_id: str | Non
         wait = max(runner.store.claim_remaining_seconds(a) for a in report.in_progress)
         raise self.retry(countdown=min(max(1.0, wait), float(settings.CELERY_TASK_TIME_LIMIT)))
     return report.as_json()
+
+
+def dispatch_wave(
+    atoms: Sequence[tuple[uuid.UUID | str, str]], *, batch_size: int | None = None, **apply_async_options: Any
+) -> list[AsyncResult]:
+    """Send a wave's misses as ``run_batch`` tasks of ``batch_size`` atoms (default: BatchPolicy.max_batch_size).
+
+    Collect the answers per atom with ``BatchResultStore().get_many(atom_ids)``; the task
+    results are summaries only.
+    """
+    if batch_size is None:
+        policy = get_policy_source().batch()
+        batch_size = policy.max_batch_size if policy.enabled else 1
+    batch_size = max(1, int(batch_size))
+    items = [(str(uuid.UUID(str(atom_id))), str(prompt)) for atom_id, prompt in atoms]
+    results = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        results.append(
+            run_batch.apply_async(args=([a for a, _ in chunk], [p for _, p in chunk]), **apply_async_options)
+        )
+    return results

@@ -121,6 +121,16 @@ def test_transient_error_then_success_within_one_task(redis, recorded):
     assert len(recorded.prompts) == 3
 
 
+def test_dispatch_wave_sends_policy_sized_batches_and_answers_are_collected_per_atom(redis, recorded):
+    ids, prompts = atoms(12)
+    results = tasks.dispatch_wave(list(zip(ids, prompts, strict=True)))
+    assert len(results) == 3  # 5 + 5 + 2 under the policy's max_batch_size of 5
+    assert all(r.successful() for r in results)
+    assert len(recorded.prompts) == 3
+    stored = BatchResultStore().get_many([uuid.UUID(a) for a in ids])
+    assert stored == {uuid.UUID(a): answer_for(p) for a, p in zip(ids, prompts, strict=True)}
+
+
 def test_permanent_error_is_not_retried(redis, recorded):
     with pytest.raises(ValueError, match="same length"):
         tasks.run_batch.apply(args=(["a"], [])).get()
