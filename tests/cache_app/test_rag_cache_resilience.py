@@ -1,0 +1,267 @@
+"""RAGQueryCache across processes, restarts, log segments, index bounds and Redis outages.
+
+Cross-process tests start real child interpreters on the real Redis; outage tests run a
+private redis-server (or a silent socket) and never assert wall-clock timings. The
+no-SCAN proof counts commands on a private server with INFO commandstats.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import numpy as np
+import pytest
+import redis as redis_lib
+from prometheus_client import REGISTRY
+
+from cache_app import keys
+from cache_app.policies import LayerPolicy
+from cache_app.rag_cache import RAGIndex, RAGQueryCache
+from cache_app.rag_cache.index import NamespaceIndex
+from cache_app.redis_client import CircuitBreaker, RedisGuard
+from tests.conftest import run_python
+
+MODEL = "hashed-ngram-384-v1"
+
+
+class StaticPolicies:
+    def __init__(self, **fields) -> None:
+        self.policy = LayerPolicy(layer="rag", **{"ttl_seconds": 3600, **fields})
+
+    def rag(self) -> LayerPolicy:
+        return self.policy
+
+
+def errors(operation: str) -> float:
+    return REGISTRY.get_sample_value("mgecache_cache_errors_total", {"cache_layer": "rag", "operation": operation}) or 0
+
+
+def vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    m = np.random.default_rng(seed).standard_normal((n, dim))
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def nudge(v: np.ndarray, seed: int, cosine: float = 0.99) -> np.ndarray:
+    other = np.random.default_rng(seed).standard_normal(v.shape[0])
+    other -= other.dot(v) * v
+    other /= np.linalg.norm(other)
+    return cosine * v + np.sqrt(1 - cosine**2) * other
+
+
+def rows(cache: RAGQueryCache) -> int:
+    return sum(ns.n - ns.dead for ns in cache.index._namespaces.values())
+
+
+# --- two real processes ---------------------------------------------------------------------
+
+CHILD = """
+import json, numpy as np
+from cache_app.rag_cache import RAGQueryCache
+cache = RAGQueryCache()
+m = np.random.default_rng({seed}).standard_normal(({n}, 384))
+for i, v in enumerate(m):
+    cache.set(f"child query {{i}}", v, [{{"i": i}}], embedding_model="{model}", top_k=4, masterplan_id="{mp}")
+probe = np.asarray({probe})
+hit = cache.get("child probe", probe, embedding_model="{model}", top_k=4, masterplan_id="{mp}")
+print(json.dumps(None if hit is None else [hit.query, hit.match]))
+"""
+
+
+@pytest.mark.redis_server
+@pytest.mark.django_db(transaction=True)
+def test_an_entry_written_by_another_process_is_found_by_similarity_on_the_next_lookup(redis, subprocess_env):
+    cache = RAGQueryCache(policies=StaticPolicies(), index=RAGIndex())
+    mp = str(uuid.uuid4())
+    mine = vectors(1, 384, 7)[0]
+    cache.set("parent query", mine, [{"from": "parent"}], embedding_model=MODEL, top_k=4, masterplan_id=mp)
+    theirs = vectors(30, 384, 99)
+    # This process already mirrors the namespace (it has searched it) before the child writes.
+    assert cache.get("p", nudge(theirs[29], 1), embedding_model=MODEL, top_k=4, masterplan_id=mp) is None
+
+    probe = nudge(mine, 2).tolist()
+    out = run_python(CHILD.format(seed=99, n=30, model=MODEL, mp=mp, probe=probe), subprocess_env)
+    # The child (a fresh process) rebuilt its index from Redis and found the parent's entry.
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["parent query", "similar"]
+    # The parent sees all 30 of the child's entries on its very next lookups (no polling, no delay).
+    for i in (0, 17, 29):
+        hit = cache.get("p", nudge(theirs[i], 3), embedding_model=MODEL, top_k=4, masterplan_id=mp)
+        assert hit is not None
+        assert hit.query == f"child query {i}"
+        assert hit.documents == [{"i": i}]
+    assert rows(cache) == 31
+
+
+# --- restarts and the segmented log (runs on any Redis) -------------------------------------
+
+
+@pytest.fixture
+def small_segments(settings):
+    # 64-dim records are 312 bytes: about 13 records per segment, so 200 entries span 16 segments.
+    settings.MGECACHE = {**settings.MGECACHE, "RAG_LOG_SEGMENT_BYTES": 4096}
+
+
+def test_a_restarted_process_rebuilds_its_index_from_redis(redis, small_segments):
+    writer = RAGQueryCache(redis, policies=StaticPolicies(), index=RAGIndex())
+    m = vectors(200, 64, 5)
+    for i, v in enumerate(m):
+        writer.set(f"q{i}", v, [{"i": i}], embedding_model="m64", top_k=3)
+    restarted = RAGQueryCache(redis, policies=StaticPolicies(), index=RAGIndex())  # nothing in memory
+    for i in (0, 1, 100, 199):
+        hit = restarted.get(f"near {i}", nudge(m[i], i), embedding_model="m64", top_k=3)
+        assert hit.query == f"q{i}"
+        assert hit.documents == [{"i": i}]
+    assert rows(restarted) == 200
+
+
+def test_an_incremental_reader_follows_the_log_across_segments_without_loss_or_duplicates(redis, small_segments):
+    writer = RAGQueryCache(redis, policies=StaticPolicies(), index=RAGIndex())
+    reader = RAGQueryCache(redis, policies=StaticPolicies(), index=RAGIndex())
+    m = vectors(120, 64, 6)
+    for step in range(0, 120, 7):  # the reader looks up between bursts that cross segment boundaries
+        for i in range(step, min(step + 7, 120)):
+            writer.set(f"q{i}", m[i], [{"i": i}], embedding_model="m64", top_k=3)
+        last = min(step + 7, 120) - 1
+        assert reader.get("probe", nudge(m[last], last), embedding_model="m64", top_k=3).query == f"q{last}"
+    assert rows(reader) == 120
+    assert reader.get("probe", nudge(m[3], 3), embedding_model="m64", top_k=3).query == "q3"
+
+
+def test_memory_is_bounded_per_namespace_and_the_newest_entries_are_kept(redis, small_segments, settings):
+    settings.MGECACHE = {**settings.MGECACHE, "RAG_INDEX_MAX_ENTRIES": 60, "RAG_INDEX_MAX_TOTAL_ENTRIES": 60}
+    writer = RAGQueryCache(redis, policies=StaticPolicies(), index=RAGIndex())
+    m = vectors(300, 64, 8)
+    for i, v in enumerate(m):
+        writer.set(f"q{i}", v, [], embedding_model="m64", top_k=3)
+        if i % 50 == 0:
+            writer.get("probe", v, embedding_model="m64", top_k=3)
+    for cache in (writer, RAGQueryCache(redis, policies=StaticPolicies(), index=RAGIndex())):
+        assert cache.get("probe", nudge(m[299], 1), embedding_model="m64", top_k=3).query == "q299"
+        ns = next(iter(cache.index._namespaces.values()))
+        assert ns.n <= 60 + 64  # max_entries + slack before a compaction
+        assert ns.cap <= 60 + 64
+    # The Redis log keeps about the same window: old segments are deleted as new ones start.
+    log_keys = list(redis.scan_iter(match=keys.rag_log_base(None, keys.rag_namespace_id("m64", 3), 64) + "*"))
+    assert len(log_keys) <= writer.index.retention_segments(64) + 2
+
+
+def test_the_process_budget_drops_the_least_recently_used_namespace():
+    index = RAGIndex(max_entries=100, max_total_entries=150)
+    a = index.namespace("a", 8)
+    b = index.namespace("b", 8)
+    records = np.zeros(100, dtype=a.dtype)
+    records["vec"] = vectors(100, 8, 1)
+    records["expires"] = time.time() + 60
+    for ns in (a, b):
+        ns.load_segments(ns.version, [], time.time())
+        ns.segment, ns.offset = 0, 0
+        assert ns._apply_segment(0, 0, records.tobytes(), time.time())
+    index.namespace("b", 8)  # b is now the most recently used
+    index.enforce_budget()
+    assert len(index) == 100
+    assert index.namespace("b", 8) is b
+    assert index.namespace("a", 8) is not a  # a was dropped and starts again from Redis
+
+
+def test_search_prunes_with_an_exact_bound_and_never_misses_the_best_row():
+    ns = NamespaceIndex(384, max_entries=5000, retention_segments=4)
+    m = vectors(3000, 384, 11)
+    records = np.zeros(3000, dtype=ns.dtype)
+    records["vec"] = m
+    records["expires"] = time.time() + 60
+    ns.segment = 0
+    ns._apply_segment(0, 0, records.tobytes(), time.time())
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        target = int(rng.integers(3000))
+        q = nudge(m[target], target, cosine=float(rng.uniform(0.9, 0.999))).astype(np.float32)
+        exact = m @ q
+        found = ns.search(q, 0.85, now=time.time(), tag=(0, 0))
+        assert found.candidates[0].row == int(np.argmax(exact))
+        assert found.candidates[0].score == pytest.approx(float(exact.max()), abs=1e-5)
+
+
+# --- no SCAN or KEYS on a lookup ---------------------------------------------------------------
+
+
+def command_calls(client: redis_lib.Redis) -> dict[str, int]:
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in client.info("commandstats").items()}
+
+
+def test_no_lookup_issues_scan_or_keys(private_redis):
+    client = redis_lib.Redis.from_url(private_redis.url)
+    cache = RAGQueryCache(client, policies=StaticPolicies(), index=RAGIndex())
+    m = vectors(50, 384, 3)
+    for i, v in enumerate(m):
+        cache.set(f"q{i}", v, [{"i": i}], embedding_model=MODEL, top_k=5)
+    client.config_resetstat()
+    assert cache.get("q1", m[1], embedding_model=MODEL, top_k=5).match == "exact"
+    assert cache.get("near", nudge(m[2], 2), embedding_model=MODEL, top_k=5).match == "similar"
+    assert cache.get("far", vectors(1, 384, 77)[0], embedding_model=MODEL, top_k=5) is None
+    fresh = RAGQueryCache(client, policies=StaticPolicies(), index=RAGIndex())  # a rebuild, too
+    assert fresh.get("near", nudge(m[3], 3), embedding_model=MODEL, top_k=5).query == "q3"
+    calls = command_calls(client)
+    assert calls.get("mget", 0) >= 4  # the counting works: lookups did reach this server
+    assert "scan" not in calls
+    assert "keys" not in calls
+    # A lookup is one round trip when it hits exactly, two when the similar entry is confirmed.
+    client.config_resetstat()
+    cache.get("q1", m[1], embedding_model=MODEL, top_k=5)
+    assert sum(command_calls(client).values()) <= 6  # MGET, HGET, GET, 2 x GETRANGE (+ INFO itself)
+
+
+# --- outages ------------------------------------------------------------------------------------
+
+
+def short_timeout_client(port: int) -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.25, socket_connect_timeout=0.25)
+
+
+def cache_on(client, clock) -> tuple[RAGQueryCache, CircuitBreaker]:
+    breaker = CircuitBreaker(probe=client.ping, failure_threshold=1, reset_seconds=1.0, clock=clock, name="test-rag")
+    guard = RedisGuard(breaker, layer="rag", clock=clock)
+    return RAGQueryCache(client, policies=StaticPolicies(), guard=guard, index=RAGIndex()), breaker
+
+
+def test_a_stopped_redis_fails_open_and_caching_resumes_when_it_returns(private_redis, clock):
+    client = short_timeout_client(private_redis.port)
+    cache, breaker = cache_on(client, clock)
+    v = vectors(1, 384, 4)[0]
+    cache.set("q", v, [{"a": 1}], embedding_model=MODEL, top_k=5)
+    assert cache.get("near", nudge(v, 1), embedding_model=MODEL, top_k=5).match == "similar"
+
+    private_redis.stop()
+    get_errors, set_errors = errors("get"), errors("set")
+    assert cache.get("q", v, embedding_model=MODEL, top_k=5) is None
+    assert breaker.is_open
+    assert cache.get("near", nudge(v, 1), embedding_model=MODEL, top_k=5) is None  # index alone never answers
+    cache.set("q2", v, [{"a": 2}], embedding_model=MODEL, top_k=5)  # does not raise
+    assert errors("get") == get_errors + 2
+    assert errors("set") == set_errors + 1
+    with pytest.raises(ValueError, match="zero vector"):  # bad input is still reported while Redis is down
+        cache.get("q", [0.0] * 384, embedding_model=MODEL, top_k=5)
+
+    private_redis.start()  # an empty server: everything was lost
+    clock.advance(1.0)
+    assert cache.get("q", v, embedding_model=MODEL, top_k=5) is None  # still open; this schedules the probe
+    deadline = time.monotonic() + 5
+    while breaker.is_open and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling for the background probe
+    assert not breaker.is_open
+    assert cache.get("near", nudge(v, 1), embedding_model=MODEL, top_k=5) is None  # the old index rows are gone
+    cache.set("q", v, [{"a": 3}], embedding_model=MODEL, top_k=5)
+    assert cache.get("near", nudge(v, 1), embedding_model=MODEL, top_k=5).documents == [{"a": 3}]
+
+
+def test_a_blackholed_redis_fails_open(blackhole_port, clock):
+    client = short_timeout_client(blackhole_port)
+    cache, breaker = cache_on(client, clock)
+    v = vectors(1, 384, 4)[0]
+    before = errors("get")
+    assert cache.get("q", v, embedding_model=MODEL, top_k=5) is None  # one socket timeout, then open
+    assert breaker.is_open
+    for _ in range(20):
+        assert cache.get("q", v, embedding_model=MODEL, top_k=5) is None
+        cache.set("q", v, [], embedding_model=MODEL, top_k=5)
+    assert errors("get") == before + 21
