@@ -160,7 +160,7 @@ def test_add_embeds_in_batches_and_search_text_finds_near_duplicates(store, plan
     assert best["score"] > 0.95
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_asearch_inside_an_event_loop():
     # Committed rows (transaction=True): asearch reads them on the ORM thread's own connection.
     plan = Masterplan.objects.create(name="async")
@@ -183,7 +183,7 @@ print(n)
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_documents_added_by_another_process_are_found(subprocess_env, clock):
     plan = Masterplan.objects.create(name="cross-process")
     store = DocumentStore(embedder=HashedNgramEmbedder(), refresh_seconds=2.0, clock=clock)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from decimal import Decimal
 
@@ -51,11 +52,15 @@ def test_dated_variants_use_their_base_price():
     assert table.price("gpt-4o-audio-preview") is None  # another model, not a snapshot
 
 
-def test_unknown_model_prices_at_zero_and_counts_a_warning(caplog):
+def test_unknown_model_prices_at_zero_and_counts_a_warning(caplog, monkeypatch):
+    # A real Celery worker started earlier in the run reconfigures logging and may disable
+    # existing loggers; this test is about our log line, not theirs.
+    monkeypatch.setattr(logging.getLogger("cache_app.pricing"), "disabled", False)
     table = static_table({"known": ("1", "1")})
     before = sample("mgecache_pricing_unknown_model_total", model="mystery-model")
-    assert table.cost_usd("mystery-model", 1000, 1000) == 0.0
-    assert table.cost_usd("mystery-model", 5, 5) == 0.0
+    with caplog.at_level(logging.WARNING, logger="cache_app.pricing"):
+        assert table.cost_usd("mystery-model", 1000, 1000) == 0.0
+        assert table.cost_usd("mystery-model", 5, 5) == 0.0
     assert sample("mgecache_pricing_unknown_model_total", model="mystery-model") == before + 2
     assert sum("mystery-model" in r.getMessage() for r in caplog.records) == 1  # logged once per process
 

@@ -82,7 +82,9 @@ async def test_simulated_latency_model_uses_the_injected_sleep():
     assert sleep.calls == [pytest.approx(0.25 + 30 * 0.01), pytest.approx(0.25 + 5 * 0.01)]
 
 
-def test_simulated_reads_settings_and_announces_itself(settings, caplog):
+def test_simulated_reads_settings_and_announces_itself(settings, caplog, monkeypatch):
+    # A Celery worker started earlier in the run may have reconfigured or disabled loggers.
+    monkeypatch.setattr(logging.getLogger("cache_app.providers.simulated"), "disabled", False)
     settings.MGECACHE = {
         **settings.MGECACHE,
         "SIMULATED_CALL_OVERHEAD_SECONDS": 0.5,
