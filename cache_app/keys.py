@@ -23,6 +23,8 @@ import json
 import uuid
 from typing import Any
 
+from django.conf import settings
+
 from . import conf
 
 VERSION = "v1"
@@ -97,13 +99,30 @@ def batch_result(atom_id: Any) -> str:
 #     P llm:gen:<scope>            string (INCR): the scope's generation; bumped by invalidate_masterplan()
 #     P llm:<scope>:<sha256>       string: one entry, TTL from CachePolicy('llm') or the call
 #
-# <sha256> is ``digest()`` of every input that changes the answer (prompt, model, normalised
-# temperature, generation params). The entry's value is ``e<epoch>g<gen>|`` followed by the
+# <sha256> is ``llm_digest()`` of every input that changes the answer (prompt, model, normalised
+# temperature, canonical JSON of the generation params). The entry's value is ``e<epoch>g<gen>|`` followed by the
 # msgpack-encoded response: an entry whose tag is not the scope's current one is dead
 # (unreachable) even while it still exists, so invalidation is one INCR whatever the number
 # of entries. Dead entries are deleted later by SCAN (scope pattern) + a Lua batch that
 # re-checks each tag. Epoch and generation keys never expire and are never deleted: resetting
 # one could make an old entry's tag current again.
+
+
+def llm_digest(prompt: str, model: str, temperature: int | float, params: dict[str, Any]) -> str:
+    """SHA-256 over a length-prefixed (so unambiguous) encoding of the request's identity.
+
+    ``temperature`` and ``params`` must already be normalised (cache_app.llm_cache.codec):
+    ``repr`` of an int or float is the shortest round-trip form on every Python 3, and the
+    params go through ``canonical_json``. Cheaper than hashing one JSON document, which
+    matters on the hot path.
+    """
+    p = prompt.encode("utf-8", "surrogatepass")
+    m = model.encode("utf-8", "surrogatepass")
+    t = repr(temperature).encode()
+    a = canonical_json(params).encode("utf-8", "surrogatepass") if params else b"{}"
+    return hashlib.sha256(
+        b"mgecache-llm-v1%d:%b%d:%b%d:%b%d:%b" % (len(p), p, len(m), m, len(t), t, len(a), a)
+    ).hexdigest()
 
 
 def llm_epoch() -> str:
@@ -120,10 +139,29 @@ def llm_entry(masterplan_id: Any, entry_digest: str) -> str:
     return f"{prefix()}llm:{scope(masterplan_id)}:{entry_digest}"
 
 
+_llm_base_cache: tuple[Any, str] = (object(), "")
+
+
+def llm_base() -> str:
+    """``P llm:``, memoised on the configured KEY_PREFIX value.
+
+    ``conf.get`` merges the settings dict on every call (~2 us); a cache hit costs about
+    a hundred microseconds in total, so the hot path reads the raw setting instead and
+    rebuilds the prefix whenever it changes (tests give every test its own prefix).
+    """
+    global _llm_base_cache
+    raw = getattr(settings, "MGECACHE", None)
+    configured = raw.get("KEY_PREFIX") if isinstance(raw, dict) else None
+    cached = _llm_base_cache
+    if cached[0] != configured:
+        cached = _llm_base_cache = (configured, f"{prefix()}llm:")
+    return cached[1]
+
+
 def llm_lookup(masterplan_id: Any, entry_digest: str) -> tuple[str, str, str]:
-    """``(epoch, generation, entry)`` keys of one lookup, built with one prefix() read (hot path)."""
-    base = f"{prefix()}llm:"
-    scope_name = scope(masterplan_id)
+    """``(epoch, generation, entry)`` keys of one lookup (hot path: no settings merge)."""
+    base = llm_base()
+    scope_name = GLOBAL_SCOPE if masterplan_id is None else scope(masterplan_id)
     return f"{base}epoch", f"{base}gen:{scope_name}", f"{base}{scope_name}:{entry_digest}"
 
 

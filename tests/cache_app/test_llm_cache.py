@@ -150,7 +150,7 @@ def test_values_are_tagged_msgpack_not_pickle(cache, redis):
     raw = redis.get(cache.key_for("q", MODEL, 0))
     tag, _, payload = raw.partition(b"|")
     assert tag == b"e0g0"
-    assert msgpack.unpackb(payload)["text"] == "hello"
+    assert msgpack.unpackb(payload)[1:3] == ["hello", MODEL]
     assert not raw.startswith(b"\x80")  # a pickle protocol header
 
 
@@ -359,7 +359,9 @@ def test_reclaim_task_on_a_real_worker(cache, redis, celery_worker):
     [
         b"garbage without a tag",
         b"e0g0|\xc1\xc1 not msgpack",
-        b"e0g0|" + msgpack.packb({"v": 1, "text": "", "model": MODEL}),
+        b"e0g0|" + msgpack.packb([1, "", MODEL, 1, 1, 1.0, None, None]),  # empty text
+        b"e0g0|" + msgpack.packb([1, "x", MODEL, -1, 1, 1.0, None, None]),  # negative count
+        b"e0g0|" + msgpack.packb({"v": 1, "text": "x", "model": MODEL}),
         b"e0g0|" + msgpack.packb([1, 2, 3]),
         b"\x80\x04\x95 pickle-looking",
     ],
@@ -380,7 +382,7 @@ def test_an_entry_for_another_model_is_rejected(cache, redis):
     key = cache.key_for("q", MODEL, 0)
     tag, _, payload = redis.get(key).partition(b"|")
     data = msgpack.unpackb(payload)
-    data["model"] = "someone-else"
+    data[2] = "someone-else"
     redis.set(key, tag + b"|" + msgpack.packb(data))
     assert cache.get("q", MODEL, 0) is None
     assert not redis.exists(key)
