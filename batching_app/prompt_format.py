@@ -100,9 +100,11 @@ def response_marker(index: int, nonce: str) -> str:
 
 
 def combine_prompts(requests: Sequence[BatchedRequest]) -> str:
-    """The one upstream prompt for a batch of two or more requests (see the module docstring)."""
-    if len(requests) < 2:
-        raise ValueError("combine_prompts needs at least two requests; a batch of one is sent as the plain prompt")
+    """The one upstream prompt for a batch (see the module docstring). A batch of one is its plain prompt."""
+    if not requests:
+        raise ValueError("combine_prompts needs at least one request")
+    if len(requests) == 1:
+        return requests[0].prompt
     nonce = batch_nonce(requests)
     parts: list[str] = []
     for index, request in enumerate(requests, start=1):
@@ -141,7 +143,12 @@ def _clean(segment: str) -> str:
 
 
 def analyse_batched_response(text: str, requests: Sequence[BatchedRequest]) -> ParsedBatch:
-    """Attribute the sections of ``text`` to ``requests`` by marker number (see ParsedBatch)."""
+    """Attribute the sections of ``text`` to ``requests`` by marker number (see ParsedBatch).
+
+    For a batch of one (sent as the plain prompt) the whole text is the answer, as returned.
+    """
+    if len(requests) == 1:
+        return ParsedBatch(nonce="", answers=[text], problems={})
     nonce = batch_nonce(requests)
     count = len(requests)
     # Every marker with this batch's nonce is a boundary; a tag with any other value is

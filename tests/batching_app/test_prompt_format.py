@@ -65,10 +65,13 @@ def test_nonce_is_redrawn_when_a_prompt_contains_it(monkeypatch):
         batch_nonce(reqs([digits.upper(), "x"]))  # case-insensitive: no candidate left
 
 
-def test_batch_of_one_is_not_wrapped():
-    with pytest.raises(ValueError, match="plain prompt"):
-        combine_prompts(reqs(["alone"]))
-    assert split_combined_prompt("just a plain prompt\nRESPONSE 1:") is None
+def test_batch_of_one_is_the_plain_prompt_and_its_whole_answer():
+    one = reqs(["alone\nRESPONSE 1:"])
+    assert combine_prompts(one) == "alone\nRESPONSE 1:"
+    assert split_combined_prompt(combine_prompts(one)) is None
+    assert parse_batched_response("  the answer\n", one) == {one[0].atom_id: "  the answer\n"}
+    with pytest.raises(ValueError, match="at least one"):
+        combine_prompts([])
 
 
 def test_parse_tolerates_preamble_decoration_and_any_order():
