@@ -1,14 +1,88 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
+from . import actions
+from .llm_cache import CacheUnavailableError
 from .models import BatchPolicy, CachePolicy, Masterplan, ModelPricing
+from .statistics import cache_statistics
 
 
 @admin.register(Masterplan)
 class MasterplanAdmin(admin.ModelAdmin):
-    list_display = ("name", "id", "status", "created_at", "updated_at")
+    list_display = ("name", "id", "status", "created_at", "updated_at", "statistics_link")
     list_filter = ("status",)
     search_fields = ("name", "id")
     readonly_fields = ("created_at", "updated_at")
+    actions = ["invalidate_cached_answers"]
+
+    @admin.display(description="Statistics")
+    def statistics_link(self, obj: Masterplan) -> str:
+        url = reverse("admin:cache_app_masterplan_statistics", args=[obj.pk])
+        return format_html('<a href="{}">view</a>', url)
+
+    @admin.action(description="Invalidate cached LLM and RAG answers", permissions=["change"])
+    def invalidate_cached_answers(self, request: HttpRequest, queryset) -> HttpResponse | None:
+        # Destructive: the first submission shows a confirmation page, like "delete selected".
+        if request.POST.get("post") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Invalidate cached answers?",
+                "masterplans": list(queryset),
+                "queryset": queryset,
+                "opts": self.model._meta,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "action_name": "invalidate_cached_answers",
+                "media": self.media,
+            }
+            return TemplateResponse(request, "admin/cache_app/masterplan/invalidate_confirmation.html", context)
+        done = 0
+        for masterplan in queryset:
+            try:
+                actions.invalidate_masterplan(masterplan.pk)
+            except CacheUnavailableError as exc:
+                self.message_user(
+                    request, f"{masterplan}: not invalidated, Redis is unavailable ({exc}).", messages.ERROR
+                )
+                continue
+            done += 1
+        if done:
+            self.message_user(request, f"Invalidated the cached answers of {done} masterplan(s).", messages.SUCCESS)
+        return None
+
+    def get_urls(self):
+        custom = [
+            path(
+                "statistics/",
+                self.admin_site.admin_view(self.statistics_view),
+                name="cache_app_masterplan_statistics_all",
+            ),
+            path(
+                "<uuid:masterplan_id>/statistics/",
+                self.admin_site.admin_view(self.statistics_view),
+                name="cache_app_masterplan_statistics",
+            ),
+        ]
+        return custom + super().get_urls()
+
+    def statistics_view(self, request: HttpRequest, masterplan_id=None) -> HttpResponse:
+        """Read-only: durable counters across every process."""
+        if not self.has_view_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        masterplan = Masterplan.objects.filter(pk=masterplan_id).first() if masterplan_id else None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Cache statistics: {masterplan}" if masterplan_id else "Cache statistics: all masterplans",
+            "opts": self.model._meta,
+            "masterplan": masterplan,
+            "stats": cache_statistics(masterplan_id),
+        }
+        return TemplateResponse(request, "admin/cache_app/statistics.html", context)
 
 
 @admin.register(CachePolicy)
