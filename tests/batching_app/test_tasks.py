@@ -6,6 +6,7 @@ import json
 import uuid
 
 import pytest
+from celery.exceptions import MaxRetriesExceededError
 
 from batching_app import llm as llm_module
 from batching_app import tasks
@@ -129,6 +130,22 @@ def test_dispatch_wave_sends_policy_sized_batches_and_answers_are_collected_per_
     assert len(recorded.prompts) == 3
     stored = BatchResultStore().get_many([uuid.UUID(a) for a in ids])
     assert stored == {uuid.UUID(a): answer_for(p) for a, p in zip(ids, prompts, strict=True)}
+
+
+def test_task_retries_later_for_atoms_claimed_by_a_concurrent_run_and_never_calls_twice(redis, recorded):
+    ids, prompts = atoms(2)
+    store = BatchResultStore()
+    assert store.claim(uuid.UUID(ids[0]), "a-concurrent-run", 60)
+    result = tasks.run_batch.apply(args=(ids, prompts))  # eager: its retries run at once
+    with pytest.raises(MaxRetriesExceededError):
+        result.get()
+    assert recorded.prompts == [prompts[1]]  # the free atom once, across all retries; the claimed one never
+    # The concurrent run finishes; a redelivery now has nothing left to ask.
+    store.put(uuid.UUID(ids[0]), "answered elsewhere")
+    store.release(uuid.UUID(ids[0]), "a-concurrent-run")
+    summary = tasks.run_batch.apply(args=(ids, prompts)).get()
+    assert sorted(summary["skipped"]) == sorted(ids)
+    assert recorded.prompts == [prompts[1]]
 
 
 def test_permanent_error_is_not_retried(redis, recorded):
