@@ -135,6 +135,11 @@ def check_rag_index_settings(app_configs=None, **kwargs) -> list[checks.CheckMes
         value = s[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             errors.append(checks.Error(f"MGECACHE['{name}'] must be an integer >= {low}.", id="cache_app.E040"))
+    threads = s["RAG_INDEX_BLAS_THREADS"]
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        errors.append(
+            checks.Error("MGECACHE['RAG_INDEX_BLAS_THREADS'] must be None or an integer >= 1.", id="cache_app.E040")
+        )
     if not errors and s["RAG_INDEX_MAX_TOTAL_ENTRIES"] < s["RAG_INDEX_MAX_ENTRIES"]:
         errors.append(
             checks.Error(

@@ -216,8 +216,11 @@ def rag_generation(masterplan_id: Any = None) -> str:
     return f"{prefix()}rag:gen:{scope(masterplan_id)}"
 
 
+_LOWER_HEX = frozenset("0123456789abcdef")
+
+
 def _check_hex(value: str, length: int, what: str) -> str:
-    if len(value) != length or any(c not in "0123456789abcdef" for c in value):
+    if len(value) != length or not _LOWER_HEX.issuperset(value):
         raise ValueError(f"{what} must be {length} lowercase hex digits")
     return value
 
@@ -253,6 +256,25 @@ def rag_log_segment(log_base: str, number: int) -> str:
     return f"{log_base}{int(number)}"
 
 
+def rag_lookup(masterplan_id: Any, entry_digest: str, namespace_id: str, dim: int) -> tuple[str, ...]:
+    """``(epoch, generation, entry, namespaces, log base, log head)`` of one call, with one prefix() read (hot path)."""
+    scope_name = scope(masterplan_id)
+    _check_hex(entry_digest, 64, "entry_digest")
+    _check_hex(namespace_id, 32, "namespace_id")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError("dim must be a positive int")
+    base = f"{prefix()}rag:"
+    log_base = f"{base}log:{scope_name}:{namespace_id}:{dim}:"
+    return (
+        f"{base}epoch",
+        f"{base}gen:{scope_name}",
+        f"{base}{scope_name}:{entry_digest}",
+        f"{base}ns:{scope_name}",
+        log_base,
+        f"{log_base}head",
+    )
+
+
 def rag_scope_pattern(masterplan_id: Any = None) -> str:
     """SCAN pattern for the entries of one scope (never its log, registry or generation keys)."""
     return f"{prefix()}rag:{scope(masterplan_id)}:*"
@@ -277,3 +299,18 @@ def parse_rag_entry(key: str | bytes) -> str | None:
         return scope(None if parts[0] == GLOBAL_SCOPE else parts[0])
     except ValueError:
         return None
+
+
+# --- single-flight (cache_app.singleflight) ---------------------------------------------------
+#   P lock:sf:<sha256(request key)>                 the leader's lock (short TTL; value: leader token)
+#   P lock:sf:<sha256(request key)>:out:<token>     that leader's outcome (result or error), short TTL
+
+
+def singleflight_lock(request_key: str) -> str:
+    return lock("sf:" + hashlib.sha256(request_key.encode("utf-8")).hexdigest())
+
+
+def singleflight_outcome(request_key: str, token: str) -> str:
+    if not token.isalnum():
+        raise ValueError("token must be alphanumeric")
+    return f"{singleflight_lock(request_key)}:out:{token}"

@@ -2,8 +2,8 @@
 
 Hot path (see docs/rag_cache.md):
 
-* a lookup is ONE pipelined round trip: ``MGET(epoch, generation, entry)`` for the exact
-  key, the namespace's dimension and log head, and ``GETRANGE`` of what was appended to the
+* a lookup is ONE pipelined round trip: ``MGET(epoch, generation, entry, log head)``, the
+  namespace's dimension (``HGET``) and ``GETRANGE`` of what was appended to the
   namespace's vector log since this process last looked. An exact hit ends there.
 * on an exact miss the local index (index.py) is brought up to date with those bytes and
   searched in memory; the best candidates are confirmed with one more ``MGET`` (an
@@ -231,10 +231,9 @@ class RAGQueryCache:
         normalized_mp = keys.normalize_masterplan_id(masterplan_id)
         digest = keys.rag_entry_digest(query, model, top_k, normalized_mp)
         nsid = keys.rag_namespace_id(model, top_k)
-        log_base = keys.rag_log_base(normalized_mp, nsid, int(unit.shape[0]))
-        ns = self.index.namespace(log_base, int(unit.shape[0]))
-        if ns.dim != unit.shape[0]:  # pragma: no cover - the dim is part of log_base
-            raise ValueError("namespace dimension mismatch")
+        epoch_key, gen_key, entry_key, registry_key, log_base, head_key = keys.rag_lookup(
+            normalized_mp, digest, nsid, int(unit.shape[0])
+        )
         return _Request(
             query=query,
             model=model,
@@ -243,14 +242,14 @@ class RAGQueryCache:
             embedding=embedding,
             unit=unit,
             digest=digest,
-            entry_key=keys.rag_entry(normalized_mp, digest),
-            epoch_key=keys.rag_epoch(),
-            gen_key=keys.rag_generation(normalized_mp),
-            registry_key=keys.rag_namespaces(normalized_mp),
+            entry_key=entry_key,
+            epoch_key=epoch_key,
+            gen_key=gen_key,
+            registry_key=registry_key,
             nsid=nsid,
             log_base=log_base,
-            head_key=keys.rag_log_head(log_base),
-            ns=ns,
+            head_key=head_key,
+            ns=self.index.namespace(log_base, int(unit.shape[0])),
         )
 
     @staticmethod
@@ -266,15 +265,14 @@ class RAGQueryCache:
         ns = req.ns
         pos = ns.position()
         commands: Commands = [
-            ("MGET", req.epoch_key, req.gen_key, req.entry_key),
+            ("MGET", req.epoch_key, req.gen_key, req.entry_key, req.head_key),
             ("HGET", req.registry_key, req.nsid),
-            ("GET", req.head_key),
         ]
         if pos.segment is not None:
             commands += [("GETRANGE", req.segment(pos.segment), pos.offset, -1)]
             commands += [("GETRANGE", req.segment(pos.segment + 1), 0, -1)]
         replies = yield commands
-        (epoch_raw, gen_raw, raw), recorded_dim, head_raw, *tails = replies
+        (epoch_raw, gen_raw, raw, head_raw), recorded_dim, *tails = replies
         self._check_dim(req, recorded_dim)
         tag = make_tag(epoch_raw, gen_raw)
         now = self._clock()
@@ -426,11 +424,10 @@ class RAGQueryCache:
     # --- writes ------------------------------------------------------------------------------
     def _set_flow(self, req: _Request, payload: bytes, ttl: int, expected: bytes) -> Flow:
         replies = yield [
-            ("MGET", req.epoch_key, req.gen_key),
+            ("MGET", req.epoch_key, req.gen_key, req.head_key),
             ("HGET", req.registry_key, req.nsid),
-            ("GET", req.head_key),
         ]
-        (epoch_raw, gen_raw), recorded_dim, head_raw = replies
+        (epoch_raw, gen_raw, head_raw), recorded_dim = replies
         self._check_dim(req, recorded_dim)
         tag = make_tag(epoch_raw, gen_raw)
         if expected and expected != tag:

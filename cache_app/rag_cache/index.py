@@ -291,10 +291,30 @@ class NamespaceIndex:
             return {"rows": self.n, "dead": self.dead, "capacity": self.cap, "segment": self.segment}
 
 
+_blas_configured = False
+
+
+def configure_blas() -> None:
+    """Apply RAG_INDEX_BLAS_THREADS once per process (see conf.py for why one thread is the default)."""
+    global _blas_configured
+    if _blas_configured:
+        return
+    _blas_configured = True
+    threads = conf.get("RAG_INDEX_BLAS_THREADS")
+    if threads is None:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a pinned runtime dependency
+        return
+    threadpool_limits(limits=int(threads), user_api="blas")
+
+
 class RAGIndex:
     """Namespace indexes of one process, least recently used first out beyond the row budget."""
 
     def __init__(self, *, max_entries: int | None = None, max_total_entries: int | None = None) -> None:
+        configure_blas()
         self._max_entries = max_entries
         self._max_total = max_total_entries
         self._lock = threading.Lock()
