@@ -258,3 +258,19 @@ def _close_orm_thread_connections():
     from cache_app.dbread import close_thread_connections
 
     close_thread_connections()
+
+
+@pytest.fixture
+def seeded_defaults(django_db_blocker):
+    """Re-seed the default policies and prices (idempotent).
+
+    Transactional tests (``transaction=True``) flush every table when they end, including
+    the rows migration 0002 seeded; a transactional test that relies on them asks for this.
+    """
+    from importlib import import_module
+
+    from django.apps import apps
+
+    seed = import_module("cache_app.migrations.0002_seed_defaults").seed
+    with django_db_blocker.unblock():
+        seed(apps, None)
