@@ -47,8 +47,8 @@ django.setup()
 
 import redis as redis_lib  # noqa: E402
 
-from cache_app import keys  # noqa: E402
-from cache_app.llm_cache import LLMPromptCache  # noqa: E402
+from cache_app import conf, keys  # noqa: E402
+from cache_app.llm_cache import LLMPromptCache, codec  # noqa: E402
 from cache_app.redis_client import CircuitBreaker, get_async_redis, get_redis  # noqa: E402
 
 MODEL = "claude-3-5-sonnet"
@@ -132,15 +132,23 @@ async def bench_async(cache: LLMPromptCache, samples: int) -> dict:
 
 
 def populate(cache: LLMPromptCache, client: redis_lib.Redis, masterplan_id, n: int, tag: str) -> None:
-    """n entries through the cache's own write path, pipelined 1000 at a time (setup, not measured)."""
-    set_script = cache._scripts()[0]
-    for start in range(0, n, 1000):
+    """n entries in the cache's stored format, pipelined 2000 at a time (setup, not measured).
+
+    Equivalent to n ``cache.set`` calls (same keys, tag, value and TTL), only without a
+    round trip each, so that 200k entries take seconds.
+    """
+    epoch_key, gen_key, _ = keys.llm_lookup(masterplan_id, "0" * 64)
+    current = codec.make_tag(*client.mget(epoch_key, gen_key))
+    ttl = cache.policies.llm().ttl_seconds
+    for start in range(0, n, 2000):
         pipe = client.pipeline(transaction=False)
-        for i in range(start, min(n, start + 1000)):
-            plan = cache._write_plan(
-                f"{tag} prompt {i}", MODEL, 0, f"answer {i}", 10, 20, masterplan_id, None, None, {}
+        for i in range(start, min(n, start + 2000)):
+            response = codec.CachedLLMResponse(f"answer {i}", MODEL, 10, 20, time.time(), None, None)
+            pipe.set(
+                cache.key_for(f"{tag} prompt {i}", MODEL, 0, masterplan_id=masterplan_id),
+                current + codec.encode(response),
+                ex=ttl,
             )
-            set_script(keys=plan[1], args=plan[2], client=pipe)
         pipe.execute()
 
 
@@ -281,7 +289,7 @@ def bench_stop_mid_run() -> dict | None:
 
 def cleanup(client: redis_lib.Redis) -> int:
     removed, batch = 0, []
-    for key in client.scan_iter(match=f"{os.environ['MGECACHE_KEY_PREFIX']}:*", count=10_000):
+    for key in client.scan_iter(match=f"{conf.get('KEY_PREFIX')}:*", count=10_000):
         batch.append(key)
         if len(batch) >= 1000:
             removed += client.unlink(*batch)

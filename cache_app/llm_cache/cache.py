@@ -84,8 +84,8 @@ class LLMPromptCache:
         self._default_guard: RedisGuard | None = None
         self._async_redis = async_redis
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._sync_scripts: tuple[Any, Any] | None = None
-        self._async_scripts: tuple[Any, Any] | None = None
+        self._sync_scripts: tuple[Any, Any, Any] | None = None
+        self._async_scripts: tuple[Any, Any, Any] | None = None
         self._pending: dict[str, tuple[bytes, float]] = {}
         self._pending_lock = threading.Lock()
         self._tally = Tally(LAYER, lambda: self.counters)
@@ -114,11 +114,12 @@ class LLMPromptCache:
     def counters(self) -> DurableCounters:
         return self._counters or get_counters()
 
-    def _scripts(self) -> tuple[Any, Any]:
+    def _scripts(self) -> tuple[Any, Any, Any]:
         if self._sync_scripts is None:
             self._sync_scripts = (
                 self.redis.register_script(scripts.SET_LUA),
                 self.redis.register_script(scripts.RECLAIM_LUA),
+                self.redis.register_script(scripts.RECLAIM_SCAN_LUA),
             )
         return self._sync_scripts
 
@@ -137,11 +138,12 @@ class LLMPromptCache:
             self._async_clients[loop] = client
         return client
 
-    def _ascripts(self, client: Any) -> tuple[Any, Any]:
+    def _ascripts(self, client: Any) -> tuple[Any, Any, Any]:
         if self._async_scripts is None:
             self._async_scripts = (
                 client.register_script(scripts.SET_LUA),
                 client.register_script(scripts.RECLAIM_LUA),
+                client.register_script(scripts.RECLAIM_SCAN_LUA),
             )
         return self._async_scripts
 
@@ -428,7 +430,7 @@ class LLMPromptCache:
                 _schedule_reclaim(normalized_mp)
             return 0
         try:
-            removed = await areclaim_scope(client, self._ascripts(client)[1], normalized_mp)
+            removed = await areclaim_scope(client, self._ascripts(client)[2], normalized_mp)
         except (TimeoutError, redis.RedisError, OSError) as exc:
             self._reclaim_failed(normalized_mp, exc)
             return 0
@@ -465,7 +467,7 @@ class LLMPromptCache:
     # --- physical deletion (raises on Redis errors: callers retry) ---------------------------
     def reclaim_masterplan(self, masterplan_id: Any) -> int:
         """Delete the dead entries of one scope with SCAN + batched UNLINK; returns the count."""
-        removed = reclaim_scope(self.redis, self._scripts()[1], keys.normalize_masterplan_id(masterplan_id))
+        removed = reclaim_scope(self.redis, self._scripts()[2], keys.normalize_masterplan_id(masterplan_id))
         _RECLAIMED.inc(removed)
         return removed
 

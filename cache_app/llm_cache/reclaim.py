@@ -1,10 +1,17 @@
-"""Physical deletion of dead LLM entries: SCAN (large COUNT) + Lua batches that UNLINK.
+"""Physical deletion of dead LLM entries: SCAN + Lua that re-checks each tag and UNLINKs.
 
-Never KEYS, never one giant DEL: each SCAN page is split into batches of ``batch_size``
-keys; each batch is one short script (it re-reads the scope's tag, so an entry written
-under the current tag after the SCAN is kept), and a page's batches travel in one
-pipelined round trip. Errors propagate: callers are Celery tasks (which retry) or the
-inline path of an invalidation (which logs and defers to the task).
+Never KEYS, never one giant DEL. Every script re-reads the scope's tag in the same atomic
+step in which it deletes, so an entry written under the current tag is never touched.
+
+* One scope (after ``invalidate_masterplan``): each call of ``RECLAIM_SCAN_LUA`` runs one
+  SCAN step server-side (COUNT ``SCOPE_SCAN_COUNT``) and UNLINKs the dead keys it found;
+  the keys never travel to the client.
+* The whole layer (after ``invalidate_all``, and the periodic sweep): client-side SCAN
+  pages (COUNT ``SCAN_COUNT``), grouped by scope, deleted by ``RECLAIM_LUA`` in batches
+  of ``BATCH_SIZE`` keys, one pipelined round trip per page.
+
+Errors propagate: callers are Celery tasks (which retry) or the inline path of an
+invalidation (which logs and defers to the task).
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from .. import keys
 
 SCAN_COUNT = 10_000
 BATCH_SIZE = 1_000
+# Per server-side step of a scope reclaim: ~3 ms of Redis time on a loaded 2-core machine.
+SCOPE_SCAN_COUNT = 1_000
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -43,17 +52,15 @@ def _queue(pipe: Any, script: Any, masterplan_id: str | None, entries: list[Any]
 
 
 def reclaim_scope(
-    client: Any, script: Any, masterplan_id: str | None, *, scan_count: int = SCAN_COUNT, batch_size: int = BATCH_SIZE
+    client: Any, scan_script: Any, masterplan_id: str | None, *, scan_count: int = SCOPE_SCAN_COUNT
 ) -> int:
-    """Delete the dead entries of one scope; returns how many keys were deleted."""
+    """Delete the dead entries of one scope (server-side SCAN steps); returns how many were deleted."""
+    script_keys = [keys.llm_epoch(), keys.llm_generation(masterplan_id)]
     pattern = keys.llm_scope_pattern(masterplan_id)
     removed, cursor = 0, 0
     while True:
-        cursor, page = client.scan(cursor, match=pattern, count=scan_count)
-        if page:
-            pipe = client.pipeline(transaction=False)
-            if _queue(pipe, script, masterplan_id, page, batch_size):
-                removed += sum(int(n) for n in pipe.execute())
+        cursor, deleted = scan_script(keys=script_keys, args=[cursor, pattern, scan_count], client=client)
+        removed += int(deleted)
         if int(cursor) == 0:
             return removed
 
@@ -74,18 +81,14 @@ def reclaim_layer(client: Any, script: Any, *, scan_count: int = SCAN_COUNT, bat
 
 
 async def areclaim_scope(
-    client: Any, script: Any, masterplan_id: str | None, *, scan_count: int = SCAN_COUNT, batch_size: int = BATCH_SIZE
+    client: Any, scan_script: Any, masterplan_id: str | None, *, scan_count: int = SCOPE_SCAN_COUNT
 ) -> int:
+    script_keys = [keys.llm_epoch(), keys.llm_generation(masterplan_id)]
     pattern = keys.llm_scope_pattern(masterplan_id)
-    epoch_key, gen_key = keys.llm_epoch(), keys.llm_generation(masterplan_id)
     removed, cursor = 0, 0
     while True:
-        cursor, page = await client.scan(cursor, match=pattern, count=scan_count)
-        if page:
-            pipe = client.pipeline(transaction=False)
-            for batch in _batches(page, batch_size):
-                await script(keys=[epoch_key, gen_key, *batch], client=pipe)
-            removed += sum(int(n) for n in await pipe.execute())
+        cursor, deleted = await scan_script(keys=script_keys, args=[cursor, pattern, scan_count], client=client)
+        removed += int(deleted)
         if int(cursor) == 0:
             return removed
 

@@ -45,3 +45,22 @@ end
 return removed
 """
 )
+
+# KEYS: epoch, generation of ONE scope. ARGV: SCAN cursor, the scope's entry pattern
+# (keys.llm_scope_pattern), COUNT. One SCAN step done server-side: the scope's keys never
+# travel to the client, and one call blocks Redis for about COUNT keys' worth of work.
+# Returns {next cursor, keys deleted}.
+RECLAIM_SCAN_LUA = (
+    TAG_LUA
+    + """local n = string.len(tag)
+local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local dead = {}
+for _, key in ipairs(page[2]) do
+  local head = redis.call('GETRANGE', key, 0, n - 1)
+  if head ~= '' and head ~= tag then dead[#dead + 1] = key end
+end
+local removed = 0
+if #dead > 0 then removed = redis.call('UNLINK', unpack(dead)) end
+return {page[1], removed}
+"""
+)
