@@ -60,6 +60,8 @@ HIT_FIELDS = ("hits", "similar_hits")
 # Candidates confirmed per round trip, and round trips at most, on a similarity lookup.
 CONFIRM_BATCH = 4
 CONFIRM_ROUNDS = 3
+# Log segments fetched per round trip when a process rebuilds a namespace (8 x 2 MiB).
+REBUILD_BATCH_SEGMENTS = 8
 SCAN_COUNT = 10_000
 RECLAIM_BATCH = 1_000
 
@@ -300,8 +302,14 @@ class RAGQueryCache:
         ns.observe_tag(epoch, gen)
         version, missing = ns.advance(pos, None if head_raw is None else int(head_raw), tails, now)
         if missing:
-            blobs = yield [("GET", req.segment(number)) for number in missing]
-            ns.load_segments(version, list(zip(missing, blobs, strict=True)), now)
+            # A rebuild reads the retained segments a few at a time: each reply stays a few
+            # MB, far from the socket timeout even on a busy server, and progress is kept if
+            # a later batch fails (the next lookup continues from there).
+            for start in range(0, len(missing), REBUILD_BATCH_SEGMENTS):
+                batch = missing[start : start + REBUILD_BATCH_SEGMENTS]
+                blobs = yield [("GET", req.segment(number)) for number in batch]
+                if not ns.load_segments(version, list(zip(batch, blobs, strict=True)), now):
+                    break
             self.index.enforce_budget()
         found = ns.search(req.unit, threshold, now=now, tag=(epoch, gen))
         if found.best_score is not None:
