@@ -30,7 +30,6 @@ from .codec import TRUNCATED_FINISH_REASONS, CachedLLMResponse, CorruptEntryErro
 from .codec import identity_digest as _digest
 from .codec import normalize_temperature as _temperature
 from .reclaim import areclaim_scope, reclaim_layer, reclaim_scope
-from .tally import Tally
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +87,6 @@ class LLMPromptCache:
         self._async_scripts: tuple[Any, Any, Any] | None = None
         self._pending: dict[str, tuple[bytes, float]] = {}
         self._pending_lock = threading.Lock()
-        self._tally = Tally(LAYER, lambda: self.counters)
 
     # --- collaborators -------------------------------------------------------------------
     @property
@@ -160,7 +158,7 @@ class LLMPromptCache:
         normalized_mp = keys.normalize_masterplan_id(masterplan_id)
         entry_digest = _digest(prompt, model, temperature, params)
         if not self._policy_allows(self.policies.llm(), temperature):
-            self._tally.incr("bypassed", normalized_mp)
+            self.counters.incr(LAYER, "bypassed", masterplan_id=normalized_mp)
             return None
         return normalized_mp, keys.llm_lookup(normalized_mp, entry_digest)
 
@@ -189,10 +187,10 @@ class LLMPromptCache:
                 self._remember_tag(lookup_keys[2], tag)
         if response is None:
             _MISSES.inc()
-            self._tally.incr("misses", masterplan_id)
+            self.counters.incr(LAYER, "misses", masterplan_id=masterplan_id)
         else:
             _HITS.inc()
-            self._tally.incr("hits", masterplan_id)
+            self.counters.incr(LAYER, "hits", masterplan_id=masterplan_id)
         return response, corrupt
 
     def _count_corrupt(self, key: str, exc: Exception) -> None:
@@ -311,7 +309,7 @@ class LLMPromptCache:
             return
         if int(stored) == 1:
             _WRITES.inc()
-            self._tally.incr("writes", masterplan_id)
+            self.counters.incr(LAYER, "writes", masterplan_id=masterplan_id)
         else:
             metrics.CACHE_SKIPPED_WRITES.labels(LAYER, "stale_generation").inc()
 
@@ -387,7 +385,7 @@ class LLMPromptCache:
     # --- invalidation --------------------------------------------------------------------
     def _invalidated(self, masterplan_id: str | None) -> None:
         _INVALIDATIONS.inc()
-        self._tally.incr("invalidations", masterplan_id)
+        self.counters.incr(LAYER, "invalidations", masterplan_id=masterplan_id)
 
     def invalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
         """Make every entry of the masterplan unreachable (one INCR), then have them deleted.
@@ -480,12 +478,10 @@ class LLMPromptCache:
     # --- statistics ------------------------------------------------------------------------
     def hit_rate(self) -> float:
         """Hits / (hits + misses) over every process (durable counters); 0.0 without lookups."""
-        self._tally.push()
         return self.counters.hit_rate(LAYER)
 
     def stats(self, masterplan_id: Any = None) -> dict[str, float]:
         """Durable totals (hits, misses, writes, invalidations, bypassed) of the layer or one masterplan."""
-        self._tally.push()
         return self.counters.read(LAYER, masterplan_id=keys.normalize_masterplan_id(masterplan_id))
 
 
