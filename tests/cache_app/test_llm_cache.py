@@ -88,6 +88,14 @@ def test_key_is_deterministic_across_processes_with_different_hash_seeds(cache, 
     assert len(key_a.rsplit(":", 1)[1]) == 64
 
 
+def test_keys_follow_the_configured_prefix(cache, settings):
+    before = cache.key_for("p", MODEL, 0)
+    settings.MGECACHE = {**settings.MGECACHE, "KEY_PREFIX": "another-prefix"}
+    after = cache.key_for("p", MODEL, 0)
+    assert after == "another-prefix:v1:llm:global:" + before.rsplit(":", 1)[1]
+    assert keys.llm_lookup(None, before.rsplit(":", 1)[1])[2] == after
+
+
 def test_temperature_and_number_normalisation(cache):
     assert cache.key_for("p", MODEL, 0.7) == cache.key_for("p", MODEL, 0.70) == cache.key_for("p", MODEL, 0.1 * 7)
     assert cache.key_for("p", MODEL, 0) == cache.key_for("p", MODEL, 0.0) == cache.key_for("p", MODEL, -0.0)
@@ -251,6 +259,10 @@ def test_logical_invalidation_is_immediate_even_before_reclaim(cache, redis):
     assert cache.invalidate_masterplan(mp, reclaim="none") == 0
     assert all(cache.get(f"p{i}", MODEL, 0, masterplan_id=mp) is None for i in range(20))
     assert len(scope_keys(redis, mp)) == 20  # unreachable, not yet deleted
+    put(cache, "p0", "written after the invalidation", masterplan_id=mp)  # overwrites a dead entry
+    put(cache, "new", masterplan_id=mp)
+    assert cache.reclaim_masterplan(mp) == 19  # the live entries (current tag) are kept
+    assert cache.get("p0", MODEL, 0, masterplan_id=mp).text == "written after the invalidation"
     assert cache.invalidate_masterplan(mp, reclaim="celery") == 0  # eager Celery in tests: deleted by the task
     assert scope_keys(redis, mp) == []
     with pytest.raises(ValueError):
