@@ -11,7 +11,7 @@ segments with one pipelined GET and one ``np.frombuffer``.
 Search is exact (no approximate index): the first ``k`` dimensions of every row are
 scored with one BLAS matrix-vector product; by Cauchy-Schwarz ``score <= head_score +
 |row_tail| * |query_tail|``, so only rows whose bound reaches the cutoff are scored in
-full. That reads a third of the matrix instead of all of it (the search is memory-bound)
+full. That reads about a sixth of the matrix instead of all of it (the search is memory-bound)
 and never misses a row that could pass. Liveness (local expiry, generation) is checked
 on the few candidates only; a candidate is still confirmed against Redis before it is
 returned (cache.py), so the index may be stale but never produces a false hit.
@@ -40,15 +40,19 @@ from .codec import record_dtype
 # of identical rows can differ in the last bit depending on their position in the matrix.
 TIE_EPSILON = 1e-6
 # Scores at or above this are always computed exactly (for the score histogram), even
-# when the policy threshold is higher; below it only an upper bound is known.
-SCORE_FLOOR = 0.8
+# when the policy threshold is higher; below it only an upper bound is known. Lower
+# floors prune less (every row whose bound reaches the floor is scored in full).
+SCORE_FLOOR = 0.9
+# Above this share of surviving rows, the second pass multiplies the whole tail matrix
+# instead of gathering rows (a gather copies; a dense product streams).
+DENSE_SECOND_PASS = 0.25
 
 
 def head_dims(dim: int) -> int:
-    """How many leading dimensions the first-pass product reads (all of them for small vectors)."""
+    """How many leading dimensions the first pass reads: a sixth (64 of 384); all of small vectors."""
     if dim < 96:
         return dim
-    return max(32, (dim // 3) // 16 * 16)
+    return max(16, (dim // 6) // 16 * 16)
 
 
 @dataclass(frozen=True)
@@ -262,12 +266,20 @@ class NamespaceIndex:
                 rows = rows[self.alive[rows] & (self.epoch[rows] == tag[0]) & (self.gen[rows] == tag[1])]
             if len(rows) == 0:
                 return SearchResult([], min(float(bound.max()), cutoff), self.layout)
-            scores = first[rows] if tail_q is None else first[rows] + self.tail[rows] @ tail_q
+            if tail_q is None:
+                scores = first[rows]
+            elif len(rows) > DENSE_SECOND_PASS * n:
+                scores = first[rows] + (self.tail[:n] @ tail_q)[rows]
+            else:
+                scores = first[rows] + self.tail[rows] @ tail_q
             best = float(scores.max())
             passing = scores >= threshold
             rows, scores = rows[passing], scores[passing]
-            # Best first; scores within TIE_EPSILON are a tie and the newest (highest) row wins.
-            order = np.lexsort((-rows, -np.floor(scores.astype(np.float64) / TIE_EPSILON)))
+            # Best first. Scores within TIE_EPSILON of the best are a tie: newest (highest) row first.
+            tied = scores >= best - TIE_EPSILON
+            order = np.concatenate(
+                [np.flatnonzero(tied)[np.argsort(-rows[tied])], np.flatnonzero(~tied)[np.argsort(-scores[~tied])]]
+            )
             digests = self.digest[rows[order]]
             candidates = [
                 Candidate(int(row), digests[i].tobytes().hex(), float(score))

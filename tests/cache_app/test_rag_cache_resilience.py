@@ -265,3 +265,23 @@ def test_a_blackholed_redis_fails_open(blackhole_port, clock):
         assert cache.get("q", v, embedding_model=MODEL, top_k=5) is None
         cache.set("q", v, [], embedding_model=MODEL, top_k=5)
     assert errors("get") == before + 21
+
+
+def test_search_is_exact_when_most_rows_are_near_duplicates_of_the_query():
+    # Every row survives the bound: the second pass takes the dense path and still ranks exactly.
+    ns = NamespaceIndex(384, max_entries=5000, retention_segments=4)
+    base = vectors(1, 384, 12)[0]
+    m = np.stack([nudge(base, seed, cosine=0.9 + 0.099 * (seed % 97) / 97) for seed in range(2000)])
+    records = np.zeros(len(m), dtype=ns.dtype)
+    records["vec"] = m
+    records["expires"] = time.time() + 60
+    ns.segment = 0
+    ns._apply_segment(0, 0, records.tobytes(), time.time())
+    q = base.astype(np.float32)
+    exact = m @ q
+    found = ns.search(q, 0.95, now=time.time(), tag=(0, 0))
+    assert len(found.candidates) == int((exact >= 0.95).sum())
+    best = found.candidates[0]
+    assert best.score == pytest.approx(float(exact.max()), abs=1e-5)
+    # Ties (equal cosines from identical seeds mod 97) go to the newest row.
+    assert best.row == int(np.flatnonzero(exact >= exact.max() - 1e-6).max())
