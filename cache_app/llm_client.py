@@ -16,11 +16,14 @@ they made no call, and the money they saved is recorded under that layer.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import math
+import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from . import conf, keys, metrics
@@ -31,6 +34,7 @@ from .providers import LLMProvider, ProviderRequest, estimate_tokens, get_provid
 from .singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -310,3 +314,48 @@ async def provider_llm_call(prompt: str) -> str:
     response = await provider.complete(request)
     get_ledger().record_spend(request.model, response.prompt_tokens, response.completion_tokens)
     return response.text
+
+
+_default_client: LLMClient | None = None
+
+
+def get_llm_client() -> LLMClient:
+    """The process-wide client (the API's; one set of batchers and single-flight state per process)."""
+    global _default_client
+    if _default_client is None:
+        _default_client = LLMClient()
+    return _default_client
+
+
+class _BackgroundLoop:
+    """One event loop per process, in a daemon thread, for synchronous callers (WSGI views, shells).
+
+    Concurrent requests from many threads meet on this loop, so the batcher can combine
+    them and single-flight can merge them; a fresh loop per request could do neither.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            with self._lock:
+                if self._loop is None:
+                    loop = asyncio.new_event_loop()
+                    threading.Thread(target=loop.run_forever, name="mgecache-client-loop", daemon=True).start()
+                    self._loop = loop
+        return self._loop
+
+
+_background = _BackgroundLoop()
+
+
+def run_sync(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
+    """Run ``coro`` on the process's client loop and wait for it (from synchronous code)."""
+    future = asyncio.run_coroutine_threadsafe(coro, _background.loop())
+    try:
+        return future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError("the LLM request did not finish in time") from None

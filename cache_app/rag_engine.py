@@ -113,3 +113,14 @@ class RAGEngine:
         documents = await self.store.asearch(embedding, top_k=top_k, masterplan_id=mp, embedding_model=model)
         await self.cache.aset(query, embedding, documents, embedding_model=model, top_k=top_k, masterplan_id=mp)
         return self._result(query, started, documents=documents)
+
+
+_default_engine: RAGEngine | None = None
+
+
+def get_rag_engine() -> RAGEngine:
+    """The process-wide engine on the configured embedder, store and cache."""
+    global _default_engine
+    if _default_engine is None:
+        _default_engine = RAGEngine()
+    return _default_engine

@@ -26,3 +26,50 @@ class InvalidationResultSerializer(serializers.Serializer):
 
 class StatisticsQuerySerializer(serializers.Serializer):
     masterplan_id = serializers.UUIDField(required=False, allow_null=True)
+
+
+class GenerateSerializer(serializers.Serializer):
+    prompt = serializers.CharField(trim_whitespace=False)
+    model = serializers.CharField(required=False, allow_null=True, default=None)
+    temperature = serializers.FloatField(min_value=0.0, max_value=2.0, default=0.7)
+    max_tokens = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    system = serializers.CharField(required=False, allow_null=True, default=None, trim_whitespace=False)
+    use_cache = serializers.BooleanField(default=True)
+    use_batching = serializers.BooleanField(default=False)
+    atom_id = serializers.UUIDField(required=False, allow_null=True, default=None)
+    masterplan_id = serializers.UUIDField(required=False, allow_null=True, default=None)
+
+    def validate_prompt(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("The prompt must not be blank.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["use_batching"] and attrs["atom_id"] is None:
+            raise serializers.ValidationError({"atom_id": "Required when use_batching is true."})
+        return attrs
+
+
+class RAGQuerySerializer(serializers.Serializer):
+    query = serializers.CharField()
+    top_k = serializers.IntegerField(min_value=1, max_value=100, default=5)
+    masterplan_id = serializers.UUIDField(required=False, allow_null=True, default=None)
+
+
+class WaveAtomSerializer(serializers.Serializer):
+    atom_id = serializers.UUIDField()
+    prompt = serializers.CharField(trim_whitespace=False)
+
+
+class WaveSerializer(serializers.Serializer):
+    atoms = WaveAtomSerializer(many=True, allow_empty=False)
+
+    def validate_atoms(self, atoms: list[dict]) -> list[dict]:
+        ids = [a["atom_id"] for a in atoms]
+        if len(set(ids)) != len(ids):
+            raise serializers.ValidationError("atom_id values must be unique within a wave.")
+        return atoms
+
+
+class WaveResultsQuerySerializer(serializers.Serializer):
+    atom_ids = serializers.ListField(child=serializers.UUIDField(), allow_empty=False, max_length=1000)

@@ -25,7 +25,7 @@ import pytest
 from django.conf import settings
 
 from cache_app import counters as counters_module
-from cache_app import keys, policies, redis_client
+from cache_app import keys, llm_client, policies, rag_engine, redis_client
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -69,6 +69,8 @@ def _isolated_mgecache(settings) -> str:
     policies._default_source = None
     redis_client._default_breaker = None
     counters_module._default = None
+    llm_client._default_client = None
+    rag_engine._default_engine = None
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True
     yield prefix
