@@ -132,9 +132,11 @@ def bench_baseline(client, n: int, m: np.ndarray, iterations: int) -> dict:
             pipe.execute()
     pipe.execute()
     misses = unit_rows(iterations, seed=n + 7)
+    # SCAN walks the whole database, not just matching keys: its cost depends on DBSIZE too.
+    dbsize = client.dbsize()
     samples = timed(lambda i: baseline_lookup(client, f"{base}*", misses[i]), iterations)
     delete_matching(client, f"{base}*")
-    return summary(samples)
+    return {**summary(samples), "dbsize": dbsize}
 
 
 def delete_matching(client, pattern: str) -> int:
