@@ -314,3 +314,17 @@ def singleflight_outcome(request_key: str, token: str) -> str:
     if not token.isalnum():
         raise ValueError("token must be alphanumeric")
     return f"{singleflight_lock(request_key)}:out:{token}"
+
+
+def parse_rag_namespaces(key: str | bytes) -> str | None:
+    """The scope (``global`` or a UUID) of a RAG namespace registry key, None for any other key."""
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    base = f"{prefix()}rag:ns:"
+    if not key.startswith(base):
+        return None
+    name = key[len(base) :]
+    try:
+        return scope(None if name == GLOBAL_SCOPE else name)
+    except ValueError:
+        return None

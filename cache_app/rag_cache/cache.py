@@ -617,22 +617,19 @@ class RAGQueryCache:
     def reclaim_dead_keys(self) -> int:
         """Delete the dead entries and log segments of every scope of the layer (periodic sweep)."""
         client = self.redis
-        registry_prefix = keys.rag_namespaces(None).rsplit(":", 1)[0] + ":"
         removed, scopes = 0, set()
         for page in _scan(client, keys.rag_layer_pattern()):
             groups: dict[str | None, list[Any]] = {}
             for key in page:
-                text = key.decode() if isinstance(key, bytes) else key
-                scope_name = keys.parse_rag_entry(text)
+                scope_name = keys.parse_rag_entry(key)
                 if scope_name is not None:
                     groups.setdefault(None if scope_name == keys.GLOBAL_SCOPE else scope_name, []).append(key)
-                elif text.startswith(registry_prefix):
-                    name = text[len(registry_prefix) :]
-                    scopes.add(None if name == keys.GLOBAL_SCOPE else name)
+                elif (registry_scope := keys.parse_rag_namespaces(key)) is not None:
+                    scopes.add(None if registry_scope == keys.GLOBAL_SCOPE else registry_scope)
             for masterplan_id, entries in groups.items():
                 removed += _reclaim_entries(client, masterplan_id, entries)
         for masterplan_id in scopes:
-            self._trim_logs(client, keys.normalize_masterplan_id(masterplan_id))
+            self._trim_logs(client, masterplan_id)
         _RECLAIMED.inc(removed)
         return removed
 
@@ -646,12 +643,14 @@ class RAGQueryCache:
         namespaces = client.hgetall(keys.rag_namespaces(masterplan_id))
         if not namespaces:
             return
-        bases = [keys.rag_log_base(masterplan_id, nsid.decode(), int(dim)) for nsid, dim in namespaces.items()]
-        heads = client.mget([keys.rag_log_head(base) for base in bases])
+        logs = [
+            (keys.rag_log_base(masterplan_id, nsid.decode(), int(dim)), int(dim)) for nsid, dim in namespaces.items()
+        ]
+        heads = client.mget([keys.rag_log_head(base) for base, _ in logs])
         doomed = []
-        for base, head in zip(bases, heads, strict=True):
+        for (base, dim), head in zip(logs, heads, strict=True):
             if head is not None:
-                retention = self.index.retention_segments(int(base.rstrip(":").rsplit(":", 1)[1]))
+                retention = self.index.retention_segments(dim)
                 doomed += [keys.rag_log_segment(base, n) for n in range(int(head) - retention, int(head) - 1)]
         for start in range(0, len(doomed), RECLAIM_BATCH):
             client.unlink(*doomed[start : start + RECLAIM_BATCH])

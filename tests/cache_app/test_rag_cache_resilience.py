@@ -285,3 +285,26 @@ def test_search_is_exact_when_most_rows_are_near_duplicates_of_the_query():
     assert best.score == pytest.approx(float(exact.max()), abs=1e-5)
     # Ties (equal cosines from identical seeds mod 97) go to the newest row.
     assert best.row == int(np.flatnonzero(exact >= exact.max() - 1e-6).max())
+
+
+def test_invalidation_unlinks_the_log_segments_that_only_hold_dead_records(redis, small_segments):
+    cache = RAGQueryCache(redis, policies=StaticPolicies(), index=RAGIndex())
+    mp, other = uuid.uuid4(), uuid.uuid4()
+    m = vectors(200, 64, 9)
+    for i, v in enumerate(m):
+        cache.set(f"q{i}", v, [], embedding_model="m64", top_k=3, masterplan_id=mp)
+    cache.set("kept", m[0], [], embedding_model="m64", top_k=3, masterplan_id=other)
+
+    def log_keys(masterplan_id) -> list[bytes]:
+        base = keys.rag_log_base(masterplan_id, keys.rag_namespace_id("m64", 3), 64)
+        return list(redis.scan_iter(match=base + "*"))
+
+    assert len(log_keys(mp)) >= 16
+    assert cache.invalidate_masterplan(mp) == 200
+    assert len(log_keys(mp)) <= 3  # the head and the last two segments
+    assert len(log_keys(other)) == 2  # head + segment, untouched
+    fresh = RAGQueryCache(redis, policies=StaticPolicies(), index=RAGIndex())
+    assert fresh.get("p", nudge(m[199], 1), embedding_model="m64", top_k=3, masterplan_id=mp) is None
+    assert fresh.get("p", nudge(m[0], 1), embedding_model="m64", top_k=3, masterplan_id=other).query == "kept"
+    cache.invalidate_all()
+    assert fresh.get("p", nudge(m[0], 1), embedding_model="m64", top_k=3, masterplan_id=other) is None
