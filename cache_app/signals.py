@@ -1,12 +1,16 @@
-"""Make a policy saved in this process effective here at once (others within the refresh bound)."""
+"""Signal receivers: policies and prices take effect at once here; document changes drop stale RAG results."""
+
+import logging
 
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from . import document_store  # noqa: F401  (Document change receivers)
+from . import document_store
 from .models import BatchPolicy, CachePolicy, ModelPricing
 from .policies import get_policy_source
+
+logger = logging.getLogger(__name__)
 
 
 @receiver([post_save, post_delete], sender=CachePolicy)
@@ -20,3 +24,16 @@ def _pricing_changed(sender, **kwargs) -> None:
     from .pricing import get_price_table
 
     transaction.on_commit(get_price_table().invalidate)
+
+
+@receiver(document_store.documents_changed)
+def _documents_changed(sender, masterplan_id=None, **kwargs) -> None:
+    """Cached retrievals of a scope are stale once its documents change: drop them (O(1))."""
+    from .llm_cache import CacheUnavailableError
+    from .rag_cache import RAGQueryCache
+
+    try:
+        RAGQueryCache().invalidate_masterplan(masterplan_id, reclaim=False)
+    except CacheUnavailableError as exc:
+        # Entries then live out their TTL (1 h by default); say so once, loudly.
+        logger.error("documents of scope %s changed but the RAG cache could not be invalidated: %s", masterplan_id, exc)

@@ -99,3 +99,18 @@ def test_paraphrase_is_a_similar_hit_with_minilm():
     assert para.similarity >= 0.95
     unrelated = engine.query("How are Celery tasks acknowledged?", top_k=1, masterplan_id=MP)
     assert unrelated.cached is False
+
+
+def test_changing_documents_drops_stale_cached_results(engine):
+    question = "How does Redis SCAN iterate keys with a cursor?"
+    engine.query(question, top_k=1, masterplan_id=MP)
+    assert engine.query(question, top_k=1, masterplan_id=MP).cached is True
+    # on_commit callbacks run inside this test's transaction with captureOnCommitCallbacks.
+    from django.test import TestCase
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        engine.store.add(
+            [("Redis SCAN with MATCH filters keys by a glob pattern.", {"topic": "redis-2"})], masterplan_id=MP
+        )
+    fresh = engine.query(question, top_k=1, masterplan_id=MP)
+    assert fresh.cached is False
