@@ -1,9 +1,10 @@
 """The LLM call the batching layer uses, and a SIMULATED stand-in for offline runs.
 
 ``get_llm_call()`` resolves ``MGECACHE['BATCH_LLM_CALL']`` (a dotted path to an async
-callable, prompt -> text). Until the LLM client (issue 6) points it at the real client,
-the default is :data:`simulated_llm_call`: deterministic, offline, and labelled
-"simulated" in every answer it produces. It is not an LLM.
+callable, prompt -> text); the default is the configured provider
+(``cache_app.llm_client.provider_llm_call``). :class:`SimulatedLLM` is the batching
+layer's own offline stand-in, for tests and the batching benchmark (latency and
+concurrency limits are knobs): deterministic, labelled "simulated", not an LLM.
 
 Transient provider errors (rate limits, 5xx, timeouts, dropped connections) are what
 the Celery wave path retries with backoff; see :data:`TRANSIENT_ERRORS`.
@@ -131,7 +132,7 @@ class SimulatedLLM:
         return text
 
 
-# The default BATCH_LLM_CALL: zero latency, deterministic, SIMULATED.
+# A zero-latency, deterministic, SIMULATED call (set BATCH_LLM_CALL to it for offline runs).
 simulated_llm_call = SimulatedLLM()
 
 

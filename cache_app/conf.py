@@ -64,10 +64,9 @@ DEFAULTS: dict[str, Any] = {
     # other processes (a cheap count/max query). Changes made in this process are seen at once.
     "DOCUMENT_REFRESH_SECONDS": 2.0,
     # Batching, Celery wave path (batching_app.tasks.run_batch): dotted path of the async
-    # callable (prompt -> text) that answers batched prompts. The default is a SIMULATED,
-    # deterministic stand-in (batching_app.llm.simulated_llm_call), not a model; the LLM
-    # client points this at the real provider.
-    "BATCH_LLM_CALL": "batching_app.llm.simulated_llm_call",
+    # callable (prompt -> text) that answers batched prompts: the configured LLM provider
+    # (LLM_PROVIDER; the offline "simulated" one by default), with its spend recorded.
+    "BATCH_LLM_CALL": "cache_app.llm_client.provider_llm_call",
     # How long each batched atom's answer is kept under keys.batch_result(atom_id).
     "BATCH_RESULT_TTL_SECONDS": 86400,
 }

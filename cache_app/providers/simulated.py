@@ -8,6 +8,9 @@
   is cut to exactly ``4 * n`` characters for ``n`` output tokens, so ``estimate_tokens(text)
   == completion_tokens``. ``n`` is ``SIMULATED_OUTPUT_TOKENS``, or ``max_tokens`` when that is
   lower, in which case ``finish_reason`` is ``length`` (truncated), otherwise ``stop``.
+* **Batches**: a combined batch prompt (``batching_app.prompt_format``) gets one answer per
+  atom under its ``RESPONSE i [batch <nonce>]:`` marker, each ``n`` tokens, like a model
+  that follows the format.
 * **Latency** is ``SIMULATED_CALL_OVERHEAD_SECONDS + n * SIMULATED_SECONDS_PER_OUTPUT_TOKEN``
   (defaults 0.3 s + 5 ms/token: ~0.9 s for 120 tokens), spent in an injectable ``sleep``.
 """
@@ -116,6 +119,17 @@ class SimulatedProvider:
         n = max(1, min(self.output_tokens, limit))
         finish_reason = "length" if limit < self.output_tokens else "stop"
         text = _render(seed, n * CHARS_PER_TOKEN)
+        combined = _split_combined(request.prompt)
+        if combined is not None:
+            # A combined batch prompt: answer every atom under its marker, like a well-behaved model.
+            from batching_app.prompt_format import response_marker
+
+            sections = []
+            for i, (_, atom_prompt) in enumerate(combined.atoms, start=1):
+                atom_seed = hashlib.sha256(seed + atom_prompt.encode("utf-8", "surrogatepass")).digest()
+                sections.append(f"{response_marker(i, combined.nonce)}\n{_render(atom_seed, n * CHARS_PER_TOKEN)}")
+            text = "\n\n".join(sections)
+            n = estimate_tokens(text)
         prompt_tokens = estimate_tokens(request.prompt) + estimate_tokens(request.system)
         return ProviderResponse(
             text=text,
@@ -131,6 +145,14 @@ class SimulatedProvider:
         self.calls += 1
         await self._sleep(self.latency_seconds(response.completion_tokens))
         return response
+
+
+def _split_combined(prompt: str):
+    try:
+        from batching_app.prompt_format import split_combined_prompt
+    except ImportError:  # batching_app not installed alongside
+        return None
+    return split_combined_prompt(prompt)
 
 
 def _render(seed: bytes, length: int) -> str:

@@ -8,7 +8,6 @@ import uuid
 import pytest
 from celery.exceptions import MaxRetriesExceededError
 
-from batching_app import llm as llm_module
 from batching_app import tasks
 from batching_app.batcher import StaticBatchPolicy
 from batching_app.llm import TransientLLMError, get_llm_call
@@ -56,8 +55,10 @@ def test_task_options_ack_late_and_bounded_jittered_backoff():
     assert ValueError not in task.autoretry_for
 
 
-def test_default_llm_call_is_the_simulated_one(settings):
-    assert get_llm_call() is llm_module.simulated_llm_call
+def test_default_llm_call_is_the_configured_provider(settings):
+    from cache_app.llm_client import provider_llm_call
+
+    assert get_llm_call() is provider_llm_call
     settings.MGECACHE = {**settings.MGECACHE, "BATCH_LLM_CALL": LLM_PATH}
     assert get_llm_call() is recording_llm_call
 

@@ -318,3 +318,16 @@ def test_single_flight_across_two_processes(llm_stub_server, subprocess_env, see
     assert len(llm_stub_server.requests) == 1, (lines, [err for _, err in outputs])
     assert sorted(line.split()[0] for line in lines) == ["False", "True"]
     assert len({line.split(" ", 2)[2] for line in lines}) == 1
+
+
+async def test_simulated_provider_answers_a_combined_batch_in_one_call():
+    provider = CountingProvider()  # the SimulatedProvider, counted
+    client = LLMClient(provider)
+    atoms = [uuid.uuid4() for _ in range(4)]
+    results = await asyncio.gather(
+        *(client.generate(f"step {i}", SONNET, 0.0, use_batching=True, atom_id=a) for i, a in enumerate(atoms))
+    )
+    await client.aclose()
+    assert len(provider.calls) == 1  # parsed completely: no per-atom fallback calls
+    assert len({r.text for r in results}) == 4
+    assert all(r.text.startswith("[simulated") for r in results)
