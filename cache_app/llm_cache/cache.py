@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 import redis
 import redis.asyncio
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
@@ -42,6 +45,20 @@ _RECLAIMED = metrics.CACHE_KEYS_RECLAIMED.labels(LAYER)
 _LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
 _ANY_TAG = re.compile(rb"e\d+g\d+\|")
 Reclaim = Literal["inline", "celery", "none"]
+
+
+POLICY_MEMO_SECONDS = 0.1
+_policy_version = 0  # bumped when a CachePolicy is saved or deleted in this process
+
+
+def _bump_policy_version() -> None:
+    global _policy_version
+    _policy_version += 1
+
+
+@receiver([post_save, post_delete], sender="cache_app.CachePolicy")
+def _cache_policy_changed(sender: Any, **kwargs: Any) -> None:
+    transaction.on_commit(_bump_policy_version)
 
 
 class CacheUnavailableError(RuntimeError):
@@ -87,6 +104,7 @@ class LLMPromptCache:
         self._async_scripts: tuple[Any, Any, Any] | None = None
         self._pending: dict[str, tuple[bytes, float]] = {}
         self._pending_lock = threading.Lock()
+        self._policy_memo: tuple[PolicySource, int, float, LayerPolicy] | None = None
 
     # --- collaborators -------------------------------------------------------------------
     @property
@@ -107,6 +125,30 @@ class LLMPromptCache:
     @property
     def policies(self) -> PolicySource:
         return self._policies or get_policy_source()
+
+    def _llm_policy(self) -> LayerPolicy:
+        """CachePolicy('llm'). With the process-wide source, memoised for POLICY_MEMO_SECONDS.
+
+        A full PolicySource read costs several microseconds (settings merge, dataclass
+        construction), a tenth of a cache hit. The memo adds at most 0.1 s to the refresh
+        bound, and a save in this process drops it at once (like the source itself).
+        An injected source is always asked directly.
+        """
+        if self._policies is not None:
+            return self._policies.llm()
+        source = get_policy_source()
+        now = time.monotonic()
+        memo = self._policy_memo
+        if (
+            memo is not None
+            and memo[0] is source
+            and memo[1] == _policy_version
+            and now - memo[2] < POLICY_MEMO_SECONDS
+        ):
+            return memo[3]
+        policy = source.llm()
+        self._policy_memo = (source, _policy_version, now, policy)
+        return policy
 
     @property
     def counters(self) -> DurableCounters:
@@ -157,7 +199,7 @@ class LLMPromptCache:
         """(masterplan id, (epoch, generation, entry) keys), or None if the policy bypasses the cache."""
         normalized_mp = keys.normalize_masterplan_id(masterplan_id)
         entry_digest = _digest(prompt, model, temperature, params)
-        if not self._policy_allows(self.policies.llm(), temperature):
+        if not self._policy_allows(self._llm_policy(), temperature):
             self.counters.incr(LAYER, "bypassed", masterplan_id=normalized_mp)
             return None
         return normalized_mp, keys.llm_lookup(normalized_mp, entry_digest)
@@ -274,7 +316,7 @@ class LLMPromptCache:
             raise TypeError("response_text must be a str")
         if finish_reason is not None and not isinstance(finish_reason, str):
             raise TypeError("finish_reason must be a str or None")
-        policy = self.policies.llm()
+        policy = self._llm_policy()
         seconds = policy.ttl_seconds if ttl is None else ttl
         if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 1:
             raise ValueError(f"ttl must be a positive int (seconds), got {seconds!r}")

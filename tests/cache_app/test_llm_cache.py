@@ -192,6 +192,21 @@ def test_policy_edit_is_picked_up_within_the_refresh_bound(redis, clock):
     assert not redis.exists(cache.key_for("while-disabled", MODEL, 0))
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_policy_saved_in_this_process_applies_at_once(redis, seeded_defaults):
+    cache = LLMPromptCache(redis)  # the process-wide policy source (and the cache's short memo)
+    put(cache, "q")
+    assert cache.get("q", MODEL, 0) is not None
+    policy = CachePolicy.objects.get(layer="llm")
+    policy.enabled = False
+    policy.save()  # committed: the source and the memo are both dropped
+    assert cache.get("q", MODEL, 0) is None
+    policy.enabled, policy.ttl_seconds = True, 321
+    policy.save()
+    put(cache, "r")
+    assert redis.ttl(cache.key_for("r", MODEL, 0)) in (320, 321)
+
+
 def test_store_rules(redis):
     skipped = {r: sample("mgecache_cache_skipped_writes_total", reason=r) for r in ("empty", "truncated", "disabled")}
     strict = LLMPromptCache(redis, policies=StaticPolicies(cache_nonzero_temperature=False))
