@@ -206,6 +206,7 @@ def parse_llm_entry(key: str | bytes) -> str | None:
 #                                          scheme as the LLM layer), TTL from CachePolicy('rag') or the call
 #     P rag:ns:<scope>                     hash: <nsid> -> embedding dimension (the scope's namespaces)
 #     P rag:log:<scope>:<nsid>:<dim>:head  string: number of the log segment being appended to
+#     P rag:log:<scope>:<nsid>:<dim>:first string: number of the log's first segment
 #     P rag:log:<scope>:<nsid>:<dim>:<n>   string: log segment n, concatenated fixed-size vector records
 #
 # <sha256> is ``digest()`` of (query, embedding model, top_k, scope). A namespace is
@@ -257,6 +258,11 @@ def rag_log_base(masterplan_id: Any, namespace_id: str, dim: int) -> str:
 
 def rag_log_head(log_base: str) -> str:
     return f"{log_base}head"
+
+
+def rag_log_first(log_base: str) -> str:
+    """The number of the log's first segment (a rebuild never reads below it)."""
+    return f"{log_base}first"
 
 
 def rag_log_segment(log_base: str, number: int) -> str:

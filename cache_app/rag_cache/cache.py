@@ -50,7 +50,8 @@ from .codec import (
     validate_query,
     validate_top_k,
 )
-from .index import NamespaceIndex, RAGIndex, get_rag_index
+from .index import NamespaceIndex, Position, RAGIndex, get_rag_index
+from .scripts import LOG_APPEND_LUA
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ CONFIRM_BATCH = 4
 CONFIRM_ROUNDS = 3
 # Log segments fetched per round trip when a process rebuilds a namespace (8 x 2 MiB).
 REBUILD_BATCH_SEGMENTS = 8
+# A lookup that finds another caller rebuilding the namespace waits for it at most this
+# long (polling every PAUSE_SECONDS), then searches whatever is loaded.
+LOADER_WAIT_SECONDS = 3.0
+PAUSE_SECONDS = 0.002
+SYNC_ATTEMPTS = 3
 SCAN_COUNT = 10_000
 RECLAIM_BATCH = 1_000
 
@@ -83,6 +89,10 @@ def _int(raw: Any) -> int:
     return 0 if raw is None else int(raw)
 
 
+def _int_or_none(raw: Any) -> int | None:
+    return None if raw is None else int(raw)
+
+
 @dataclass
 class _Request:
     """Everything one call needs, validated, with its keys built once."""
@@ -101,6 +111,7 @@ class _Request:
     nsid: str
     log_base: str
     head_key: str
+    first_key: str
     ns: NamespaceIndex
 
     @property
@@ -203,6 +214,10 @@ class RAGQueryCache:
         try:
             commands = next(flow)
             while True:
+                if not commands:  # the flow waits for another caller (polling with a deadline)
+                    time.sleep(PAUSE_SECONDS)
+                    commands = flow.send([])
+                    continue
                 pipe = client.pipeline(transaction=False)
                 for command in commands:
                     pipe.execute_command(*command)
@@ -215,6 +230,10 @@ class RAGQueryCache:
         try:
             commands = next(flow)
             while True:
+                if not commands:
+                    await asyncio.sleep(PAUSE_SECONDS)
+                    commands = flow.send([])
+                    continue
                 pipe = client.pipeline(transaction=False)
                 for command in commands:
                     pipe.execute_command(*command)
@@ -251,6 +270,7 @@ class RAGQueryCache:
             nsid=nsid,
             log_base=log_base,
             head_key=head_key,
+            first_key=keys.rag_log_first(log_base),
             ns=self.index.namespace(log_base, int(unit.shape[0])),
         )
 
@@ -267,14 +287,12 @@ class RAGQueryCache:
         ns = req.ns
         pos = ns.position()
         commands: Commands = [
-            ("MGET", req.epoch_key, req.gen_key, req.entry_key, req.head_key),
+            ("MGET", req.epoch_key, req.gen_key, req.entry_key, req.head_key, req.first_key),
             ("HGET", req.registry_key, req.nsid),
+            *self._tail_reads(req, pos),
         ]
-        if pos.segment is not None:
-            commands += [("GETRANGE", req.segment(pos.segment), pos.offset, -1)]
-            commands += [("GETRANGE", req.segment(pos.segment + 1), 0, -1)]
         replies = yield commands
-        (epoch_raw, gen_raw, raw, head_raw), recorded_dim, *tails = replies
+        (epoch_raw, gen_raw, raw, head_raw, first_raw), recorded_dim, *tails = replies
         self._check_dim(req, recorded_dim)
         tag = make_tag(epoch_raw, gen_raw)
         now = self._clock()
@@ -288,7 +306,7 @@ class RAGQueryCache:
                         result = CachedRAGResult(
                             entry.query, entry.embedding.tolist(), documents, entry.cached_at, "exact", 1.0
                         )
-                        ns.advance(pos, None if head_raw is None else int(head_raw), tails, now)
+                        ns.advance(pos, _int_or_none(head_raw), _int_or_none(first_raw), tails, now)
                         return _Outcome(result)
                 except CorruptEntryError as exc:
                     corrupt.append(req.entry_key)
@@ -300,17 +318,7 @@ class RAGQueryCache:
         # Exact miss: bring the mirror up to date (usually with the bytes already read), then search.
         epoch, gen = _int(epoch_raw), _int(gen_raw)
         ns.observe_tag(epoch, gen)
-        version, missing = ns.advance(pos, None if head_raw is None else int(head_raw), tails, now)
-        if missing:
-            # A rebuild reads the retained segments a few at a time: each reply stays a few
-            # MB, far from the socket timeout even on a busy server, and progress is kept if
-            # a later batch fails (the next lookup continues from there).
-            for start in range(0, len(missing), REBUILD_BATCH_SEGMENTS):
-                batch = missing[start : start + REBUILD_BATCH_SEGMENTS]
-                blobs = yield [("GET", req.segment(number)) for number in batch]
-                if not ns.load_segments(version, list(zip(batch, blobs, strict=True)), now):
-                    break
-            self.index.enforce_budget()
+        yield from self._sync(req, pos, _int_or_none(head_raw), _int_or_none(first_raw), tails, now)
         found = ns.search(req.unit, threshold, now=now, tag=(epoch, gen))
         if found.best_score is not None:
             metrics.RAG_SIMILARITY_SCORE.observe(max(0.0, found.best_score))
@@ -347,6 +355,49 @@ class RAGQueryCache:
                 return _Outcome(result, tuple(corrupt))
             ns.drop(found.layout, dead)
         return _Outcome(None, tuple(corrupt), tag)
+
+    @staticmethod
+    def _tail_reads(req: _Request, pos: Position) -> Commands:
+        if pos.segment is None:
+            return []
+        return [
+            ("GETRANGE", req.segment(pos.segment), pos.offset, -1),
+            ("GETRANGE", req.segment(pos.segment + 1), 0, -1),
+        ]
+
+    def _sync(
+        self, req: _Request, pos: Position, head: int | None, first: int | None, tails: list[bytes], now: float
+    ) -> Flow:
+        """Bring the namespace's mirror up to date before a search (usually with bytes already read)."""
+        ns = req.ns
+        for _ in range(SYNC_ATTEMPTS):
+            version, missing, stale = ns.advance(pos, head, first, tails, now)
+            if missing:
+                claim = ns.claim_loading()
+                if claim is not None:
+                    try:
+                        # Whole segments, a few per round trip: each reply stays a few MB, far
+                        # from the socket timeout even on a busy server, and progress is kept
+                        # if a later batch fails (the next lookup continues from there).
+                        for start in range(0, len(missing), REBUILD_BATCH_SEGMENTS):
+                            batch = missing[start : start + REBUILD_BATCH_SEGMENTS]
+                            blobs = yield [("GET", req.segment(number)) for number in batch]
+                            if not ns.load_segments(version, list(zip(batch, blobs, strict=True)), now):
+                                break
+                    finally:
+                        ns.release_loading(claim)
+                    self.index.enforce_budget()
+                    return
+            elif not stale:
+                return
+            # Another caller is loading this namespace, or restarted it under us: wait for it
+            # (bounded), then read the log again from wherever it got to.
+            deadline = time.monotonic() + LOADER_WAIT_SECONDS
+            while ns.loading() and time.monotonic() < deadline:
+                yield []  # the driver pauses briefly (sleep / asyncio.sleep)
+            pos = ns.position()
+            (head_raw, first_raw), *tails = yield [("MGET", req.head_key, req.first_key), *self._tail_reads(req, pos)]
+            head, first = _int_or_none(head_raw), _int_or_none(first_raw)
 
     def _begin_get(self, query: Any, query_embedding: Any, embedding_model: str, top_k: int, masterplan_id: Any):
         req = self._request(query, query_embedding, embedding_model, top_k, masterplan_id)
@@ -431,42 +482,35 @@ class RAGQueryCache:
 
     # --- writes ------------------------------------------------------------------------------
     def _set_flow(self, req: _Request, payload: bytes, ttl: int, expected: bytes) -> Flow:
-        replies = yield [
-            ("MGET", req.epoch_key, req.gen_key, req.head_key),
-            ("HGET", req.registry_key, req.nsid),
-        ]
-        (epoch_raw, gen_raw, head_raw), recorded_dim = replies
+        replies = yield [("MGET", req.epoch_key, req.gen_key), ("HGET", req.registry_key, req.nsid)]
+        (epoch_raw, gen_raw), recorded_dim = replies
         self._check_dim(req, recorded_dim)
         tag = make_tag(epoch_raw, gen_raw)
         if expected and expected != tag:
             return "stale_generation"  # retrieved for a generation that was invalidated meanwhile
-        if head_raw is None:
-            # A new log starts at a time-based number, so a reader of an older, expired log
-            # of this namespace can never mistake the new segments for its own.
-            _, head_raw = yield [
-                ("SET", req.head_key, int(time.time() * 1000), "NX", "EX", ttl),
-                ("GET", req.head_key),
-            ]
-        head = int(head_raw)
-        expires_at = self._clock() + ttl
-        record = pack_record(req.digest, expires_at, _int(epoch_raw), _int(gen_raw), req.unit)
-        segment = req.segment(head)
+        record = pack_record(req.digest, self._clock() + ttl, _int(epoch_raw), _int(gen_raw), req.unit)
+        # A new log starts at a time-based segment number, so a reader still positioned in an
+        # older, expired log of this namespace sees a jump and rebuilds (index.advance).
+        first_head = int(time.time() * 1000)
         replies = yield [
             ("EVAL", SET_LUA, 3, req.epoch_key, req.gen_key, req.entry_key, payload, ttl, tag),
-            ("APPEND", segment, record),
-            *_extend_ttl(segment, ttl),
-            *_extend_ttl(req.head_key, ttl),
+            (
+                "EVAL",
+                LOG_APPEND_LUA,
+                2,
+                req.head_key,
+                req.first_key,
+                req.log_base,
+                record,
+                int(conf.get("RAG_LOG_SEGMENT_BYTES")),
+                ttl,
+                first_head,
+                self.index.retention_segments(req.dim),
+            ),
             ("HSETNX", req.registry_key, req.nsid, req.dim),
             *_extend_ttl(req.registry_key, ttl),
         ]
-        stored, length = int(replies[0]), int(replies[1])
-        segment_bytes = int(conf.get("RAG_LOG_SEGMENT_BYTES"))
-        if length - len(record) < segment_bytes <= length:
-            # This append filled the segment (exactly one writer sees the crossing): start the
-            # next one and drop the segment that just fell out of the retention window.
-            retention = self.index.retention_segments(req.dim)
-            yield [("INCR", req.head_key), ("UNLINK", req.segment(head + 1 - retention))]
-        return "stored" if stored == 1 else "stale_generation"
+        return "stored" if int(replies[0]) == 1 else "stale_generation"
 
     def _begin_set(
         self,
@@ -646,12 +690,15 @@ class RAGQueryCache:
         logs = [
             (keys.rag_log_base(masterplan_id, nsid.decode(), int(dim)), int(dim)) for nsid, dim in namespaces.items()
         ]
-        heads = client.mget([keys.rag_log_head(base) for base, _ in logs])
+        bounds = client.mget([key for base, _ in logs for key in (keys.rag_log_head(base), keys.rag_log_first(base))])
         doomed = []
-        for (base, dim), head in zip(logs, heads, strict=True):
+        for index, (base, dim) in enumerate(logs):
+            head, first = bounds[2 * index], bounds[2 * index + 1]
             if head is not None:
-                retention = self.index.retention_segments(dim)
-                doomed += [keys.rag_log_segment(base, n) for n in range(int(head) - retention, int(head) - 1)]
+                oldest = int(head) - self.index.retention_segments(dim)
+                if first is not None:
+                    oldest = max(oldest, int(first))
+                doomed += [keys.rag_log_segment(base, n) for n in range(oldest, int(head) - 1)]
         for start in range(0, len(doomed), RECLAIM_BATCH):
             client.unlink(*doomed[start : start + RECLAIM_BATCH])
 

@@ -43,6 +43,9 @@ TIE_EPSILON = 1e-6
 # when the policy threshold is higher; below it only an upper bound is known. Lower
 # floors prune less (every row whose bound reaches the floor is scored in full).
 SCORE_FLOOR = 0.9
+# A caller fetching whole segments (a rebuild) holds the namespace's loader claim at most
+# this long; concurrent callers wait for it instead of fetching the same segments again.
+LOADER_CLAIM_SECONDS = 10.0
 # Above this share of surviving rows, the second pass multiplies the whole tail matrix
 # instead of gathering rows (a gather copies; a dense product streams).
 DENSE_SECOND_PASS = 0.25
@@ -93,6 +96,8 @@ class NamespaceIndex:
         self.tag = (0, 0)  # newest (epoch, generation) seen
         self.n = 0
         self.dead = 0
+        self._loader: object | None = None
+        self._loader_until = 0.0
         self._alloc(0)
 
     # --- storage ---------------------------------------------------------------------------
@@ -188,20 +193,22 @@ class NamespaceIndex:
         return True
 
     def advance(
-        self, requested: Position, head: int | None, tail_reads: list[bytes], now: float
-    ) -> tuple[int, list[int]]:
-        """Apply the incremental reads of a lookup; returns (version, whole segments still to fetch).
+        self, requested: Position, head: int | None, first: int | None, tail_reads: list[bytes], now: float
+    ) -> tuple[int, list[int], bool]:
+        """Apply the incremental reads of a lookup.
 
-        ``tail_reads`` are ``GETRANGE(segment, offset)`` and ``GETRANGE(segment + 1, 0)`` made at
-        ``requested``. Misaligned (corrupt) bytes reset the mirror, which then rebuilds.
+        Returns ``(version, whole segments still to fetch, stale)``. ``tail_reads`` are
+        ``GETRANGE(segment, offset)`` and ``GETRANGE(segment + 1, 0)`` made at ``requested``;
+        ``stale`` means the mirror restarted meanwhile and they could not be applied.
+        Misaligned (corrupt) bytes reset the mirror, which then rebuilds.
         """
         with self.lock:
             if requested.version != self.version:
-                return self.version, []  # the mirror restarted meanwhile; the next lookup catches up
+                return self.version, [], True
             if head is None:
                 if self.segment is not None:
                     self._reset()  # the log is gone: every entry in it expired or was reclaimed
-                return self.version, []
+                return self.version, [], False
             if requested.segment is not None and self.segment is not None and tail_reads:
                 ok = self._apply_segment(requested.segment, requested.offset, tail_reads[0], now)
                 if ok and head > requested.segment and len(tail_reads) > 1:
@@ -211,8 +218,30 @@ class NamespaceIndex:
             if self.segment is None or head < self.segment or head > self.segment + self.retention_segments:
                 # First use, a log that restarted, or too far behind: rebuild from the retained segments.
                 self._reset()
-                self.segment, self.offset = head - self.retention_segments, 0
-            return self.version, list(range(self.segment + 1, head + 1)) if head > self.segment else []
+                start = head - self.retention_segments + 1
+                if first is not None and start < first <= head:
+                    start = first
+                self.segment, self.offset = start - 1, 0
+            return self.version, list(range(self.segment + 1, head + 1)) if head > self.segment else [], False
+
+    # --- one loader at a time ----------------------------------------------------------------
+    def claim_loading(self, seconds: float = LOADER_CLAIM_SECONDS) -> object | None:
+        """Become the one caller fetching whole segments (others wait for it), or None if taken."""
+        with self.lock:
+            now = time.monotonic()
+            if self._loader is not None and now < self._loader_until:
+                return None
+            self._loader, self._loader_until = object(), now + seconds
+            return self._loader
+
+    def release_loading(self, claim: object) -> None:
+        with self.lock:
+            if self._loader is claim:
+                self._loader = None
+
+    def loading(self) -> bool:
+        with self.lock:
+            return self._loader is not None and time.monotonic() < self._loader_until
 
     def load_segments(self, version: int, segments: list[tuple[int, bytes | None]], now: float) -> bool:
         """Apply whole segments (in order) fetched after advance(); False if corrupt (mirror reset)."""
