@@ -28,7 +28,7 @@ from .. import keys, metrics
 from ..counters import DurableCounters, get_counters
 from ..policies import LayerPolicy, PolicySource, get_policy_source
 from ..redis_client import CircuitBreaker, RedisGuard, get_async_redis, get_breaker, get_redis
-from . import scripts
+from . import scripts, tally
 from .codec import TRUNCATED_FINISH_REASONS, CachedLLMResponse, CorruptEntryError, decode, encode, make_tag
 from .codec import identity_digest as _digest
 from .codec import normalize_temperature as _temperature
@@ -154,6 +154,12 @@ class LLMPromptCache:
     def counters(self) -> DurableCounters:
         return self._counters or get_counters()
 
+    def _count(self, field: str, masterplan_id: str | None) -> None:
+        if self._counters is None:
+            tally.count(LAYER, field, masterplan_id)  # buffered, pushed to get_counters()
+        else:
+            self._counters.incr(LAYER, field, masterplan_id=masterplan_id)
+
     def _scripts(self) -> tuple[Any, Any, Any]:
         if self._sync_scripts is None:
             self._sync_scripts = (
@@ -200,7 +206,7 @@ class LLMPromptCache:
         normalized_mp = keys.normalize_masterplan_id(masterplan_id)
         entry_digest = _digest(prompt, model, temperature, params)
         if not self._policy_allows(self._llm_policy(), temperature):
-            self.counters.incr(LAYER, "bypassed", masterplan_id=normalized_mp)
+            self._count("bypassed", normalized_mp)
             return None
         return normalized_mp, keys.llm_lookup(normalized_mp, entry_digest)
 
@@ -229,10 +235,10 @@ class LLMPromptCache:
                 self._remember_tag(lookup_keys[2], tag)
         if response is None:
             _MISSES.inc()
-            self.counters.incr(LAYER, "misses", masterplan_id=masterplan_id)
+            self._count("misses", masterplan_id)
         else:
             _HITS.inc()
-            self.counters.incr(LAYER, "hits", masterplan_id=masterplan_id)
+            self._count("hits", masterplan_id)
         return response, corrupt
 
     def _count_corrupt(self, key: str, exc: Exception) -> None:
@@ -351,7 +357,7 @@ class LLMPromptCache:
             return
         if int(stored) == 1:
             _WRITES.inc()
-            self.counters.incr(LAYER, "writes", masterplan_id=masterplan_id)
+            self._count("writes", masterplan_id)
         else:
             metrics.CACHE_SKIPPED_WRITES.labels(LAYER, "stale_generation").inc()
 
@@ -427,7 +433,7 @@ class LLMPromptCache:
     # --- invalidation --------------------------------------------------------------------
     def _invalidated(self, masterplan_id: str | None) -> None:
         _INVALIDATIONS.inc()
-        self.counters.incr(LAYER, "invalidations", masterplan_id=masterplan_id)
+        self._count("invalidations", masterplan_id)
 
     def invalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
         """Make every entry of the masterplan unreachable (one INCR), then have them deleted.
@@ -520,10 +526,12 @@ class LLMPromptCache:
     # --- statistics ------------------------------------------------------------------------
     def hit_rate(self) -> float:
         """Hits / (hits + misses) over every process (durable counters); 0.0 without lookups."""
+        tally.push()
         return self.counters.hit_rate(LAYER)
 
     def stats(self, masterplan_id: Any = None) -> dict[str, float]:
         """Durable totals (hits, misses, writes, invalidations, bypassed) of the layer or one masterplan."""
+        tally.push()
         return self.counters.read(LAYER, masterplan_id=keys.normalize_masterplan_id(masterplan_id))
 
 

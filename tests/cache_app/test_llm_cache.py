@@ -436,6 +436,8 @@ def test_metrics_and_durable_counters_increment(cache):
     stats = cache.stats(mp)
     assert (stats["hits"], stats["misses"], stats["writes"], stats["invalidations"]) == (2, 1, 1, 1)
     assert cache.stats(uuid.uuid4()) == {}
+    # another instance in this process (e.g. the statistics endpoint's) sees the same totals
+    assert LLMPromptCache(policies=StaticPolicies()).stats(mp)["hits"] == 2
 
 
 # --- async twins ----------------------------------------------------------------------------------
