@@ -6,8 +6,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from . import actions
+from .embedders import load_embedder
 from .llm_cache import CacheUnavailableError
-from .models import BatchPolicy, CachePolicy, Masterplan, ModelPricing
+from .models import BatchPolicy, CachePolicy, Document, Masterplan, ModelPricing
 from .statistics import cache_statistics
 
 
@@ -125,3 +126,22 @@ class ModelPricingAdmin(admin.ModelAdmin):
     list_filter = ("provider",)
     search_fields = ("model",)
     readonly_fields = ("updated_at",)
+
+
+@admin.register(Document)
+class DocumentAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "masterplan", "embedding_model", "updated_at")
+    list_filter = ("embedding_model",)
+    list_select_related = ("masterplan",)
+    search_fields = ("content",)
+    autocomplete_fields = ("masterplan",)
+    fields = ("masterplan", "content", "metadata", "embedding_model", "created_at", "updated_at")
+    readonly_fields = ("embedding_model", "created_at", "updated_at")
+
+    def save_model(self, request, obj: Document, form, change: bool) -> None:
+        # The vector follows the text: (re-)embed with the configured embedder when content changes.
+        if not change or "content" in form.changed_data or not obj.embedding:
+            embedder = load_embedder()
+            obj.set_embedding(embedder.embed([obj.content])[0])
+            obj.embedding_model = embedder.model_name
+        super().save_model(request, obj, form, change)

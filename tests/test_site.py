@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from cache_app import health
-from cache_app.models import BatchPolicy, CachePolicy, Masterplan, ModelPricing
+from cache_app.models import BatchPolicy, CachePolicy, Document, Masterplan, ModelPricing
 
 from .conftest import ROOT
 
@@ -52,7 +52,7 @@ def test_openapi_schema_and_docs(client):
     assert client.get("/api/docs/").status_code == 200
 
 
-ADMIN_MODELS = [Masterplan, CachePolicy, BatchPolicy, ModelPricing]
+ADMIN_MODELS = [Masterplan, CachePolicy, BatchPolicy, ModelPricing, Document]
 
 
 @pytest.mark.django_db
@@ -63,7 +63,7 @@ def test_admin_changelist_loads(admin_client, model):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("model", [Masterplan, CachePolicy, ModelPricing], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("model", [Masterplan, CachePolicy, ModelPricing, Document], ids=lambda m: m.__name__)
 def test_admin_add_page_loads(admin_client, model):
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_add")
     assert admin_client.get(url).status_code == 200
@@ -180,3 +180,17 @@ def test_broker_defaults_to_next_database_on_cache_server():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "redis://cachehost:6379/5"
+
+
+@pytest.mark.django_db
+def test_admin_document_is_embedded_on_save(admin_client):
+    from cache_app.embedders import load_embedder
+
+    response = admin_client.post(
+        reverse("admin:cache_app_document_add"), {"content": "Redis SCAN uses a cursor.", "metadata": "{}"}
+    )
+    assert response.status_code == 302, response.content
+    document = Document.objects.get()
+    embedder = load_embedder()
+    assert document.embedding_model == embedder.model_name
+    assert document.get_embedding().shape == (embedder.dim,)
