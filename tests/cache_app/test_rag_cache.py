@@ -416,3 +416,20 @@ async def test_async_twins(redis, rng):
     assert await cache.aget("q", v, embedding_model=MODEL, top_k=3, masterplan_id=mp) is None
     with pytest.raises(ValueError, match="zero vector"):
         await cache.aget("q", [0.0] * DIM, embedding_model=MODEL, top_k=3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error_id"),
+    [
+        ({"RAG_INDEX_MAX_ENTRIES": 0}, "cache_app.E040"),
+        ({"RAG_LOG_SEGMENT_BYTES": 100}, "cache_app.E040"),
+        ({"RAG_INDEX_BLAS_THREADS": 0}, "cache_app.E040"),
+        ({"RAG_INDEX_MAX_ENTRIES": 10, "RAG_INDEX_MAX_TOTAL_ENTRIES": 5}, "cache_app.E041"),
+    ],
+)
+def test_rag_index_settings_are_validated(settings, overrides, error_id):
+    from cache_app.checks import check_rag_index_settings
+
+    assert check_rag_index_settings() == []
+    settings.MGECACHE = {**settings.MGECACHE, **overrides}
+    assert [e.id for e in check_rag_index_settings()] == [error_id]
