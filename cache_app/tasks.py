@@ -25,8 +25,9 @@ _RETRY = {
 def reclaim_dead_keys() -> dict[str, Any]:
     """Periodic sweep (CELERY_BEAT_SCHEDULE): delete invalidated entries of every cache layer."""
     from .llm_cache import LLMPromptCache
+    from .rag_cache import RAGQueryCache
 
-    return {"llm": LLMPromptCache().reclaim_dead_keys()}
+    return {"llm": LLMPromptCache().reclaim_dead_keys(), "rag": RAGQueryCache().reclaim_dead_keys()}
 
 
 @shared_task(name="cache_app.tasks.reclaim_llm_masterplan", **_RETRY)

@@ -362,7 +362,7 @@ def test_reclaim_tasks_report_what_they_removed(cache, redis):
     assert reclaim_llm_masterplan.delay(str(a)).get() == 5
     assert reclaim_llm_masterplan.delay(str(a)).get() == 0  # idempotent
     put(cache, "b-live", masterplan_id=b)
-    assert reclaim_dead_keys.delay().get() == {"llm": 5}
+    assert reclaim_dead_keys.delay().get()["llm"] == 5
     assert cache.get("b-live", MODEL, 0, masterplan_id=b) is not None
 
 
