@@ -7,9 +7,13 @@ directly, so defaults apply everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
     # Every Redis key starts with f"{KEY_PREFIX}:v1:" (see cache_app.keys).
@@ -74,11 +78,31 @@ DEFAULTS: dict[str, Any] = {
 LLM_PROVIDERS = ("simulated", "anthropic", "openai")
 
 
-def app_settings() -> dict[str, Any]:
-    """The merged MGECACHE settings: DEFAULTS overlaid with ``settings.MGECACHE``."""
-    merged = dict(DEFAULTS)
-    merged.update(getattr(settings, "MGECACHE", {}) or {})
+_memo: tuple[object, Mapping[str, Any]] | None = None
+
+
+def app_settings() -> Mapping[str, Any]:
+    """The merged MGECACHE settings (read-only): DEFAULTS overlaid with ``settings.MGECACHE``.
+
+    Memoised on the identity of ``settings.MGECACHE`` (hot paths read settings on every
+    call); ``override_settings`` and the pytest ``settings`` fixture replace that object
+    and send ``setting_changed``, either of which refreshes the memo.
+    """
+    global _memo
+    raw = getattr(settings, "MGECACHE", None) or {}
+    memo = _memo
+    if memo is not None and memo[0] is raw:
+        return memo[1]
+    merged = MappingProxyType({**DEFAULTS, **raw})
+    _memo = (raw, merged)
     return merged
+
+
+@receiver(setting_changed)
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    global _memo
+    if setting == "MGECACHE":
+        _memo = None
 
 
 def get(name: str) -> Any:
