@@ -18,21 +18,18 @@ from typing import Any, Literal
 
 import redis
 import redis.asyncio
-from django.db import transaction
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
 
 from .. import keys, metrics
 from ..counters import DurableCounters, get_counters
 from ..policies import LayerPolicy, PolicySource, get_policy_source
 from ..redis_client import CircuitBreaker, RedisGuard, get_async_redis, get_breaker, get_redis
 from . import scripts, tally
+from .clients import derive_async_client
 from .codec import TRUNCATED_FINISH_REASONS, CachedLLMResponse, CorruptEntryError, decode, encode, make_tag
 from .codec import identity_digest as _digest
 from .codec import normalize_temperature as _temperature
-from .reclaim import areclaim_scope, reclaim_layer, reclaim_scope
+from .policy_memo import PolicyMemo
+from .reclaim import areclaim_scope, check_reclaim_mode, reclaim_layer, reclaim_scope, schedule_reclaim
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +42,7 @@ _RECLAIMED = metrics.CACHE_KEYS_RECLAIMED.labels(LAYER)
 _LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
 _ANY_TAG = re.compile(rb"e\d+g\d+\|")
 Reclaim = Literal["inline", "celery", "none"]
-
-
-POLICY_MEMO_SECONDS = 0.1
-_policy_version = 0  # bumped when a CachePolicy is saved or deleted in this process
-
-
-def _bump_policy_version() -> None:
-    global _policy_version
-    _policy_version += 1
-
-
-@receiver([post_save, post_delete], sender="cache_app.CachePolicy")
-def _cache_policy_changed(sender: Any, **kwargs: Any) -> None:
-    transaction.on_commit(_bump_policy_version)
+_derive_async_client = derive_async_client  # imported under this name by cache_app.rag_cache
 
 
 class CacheUnavailableError(RuntimeError):
@@ -104,7 +88,7 @@ class LLMPromptCache:
         self._async_scripts: tuple[Any, Any, Any] | None = None
         self._pending: dict[str, tuple[bytes, float]] = {}
         self._pending_lock = threading.Lock()
-        self._policy_memo: tuple[PolicySource, int, float, LayerPolicy] | None = None
+        self._policy_memo = PolicyMemo(policies)
 
     # --- collaborators -------------------------------------------------------------------
     @property
@@ -127,28 +111,7 @@ class LLMPromptCache:
         return self._policies or get_policy_source()
 
     def _llm_policy(self) -> LayerPolicy:
-        """CachePolicy('llm'). With the process-wide source, memoised for POLICY_MEMO_SECONDS.
-
-        A full PolicySource read costs several microseconds (settings merge, dataclass
-        construction), a tenth of a cache hit. The memo adds at most 0.1 s to the refresh
-        bound, and a save in this process drops it at once (like the source itself).
-        An injected source is always asked directly.
-        """
-        if self._policies is not None:
-            return self._policies.llm()
-        source = get_policy_source()
-        now = time.monotonic()
-        memo = self._policy_memo
-        if (
-            memo is not None
-            and memo[0] is source
-            and memo[1] == _policy_version
-            and now - memo[2] < POLICY_MEMO_SECONDS
-        ):
-            return memo[3]
-        policy = source.llm()
-        self._policy_memo = (source, _policy_version, now, policy)
-        return policy
+        return self._policy_memo.llm()
 
     @property
     def counters(self) -> DurableCounters:
@@ -180,7 +143,7 @@ class LLMPromptCache:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = _derive_async_client(self._redis)
+            client = derive_async_client(self._redis)
             self._async_clients[loop] = client
         return client
 
@@ -446,7 +409,7 @@ class LLMPromptCache:
         INCR, it is handed to Celery and 0 is returned. Raises CacheUnavailableError if
         Redis cannot record the invalidation itself (an invalidation must not pretend).
         """
-        _check_reclaim(reclaim)
+        check_reclaim_mode(reclaim)
         normalized_mp = keys.normalize_masterplan_id(masterplan_id)
         gen_key = keys.llm_generation(normalized_mp)
         client = self.redis
@@ -455,7 +418,7 @@ class LLMPromptCache:
         self._invalidated(normalized_mp)
         if reclaim != "inline":
             if reclaim == "celery":
-                _schedule_reclaim(normalized_mp)
+                schedule_reclaim(normalized_mp)
             return 0
         try:
             return self.reclaim_masterplan(normalized_mp)
@@ -464,7 +427,7 @@ class LLMPromptCache:
             return 0
 
     async def ainvalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
-        _check_reclaim(reclaim)
+        check_reclaim_mode(reclaim)
         normalized_mp = keys.normalize_masterplan_id(masterplan_id)
         gen_key = keys.llm_generation(normalized_mp)
         client = self.async_client()
@@ -473,7 +436,7 @@ class LLMPromptCache:
         self._invalidated(normalized_mp)
         if reclaim != "inline":
             if reclaim == "celery":
-                _schedule_reclaim(normalized_mp)
+                schedule_reclaim(normalized_mp)
             return 0
         try:
             removed = await areclaim_scope(client, self._ascripts(client)[2], normalized_mp)
@@ -489,7 +452,7 @@ class LLMPromptCache:
         Touches only this layer's keys: never FLUSHDB (Redis may hold the broker and other
         apps). ``reclaim`` and the return value as for :meth:`invalidate_masterplan`.
         """
-        _check_reclaim(reclaim)
+        check_reclaim_mode(reclaim)
         epoch_key = keys.llm_epoch()
         client = self.redis
         if self.guard.run("invalidate", lambda: client.incr(epoch_key), None) is None:
@@ -497,7 +460,7 @@ class LLMPromptCache:
         self._invalidated(None)
         if reclaim != "inline":
             if reclaim == "celery":
-                _schedule_reclaim(None, layer=True)
+                schedule_reclaim(None, layer=True)
             return 0
         try:
             return self.reclaim_dead_keys()
@@ -508,7 +471,7 @@ class LLMPromptCache:
     def _reclaim_failed(self, masterplan_id: str | None, exc: BaseException, *, layer: bool = False) -> None:
         metrics.CACHE_ERRORS.labels(LAYER, "reclaim").inc()
         logger.warning("LLM cache reclaim failed (%s: %s); deferring it to Celery", type(exc).__name__, exc)
-        _schedule_reclaim(masterplan_id, layer=layer)
+        schedule_reclaim(masterplan_id, layer=layer)
 
     # --- physical deletion (raises on Redis errors: callers retry) ---------------------------
     def reclaim_masterplan(self, masterplan_id: Any) -> int:
@@ -533,35 +496,3 @@ class LLMPromptCache:
         """Durable totals (hits, misses, writes, invalidations, bypassed) of the layer or one masterplan."""
         tally.push()
         return self.counters.read(LAYER, masterplan_id=keys.normalize_masterplan_id(masterplan_id))
-
-
-def _derive_async_client(client: Any) -> Any:
-    """An asyncio client on the same server as an injected sync client."""
-    kwargs = client.connection_pool.connection_kwargs
-    if "server" in kwargs:  # fakeredis
-        import fakeredis
-
-        return fakeredis.FakeAsyncRedis(server=kwargs["server"])
-    wanted = ("host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout")
-    # redis-py's constructor default retries a timeout 10 times with backoff (seconds of
-    # stall on a hung server); one immediate retry of a dropped connection is enough.
-    retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-    return redis.asyncio.Redis(retry=retry, **{k: kwargs[k] for k in wanted if k in kwargs})
-
-
-def _check_reclaim(reclaim: str) -> None:
-    if reclaim not in ("inline", "celery", "none"):
-        raise ValueError(f"reclaim must be 'inline', 'celery' or 'none', got {reclaim!r}")
-
-
-def _schedule_reclaim(masterplan_id: str | None, *, layer: bool = False) -> None:
-    """Best effort: hand deletion to Celery (the hourly sweep catches anything this misses)."""
-    try:
-        from ..tasks import reclaim_dead_keys, reclaim_llm_masterplan
-
-        if layer:
-            reclaim_dead_keys.delay()
-        else:
-            reclaim_llm_masterplan.delay(masterplan_id)
-    except Exception as exc:  # broker down too: the periodic sweep will do it
-        logger.warning("could not schedule LLM cache reclaim: %s: %s", type(exc).__name__, exc)
