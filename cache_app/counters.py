@@ -11,20 +11,27 @@ the buffered deltas, which are kept and retried on the next flush.
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 import time
 import weakref
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 from . import conf, keys
 from .redis_client import RedisGuard, get_breaker, get_redis
 
+logger = logging.getLogger(__name__)
 _instances: weakref.WeakSet[DurableCounters] = weakref.WeakSet()
 
 
 class DurableCounters:
+    """Buffered HINCRBYFLOAT counters. ``incr`` is the hot path: a dict update under a lock.
+
+    Deltas are keyed by (key prefix, layer, masterplan) and turned into Redis keys at
+    flush time, so counting builds no key and parses no UUID.
+    """
+
     def __init__(
         self,
         redis: Any = None,
@@ -38,9 +45,12 @@ class DurableCounters:
         self._flush_seconds = flush_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        self._last_flush = clock()
+        self._pending: dict[tuple[str, str, Any], dict[str, float]] = {}
+        self._next_flush = clock() + self._interval()
         _instances.add(self)
+
+    def _interval(self) -> float:
+        return float(conf.get("COUNTER_FLUSH_SECONDS") if self._flush_seconds is None else self._flush_seconds)
 
     @property
     def redis(self) -> Any:
@@ -48,37 +58,60 @@ class DurableCounters:
 
     def incr(self, layer: str, field: str, amount: float = 1, *, masterplan_id: Any = None) -> None:
         """Add ``amount`` to ``field`` of the layer's totals (and of the masterplan's, if given)."""
+        base = keys.prefix()
         with self._lock:
-            self._pending[keys.stats(layer)][field] += amount
+            fields = self._pending.setdefault((base, layer, None), {})
+            fields[field] = fields.get(field, 0.0) + amount
             if masterplan_id is not None:
-                self._pending[keys.stats(layer, masterplan_id)][field] += amount
-        interval = float(conf.get("COUNTER_FLUSH_SECONDS") if self._flush_seconds is None else self._flush_seconds)
-        if self._clock() - self._last_flush >= interval:
+                fields = self._pending.setdefault((base, layer, masterplan_id), {})
+                fields[field] = fields.get(field, 0.0) + amount
+        if self._clock() >= self._next_flush:
             self.flush()
+
+    def _take(self) -> dict[tuple[str, str, Any], dict[str, float]]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._next_flush = self._clock() + self._interval()
+        return pending
+
+    def _give_back(self, pending: dict[tuple[str, str, Any], dict[str, float]]) -> None:
+        with self._lock:
+            for scope, fields in pending.items():
+                mine = self._pending.setdefault(scope, {})
+                for field, amount in fields.items():
+                    mine[field] = mine.get(field, 0.0) + amount
 
     def flush(self) -> bool:
         """Write buffered deltas to Redis. Returns False (and keeps them) if Redis failed."""
-        with self._lock:
-            pending, self._pending = self._pending, defaultdict(lambda: defaultdict(float))
-            self._last_flush = self._clock()
+        pending = self._take()
         if not pending:
             return True
+        current = keys.prefix()
+        writes: dict[str, dict[str, float]] = {}
+        for (base, layer, masterplan_id), fields in pending.items():
+            if base != current:  # counted under a prefix no longer configured (tests only)
+                continue
+            try:
+                key = keys.stats(layer, masterplan_id)
+            except ValueError:
+                logger.warning("dropping counters of an invalid masterplan id %r", masterplan_id)
+                continue
+            bucket = writes.setdefault(key, {})
+            for field, amount in fields.items():
+                bucket[field] = bucket.get(field, 0.0) + amount
 
         def write() -> bool:
             pipe = self.redis.pipeline(transaction=False)
-            for key, fields in pending.items():
+            for key, fields in writes.items():
                 for field, amount in fields.items():
                     if amount:
                         pipe.hincrbyfloat(key, field, amount)
             pipe.execute()
             return True
 
-        if self._guard.run("stats_flush", write, False):
+        if not writes or self._guard.run("stats_flush", write, False):
             return True
-        with self._lock:  # put the deltas back for the next attempt
-            for key, fields in pending.items():
-                for field, amount in fields.items():
-                    self._pending[key][field] += amount
+        self._give_back(pending)  # for the next attempt
         return False
 
     def read(self, layer: str, *, masterplan_id: Any = None) -> dict[str, float]:
@@ -87,9 +120,19 @@ class DurableCounters:
         key = keys.stats(layer, masterplan_id)
         raw = self._guard.run("stats_read", lambda: self.redis.hgetall(key), {}) or {}
         totals = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+        wanted = keys.normalize_masterplan_id(masterplan_id)
+        base = keys.prefix()
         with self._lock:  # deltas that could not be flushed still count locally
-            for field, amount in self._pending.get(key, {}).items():
-                totals[field] = totals.get(field, 0.0) + amount
+            for (scope_base, scope_layer, scope_mp), fields in self._pending.items():
+                if scope_base != base or scope_layer != layer:
+                    continue
+                try:
+                    if keys.normalize_masterplan_id(scope_mp) != wanted:
+                        continue
+                except ValueError:
+                    continue
+                for field, amount in fields.items():
+                    totals[field] = totals.get(field, 0.0) + amount
         return totals
 
     def hit_rate(self, layer: str, *, hit_fields: tuple[str, ...] = ("hits",)) -> float:

@@ -58,6 +58,7 @@ class PolicySource:
         self._clock = clock
         self._lock = threading.Lock()
         self._loaded_at: float | None = None
+        self._valid_for = 0.0
         self._layers: dict[str, LayerPolicy] = dict(DEFAULT_LAYERS)
         self._batch: BatchSettings = DEFAULT_BATCH
 
@@ -71,12 +72,15 @@ class PolicySource:
             self._loaded_at = None
 
     def _maybe_reload(self) -> None:
+        # Hot path (every cache lookup): one clock read and one comparison.
         now = self._clock()
-        if self._loaded_at is not None and now - self._loaded_at < self.refresh_seconds:
+        loaded_at = self._loaded_at
+        if loaded_at is not None and now - loaded_at < self._valid_for:
             return
         with self._lock:
-            if self._loaded_at is not None and now - self._loaded_at < self.refresh_seconds:
+            if self._loaded_at is not None and now - self._loaded_at < self._valid_for:
                 return
+            self._valid_for = self.refresh_seconds
             try:
                 self._layers, self._batch = _load_from_db_any_context()
             except Exception:  # database down or not migrated: keep serving what we had
@@ -87,7 +91,8 @@ class PolicySource:
 
     def layer(self, name: str) -> LayerPolicy:
         self._maybe_reload()
-        return self._layers.get(name, DEFAULT_LAYERS.get(name, LayerPolicy(layer=name)))
+        policy = self._layers.get(name)
+        return policy if policy is not None else DEFAULT_LAYERS.get(name) or LayerPolicy(layer=name)
 
     def llm(self) -> LayerPolicy:
         return self.layer("llm")

@@ -23,12 +23,11 @@ from .. import keys, metrics
 from ..counters import DurableCounters, get_counters
 from ..policies import LayerPolicy, PolicySource, get_policy_source
 from ..redis_client import CircuitBreaker, RedisGuard, get_async_redis, get_breaker, get_redis
-from . import scripts, tally
+from . import scripts
 from .clients import derive_async_client
 from .codec import TRUNCATED_FINISH_REASONS, CachedLLMResponse, CorruptEntryError, decode, encode, make_tag
 from .codec import identity_digest as _digest
 from .codec import normalize_temperature as _temperature
-from .policy_memo import PolicyMemo
 from .reclaim import areclaim_scope, check_reclaim_mode, reclaim_layer, reclaim_scope, schedule_reclaim
 
 logger = logging.getLogger(__name__)
@@ -88,7 +87,6 @@ class LLMPromptCache:
         self._async_scripts: tuple[Any, Any, Any] | None = None
         self._pending: dict[str, tuple[bytes, float]] = {}
         self._pending_lock = threading.Lock()
-        self._policy_memo = PolicyMemo(policies)
 
     # --- collaborators -------------------------------------------------------------------
     @property
@@ -111,17 +109,14 @@ class LLMPromptCache:
         return self._policies or get_policy_source()
 
     def _llm_policy(self) -> LayerPolicy:
-        return self._policy_memo.llm()
+        return self.policies.llm()
 
     @property
     def counters(self) -> DurableCounters:
         return self._counters or get_counters()
 
     def _count(self, field: str, masterplan_id: str | None) -> None:
-        if self._counters is None:
-            tally.count(LAYER, field, masterplan_id)  # buffered, pushed to get_counters()
-        else:
-            self._counters.incr(LAYER, field, masterplan_id=masterplan_id)
+        self.counters.incr(LAYER, field, masterplan_id=masterplan_id)
 
     def _scripts(self) -> tuple[Any, Any, Any]:
         if self._sync_scripts is None:
@@ -489,10 +484,8 @@ class LLMPromptCache:
     # --- statistics ------------------------------------------------------------------------
     def hit_rate(self) -> float:
         """Hits / (hits + misses) over every process (durable counters); 0.0 without lookups."""
-        tally.push()
         return self.counters.hit_rate(LAYER)
 
     def stats(self, masterplan_id: Any = None) -> dict[str, float]:
         """Durable totals (hits, misses, writes, invalidations, bypassed) of the layer or one masterplan."""
-        tally.push()
         return self.counters.read(LAYER, masterplan_id=keys.normalize_masterplan_id(masterplan_id))
