@@ -7,24 +7,18 @@ invalidation (one INCR) makes every earlier entry unreachable at once. See docs/
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import threading
 import time
-import weakref
-from collections.abc import Callable
 from typing import Any, Literal
 
 import redis
 import redis.asyncio
 
 from .. import keys, metrics
-from ..counters import DurableCounters, get_counters
-from ..policies import LayerPolicy, PolicySource, get_policy_source
-from ..redis_client import CircuitBreaker, RedisGuard, get_async_redis, get_breaker, get_redis
+from ..layer import CacheUnavailableError, RedisCacheLayer
+from ..policies import LayerPolicy
 from . import scripts
-from .clients import derive_async_client
 from .codec import TRUNCATED_FINISH_REASONS, CachedLLMResponse, CorruptEntryError, decode, encode, make_tag
 from .codec import identity_digest as _digest
 from .codec import normalize_temperature as _temperature
@@ -41,14 +35,9 @@ _RECLAIMED = metrics.CACHE_KEYS_RECLAIMED.labels(LAYER)
 _LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
 _ANY_TAG = re.compile(rb"e\d+g\d+\|")
 Reclaim = Literal["inline", "celery", "none"]
-_derive_async_client = derive_async_client  # imported under this name by cache_app.rag_cache
 
 
-class CacheUnavailableError(RuntimeError):
-    """An invalidation could not reach Redis. (Lookups and writes never raise; this one must not lie.)"""
-
-
-class LLMPromptCache:
+class LLMPromptCache(RedisCacheLayer):
     """Exact-match LLM response cache. Collaborators are injected; defaults come from settings.
 
     ``redis``: a sync client (default: the configured connection). With an injected client
@@ -57,63 +46,15 @@ class LLMPromptCache:
     configured server per event loop, or a client derived from an injected ``redis``).
     """
 
-    # A miss remembers the tag it saw so that the set() it triggers is refused if the
-    # scope was invalidated meanwhile (the answer was computed for a dead generation).
-    pending_max = 10_000
-    pending_max_age_seconds = 900.0
+    layer = LAYER
 
-    def __init__(
-        self,
-        redis: Any = None,
-        *,
-        policies: PolicySource | None = None,
-        clock: Callable[[], float] | None = None,
-        counters: DurableCounters | None = None,
-        guard: RedisGuard | None = None,
-        breaker: CircuitBreaker | None = None,
-        async_redis: Any = None,
-    ) -> None:
-        self._redis = redis
-        self._policies = policies
-        self._clock = clock or time.time
-        self._counters = counters
-        if guard is None and breaker is None and redis is not None:
-            breaker = CircuitBreaker(probe=redis.ping, name="llm-cache")
-        self._own_guard = guard or (RedisGuard(breaker, layer=LAYER) if breaker is not None else None)
-        self._default_guard: RedisGuard | None = None
-        self._async_redis = async_redis
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+    def __init__(self, redis: Any = None, **kwargs: Any) -> None:
+        super().__init__(redis, **kwargs)
         self._sync_scripts: tuple[Any, Any, Any] | None = None
         self._async_scripts: tuple[Any, Any, Any] | None = None
-        self._pending: dict[str, tuple[bytes, float]] = {}
-        self._pending_lock = threading.Lock()
-
-    # --- collaborators -------------------------------------------------------------------
-    @property
-    def redis(self) -> Any:
-        if self._redis is None:
-            self._redis = get_redis()
-        return self._redis
-
-    @property
-    def guard(self) -> RedisGuard:
-        if self._own_guard is not None:
-            return self._own_guard
-        breaker = get_breaker()  # the process-wide one; re-resolved if it was replaced
-        if self._default_guard is None or self._default_guard.breaker is not breaker:
-            self._default_guard = RedisGuard(breaker, layer=LAYER)
-        return self._default_guard
-
-    @property
-    def policies(self) -> PolicySource:
-        return self._policies or get_policy_source()
 
     def _llm_policy(self) -> LayerPolicy:
         return self.policies.llm()
-
-    @property
-    def counters(self) -> DurableCounters:
-        return self._counters or get_counters()
 
     def _count(self, field: str, masterplan_id: str | None) -> None:
         self.counters.incr(LAYER, field, masterplan_id=masterplan_id)
@@ -126,21 +67,6 @@ class LLMPromptCache:
                 self.redis.register_script(scripts.RECLAIM_SCAN_LUA),
             )
         return self._sync_scripts
-
-    def async_client(self) -> Any:
-        """The asyncio client for the running loop."""
-        if self._async_redis is not None:
-            if isinstance(self._async_redis, redis.asyncio.Redis):
-                return self._async_redis
-            return self._async_redis()
-        if self._redis is None:
-            return get_async_redis()
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = derive_async_client(self._redis)
-            self._async_clients[loop] = client
-        return client
 
     def _ascripts(self, client: Any) -> tuple[Any, Any, Any]:
         if self._async_scripts is None:
@@ -237,25 +163,6 @@ class LLMPromptCache:
         return response
 
     # --- the miss -> set handshake ---------------------------------------------------------
-    def _remember_tag(self, entry_key: str, tag: bytes) -> None:
-        now = time.monotonic()
-        with self._pending_lock:
-            previous = self._pending.get(entry_key)
-            # Keep the OLDEST tag still in flight: of two concurrent misses, the one that
-            # saw a dead generation must not be upgraded by the later one.
-            if previous is not None and now - previous[1] < self.pending_max_age_seconds:
-                return
-            if len(self._pending) >= self.pending_max:
-                self._pending.pop(next(iter(self._pending)))
-            self._pending[entry_key] = (tag, now)
-
-    def _take_tag(self, entry_key: str) -> bytes:
-        with self._pending_lock:
-            item = self._pending.pop(entry_key, None)
-        if item is None or time.monotonic() - item[1] >= self.pending_max_age_seconds:
-            return b""
-        return item[0]
-
     # --- writes --------------------------------------------------------------------------
     def _write_plan(
         self,

@@ -19,10 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
-import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +29,8 @@ import redis
 import redis.asyncio
 
 from .. import conf, keys, metrics
-from ..counters import DurableCounters, get_counters
-from ..llm_cache.cache import CacheUnavailableError, _derive_async_client
+from ..layer import CacheUnavailableError, RedisCacheLayer
 from ..llm_cache.scripts import RECLAIM_LUA, SET_LUA
-from ..policies import PolicySource, get_policy_source
-from ..redis_client import CircuitBreaker, RedisGuard, get_async_redis, get_breaker, get_redis
 from .codec import (
     CachedRAGResult,
     CorruptEntryError,
@@ -129,7 +124,7 @@ class _Outcome:
     tag: bytes = b""  # the scope's tag seen by a miss (for the miss -> set handshake)
 
 
-class RAGQueryCache:
+class RAGQueryCache(RedisCacheLayer):
     """Exact + similarity cache of RAG retrievals. Collaborators are injected; defaults from settings.
 
     ``index``: the in-memory vector index (default: the process-wide one, shared by every
@@ -137,76 +132,15 @@ class RAGQueryCache:
     ``clock``: wall-clock seconds, used for cached_at and local expiry.
     """
 
-    pending_max = 10_000
-    pending_max_age_seconds = 900.0
+    layer = LAYER
 
-    def __init__(
-        self,
-        redis: Any = None,
-        *,
-        policies: PolicySource | None = None,
-        clock: Callable[[], float] | None = None,
-        counters: DurableCounters | None = None,
-        guard: RedisGuard | None = None,
-        breaker: CircuitBreaker | None = None,
-        async_redis: Any = None,
-        index: RAGIndex | None = None,
-    ) -> None:
-        self._redis = redis
-        self._policies = policies
-        self._clock = clock or time.time
-        self._counters = counters
-        if guard is None and breaker is None and redis is not None:
-            breaker = CircuitBreaker(probe=redis.ping, name="rag-cache")
-        self._own_guard = guard or (RedisGuard(breaker, layer=LAYER) if breaker is not None else None)
-        self._default_guard: RedisGuard | None = None
-        self._async_redis = async_redis
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+    def __init__(self, redis: Any = None, *, index: RAGIndex | None = None, **kwargs: Any) -> None:
+        super().__init__(redis, **kwargs)
         self._index = index
-        self._pending: dict[str, tuple[bytes, float]] = {}
-        self._pending_lock = threading.Lock()
-
-    # --- collaborators -------------------------------------------------------------------
-    @property
-    def redis(self) -> Any:
-        if self._redis is None:
-            self._redis = get_redis()
-        return self._redis
-
-    @property
-    def guard(self) -> RedisGuard:
-        if self._own_guard is not None:
-            return self._own_guard
-        breaker = get_breaker()
-        if self._default_guard is None or self._default_guard.breaker is not breaker:
-            self._default_guard = RedisGuard(breaker, layer=LAYER)
-        return self._default_guard
-
-    @property
-    def policies(self) -> PolicySource:
-        return self._policies or get_policy_source()
-
-    @property
-    def counters(self) -> DurableCounters:
-        return self._counters or get_counters()
 
     @property
     def index(self) -> RAGIndex:
         return self._index if self._index is not None else get_rag_index()
-
-    def async_client(self) -> Any:
-        if self._async_redis is not None:
-            if isinstance(self._async_redis, redis.asyncio.Redis):
-                return self._async_redis
-            return self._async_redis()
-        if self._redis is None:
-            return get_async_redis()
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = _derive_async_client(self._redis)
-            self._async_clients[loop] = client
-        return client
 
     # --- drivers: run a flow's round trips on a sync or an async client ----------------------
     @staticmethod
@@ -463,23 +397,6 @@ class RAGQueryCache:
         logger.warning("RAG cache entry %s is corrupt (%s); deleting it", key, exc)
 
     # --- the miss -> set handshake (as in the LLM layer) ---------------------------------------
-    def _remember_tag(self, entry_key: str, tag: bytes) -> None:
-        now = time.monotonic()
-        with self._pending_lock:
-            previous = self._pending.get(entry_key)
-            if previous is not None and now - previous[1] < self.pending_max_age_seconds:
-                return  # keep the OLDEST tag in flight
-            if len(self._pending) >= self.pending_max:
-                self._pending.pop(next(iter(self._pending)))
-            self._pending[entry_key] = (tag, now)
-
-    def _take_tag(self, entry_key: str) -> bytes:
-        with self._pending_lock:
-            item = self._pending.pop(entry_key, None)
-        if item is None or time.monotonic() - item[1] >= self.pending_max_age_seconds:
-            return b""
-        return item[0]
-
     # --- writes ------------------------------------------------------------------------------
     def _set_flow(self, req: _Request, payload: bytes, ttl: int, expected: bytes) -> Flow:
         replies = yield [("MGET", req.epoch_key, req.gen_key), ("HGET", req.registry_key, req.nsid)]

@@ -1,0 +1,135 @@
+"""What every Redis-backed cache layer shares: injected collaborators and the miss->set handshake.
+
+``LLMPromptCache`` and ``RAGQueryCache`` subclass :class:`RedisCacheLayer`. Collaborators
+are injected, with defaults from settings: the sync Redis client, an asyncio client (or a
+factory), the policy source, the durable counters, and the fail-open guard. With an
+injected client and no guard/breaker, a private circuit breaker probes that client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+
+from .counters import DurableCounters, get_counters
+from .policies import PolicySource, get_policy_source
+from .redis_client import CircuitBreaker, RedisGuard, get_async_redis, get_breaker, get_redis
+
+
+class CacheUnavailableError(RuntimeError):
+    """An invalidation could not reach Redis. (Lookups and writes never raise; this one must not lie.)"""
+
+
+def derive_async_client(client: Any) -> Any:
+    """An asyncio client on the same server as an injected sync client."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "server" in kwargs:  # fakeredis
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(server=kwargs["server"])
+    wanted = ("host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout")
+    # redis-py's constructor default retries a timeout 10 times with backoff (seconds of
+    # stall on a hung server); one immediate retry of a dropped connection is enough.
+    retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+    return redis.asyncio.Redis(retry=retry, **{k: kwargs[k] for k in wanted if k in kwargs})
+
+
+class RedisCacheLayer:
+    layer: ClassVar[str]
+
+    # A miss remembers the scope tag it saw so that the set() it triggers is refused if the
+    # scope was invalidated meanwhile (the answer was computed for a dead generation).
+    pending_max = 10_000
+    pending_max_age_seconds = 900.0
+
+    def __init__(
+        self,
+        redis: Any = None,
+        *,
+        policies: PolicySource | None = None,
+        clock: Callable[[], float] | None = None,
+        counters: DurableCounters | None = None,
+        guard: RedisGuard | None = None,
+        breaker: CircuitBreaker | None = None,
+        async_redis: Any = None,
+    ) -> None:
+        self._redis = redis
+        self._policies = policies
+        self._clock = clock or time.time
+        self._counters = counters
+        if guard is None and breaker is None and redis is not None:
+            breaker = CircuitBreaker(probe=redis.ping, name=f"{self.layer}-cache")
+        self._own_guard = guard or (RedisGuard(breaker, layer=self.layer) if breaker is not None else None)
+        self._default_guard: RedisGuard | None = None
+        self._async_redis = async_redis
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._pending: dict[str, tuple[bytes, float]] = {}
+        self._pending_lock = threading.Lock()
+
+    # --- collaborators -------------------------------------------------------------------
+    @property
+    def redis(self) -> Any:
+        if self._redis is None:
+            self._redis = get_redis()
+        return self._redis
+
+    @property
+    def guard(self) -> RedisGuard:
+        if self._own_guard is not None:
+            return self._own_guard
+        breaker = get_breaker()  # the process-wide one; re-resolved if it was replaced
+        if self._default_guard is None or self._default_guard.breaker is not breaker:
+            self._default_guard = RedisGuard(breaker, layer=self.layer)
+        return self._default_guard
+
+    @property
+    def policies(self) -> PolicySource:
+        return self._policies or get_policy_source()
+
+    @property
+    def counters(self) -> DurableCounters:
+        return self._counters or get_counters()
+
+    def async_client(self) -> Any:
+        """The asyncio client for the running loop."""
+        if self._async_redis is not None:
+            if isinstance(self._async_redis, redis.asyncio.Redis):
+                return self._async_redis
+            return self._async_redis()
+        if self._redis is None:
+            return get_async_redis()
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = derive_async_client(self._redis)
+            self._async_clients[loop] = client
+        return client
+
+    # --- the miss -> set handshake -------------------------------------------------------
+    def _remember_tag(self, entry_key: str, tag: bytes) -> None:
+        now = time.monotonic()
+        with self._pending_lock:
+            previous = self._pending.get(entry_key)
+            # Keep the OLDEST tag still in flight: of two concurrent misses, the one that
+            # saw a dead generation must not be upgraded by the later one.
+            if previous is not None and now - previous[1] < self.pending_max_age_seconds:
+                return
+            if len(self._pending) >= self.pending_max:
+                self._pending.pop(next(iter(self._pending)))
+            self._pending[entry_key] = (tag, now)
+
+    def _take_tag(self, entry_key: str) -> bytes:
+        with self._pending_lock:
+            item = self._pending.pop(entry_key, None)
+        if item is None or time.monotonic() - item[1] >= self.pending_max_age_seconds:
+            return b""
+        return item[0]
