@@ -88,6 +88,8 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._probing = False
+        self._closed = threading.Event()
+        self._closed.set()
 
     @property
     def failure_threshold(self) -> int:
@@ -100,6 +102,10 @@ class CircuitBreaker:
     @property
     def is_open(self) -> bool:
         return self._opened_at is not None
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the breaker is closed (e.g. a background probe succeeded); False on timeout."""
+        return self._closed.wait(timeout)
 
     def allow(self) -> bool:
         """True if a call may go to Redis now. While open, schedules a probe when due."""
@@ -115,6 +121,7 @@ class CircuitBreaker:
                 self._failures = 0
                 if self._opened_at is not None:
                     self._opened_at = None
+                    self._closed.set()
                     metrics.REDIS_BREAKER_OPEN.labels(self.name).set(0)
                     logger.warning("Redis is answering again: cache %s resumed", self.name)
 
@@ -123,6 +130,7 @@ class CircuitBreaker:
             self._failures += 1
             if self._opened_at is None and self._failures >= self.failure_threshold:
                 self._opened_at = self._clock()
+                self._closed.clear()
                 metrics.REDIS_BREAKER_OPEN.labels(self.name).set(1)
                 metrics.REDIS_BREAKER_TRIPS.labels(self.name).inc()
             elif self._opened_at is not None:
