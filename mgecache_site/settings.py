@@ -29,6 +29,17 @@ def _require(name: str, why: str) -> str:
     return value
 
 
+def _number(cast: type, name: str, default: float) -> float:
+    """env.int/env.float whose error names the variable (django-environ's bare ValueError does not)."""
+    raw = env.str(name, default="")
+    if raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be {'an integer' if cast is int else 'a number'}, got {raw!r}.")
+
+
 try:
     DEBUG = env.bool("DJANGO_DEBUG", default=False)
 except ValueError as exc:  # django-environ raises a bare ValueError; name the variable.
@@ -111,7 +122,7 @@ except (ValueError, KeyError) as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is invalid: {exc}") from exc
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+DATABASES["default"].setdefault("CONN_MAX_AGE", _number(int, "DATABASE_CONN_MAX_AGE", 60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -121,8 +132,8 @@ REDIS_URL = env.str("REDIS_URL", default="")
 REDIS_SENTINELS = env.list("REDIS_SENTINELS", default=[])  # "host:port,host:port"
 REDIS_EMBEDDED = not REDIS_URL
 # A cache must never stall the pipeline: short socket timeouts bound a hung server.
-REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.25)
-REDIS_SOCKET_CONNECT_TIMEOUT = env.float("REDIS_SOCKET_CONNECT_TIMEOUT", default=0.25)
+REDIS_SOCKET_TIMEOUT = _number(float, "REDIS_SOCKET_TIMEOUT", 0.25)
+REDIS_SOCKET_CONNECT_TIMEOUT = _number(float, "REDIS_SOCKET_CONNECT_TIMEOUT", 0.25)
 
 _redis_options: dict = {
     "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
@@ -193,7 +204,7 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = _number(int, "CELERY_TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 # Redelivery of an unacked (acks_late) task happens after the visibility timeout:
 # it must exceed the longest task, or a running task is delivered twice.
@@ -202,7 +213,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reclaim-invalidated-cache-keys": {
         "task": "cache_app.tasks.reclaim_dead_keys",
-        "schedule": env.float("MGECACHE_RECLAIM_INTERVAL_SECONDS", default=3600.0),
+        "schedule": _number(float, "MGECACHE_RECLAIM_INTERVAL_SECONDS", 3600.0),
     },
 }
 
@@ -213,8 +224,8 @@ MGECACHE = {
     "LLM_PROVIDER": env.str("LLM_PROVIDER", default="simulated"),
     "LLM_DEFAULT_MODEL": env.str("LLM_DEFAULT_MODEL", default="claude-3-5-sonnet"),
     "EMBEDDER": env.str("MGECACHE_EMBEDDER", default="cache_app.embedders.HashedNgramEmbedder"),
-    "LLM_MAX_RETRIES": env.int("LLM_MAX_RETRIES", default=2),
-    "LLM_TIMEOUT_SECONDS": env.float("LLM_TIMEOUT_SECONDS", default=60.0),
+    "LLM_MAX_RETRIES": _number(int, "LLM_MAX_RETRIES", 2),
+    "LLM_TIMEOUT_SECONDS": _number(float, "LLM_TIMEOUT_SECONDS", 60.0),
 }
 
 # LLM provider credentials and endpoints (cache_app.providers). Secrets have no default:

@@ -150,6 +150,8 @@ def _django_setup_with(env_overrides: dict[str, str | None]) -> subprocess.Compl
         ({}, "DJANGO_SECRET_KEY"),
         ({"DJANGO_SECRET_KEY": "x" * 50}, "DJANGO_ALLOWED_HOSTS"),
         ({"DJANGO_DEBUG": "perhaps"}, "DJANGO_DEBUG"),
+        ({"DJANGO_DEBUG": "true", "REDIS_SOCKET_TIMEOUT": "fast"}, "REDIS_SOCKET_TIMEOUT"),
+        ({"DJANGO_DEBUG": "true", "LLM_MAX_RETRIES": "two"}, "LLM_MAX_RETRIES"),
         ({"DJANGO_DEBUG": "true", "DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
         (
             {"DJANGO_DEBUG": "true", "REDIS_URL": "redis://h:6379/3", "CELERY_BROKER_URL": "redis://h:6379/3"},
