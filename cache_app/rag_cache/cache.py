@@ -45,7 +45,7 @@ from .codec import (
     validate_query,
     validate_top_k,
 )
-from .index import NamespaceIndex, Position, RAGIndex, get_rag_index
+from .index import Horizon, NamespaceIndex, Position, RAGIndex, get_rag_index
 from .scripts import LOG_APPEND_LUA
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,9 @@ CONFIRM_BATCH = 4
 CONFIRM_ROUNDS = 3
 # Log segments fetched per round trip when a process rebuilds a namespace (8 x 2 MiB).
 REBUILD_BATCH_SEGMENTS = 8
-# A lookup that finds another caller rebuilding the namespace waits for it at most this
-# long (polling every PAUSE_SECONDS), then searches whatever is loaded.
+# A lookup that finds another caller fetching the namespace's log waits for it at most this
+# long (polling every PAUSE_SECONDS), then fetches what is still missing; after
+# SYNC_ATTEMPTS - 1 waits it fetches without waiting for its turn.
 LOADER_WAIT_SECONDS = 3.0
 PAUSE_SECONDS = 0.002
 SYNC_ATTEMPTS = 3
@@ -228,6 +229,7 @@ class RAGQueryCache(RedisCacheLayer):
         replies = yield commands
         (epoch_raw, gen_raw, raw, head_raw, first_raw), recorded_dim, *tails = replies
         self._check_dim(req, recorded_dim)
+        horizon = Horizon(_int_or_none(head_raw), _int_or_none(first_raw))
         tag = make_tag(epoch_raw, gen_raw)
         now = self._clock()
         corrupt: list[str] = []
@@ -240,7 +242,7 @@ class RAGQueryCache(RedisCacheLayer):
                         result = CachedRAGResult(
                             entry.query, entry.embedding.tolist(), documents, entry.cached_at, "exact", 1.0
                         )
-                        ns.advance(pos, _int_or_none(head_raw), _int_or_none(first_raw), tails, now)
+                        ns.advance(pos, horizon, tails, now)
                         return _Outcome(result)
                 except CorruptEntryError as exc:
                     corrupt.append(req.entry_key)
@@ -252,7 +254,7 @@ class RAGQueryCache(RedisCacheLayer):
         # Exact miss: bring the mirror up to date (usually with the bytes already read), then search.
         epoch, gen = _int(epoch_raw), _int(gen_raw)
         ns.observe_tag(epoch, gen)
-        yield from self._sync(req, pos, _int_or_none(head_raw), _int_or_none(first_raw), tails, now)
+        yield from self._sync(req, pos, horizon, tails, now)
         found = ns.search(req.unit, threshold, now=now, tag=(epoch, gen))
         if found.best_score is not None:
             metrics.RAG_SIMILARITY_SCORE.observe(max(0.0, found.best_score))
@@ -299,39 +301,49 @@ class RAGQueryCache(RedisCacheLayer):
             ("GETRANGE", req.segment(pos.segment + 1), 0, -1),
         ]
 
-    def _sync(
-        self, req: _Request, pos: Position, head: int | None, first: int | None, tails: list[bytes], now: float
-    ) -> Flow:
-        """Bring the namespace's mirror up to date before a search (usually with bytes already read)."""
+    def _sync(self, req: _Request, pos: Position, horizon: Horizon, tails: list[bytes], now: float) -> Flow:
+        """Bring the namespace's mirror up to ``horizon`` before a search (usually with bytes already read).
+
+        Whatever another caller did to the shared mirror meanwhile, the search runs only once
+        the mirror holds every record appended before this lookup read the log head (the
+        index's ``plan`` says what is still lacking). Fetching is done by one caller at a
+        time; the others wait for it, then fetch only what it did not cover. A caller still
+        short after SYNC_ATTEMPTS - 1 waits fetches without the claim: bytes applied twice are
+        skipped, so concurrent fetches never double a row.
+        """
         ns = req.ns
-        for _ in range(SYNC_ATTEMPTS):
-            version, missing, stale = ns.advance(pos, head, first, tails, now)
-            if missing:
-                claim = ns.claim_loading()
-                if claim is not None:
-                    try:
-                        # Whole segments, a few per round trip: each reply stays a few MB, far
-                        # from the socket timeout even on a busy server, and progress is kept
-                        # if a later batch fails (the next lookup continues from there).
-                        for start in range(0, len(missing), REBUILD_BATCH_SEGMENTS):
-                            batch = missing[start : start + REBUILD_BATCH_SEGMENTS]
-                            blobs = yield [("GET", req.segment(number)) for number in batch]
-                            if not ns.load_segments(version, list(zip(batch, blobs, strict=True)), now):
-                                break
-                    finally:
-                        ns.release_loading(claim)
-                    self.index.enforce_budget()
-                    return
-            elif not stale:
+        version, reads = ns.advance(pos, horizon, tails, now)
+        for attempt in range(SYNC_ATTEMPTS):
+            if not reads:
                 return
-            # Another caller is loading this namespace, or restarted it under us: wait for it
-            # (bounded), then read the log again from wherever it got to.
-            deadline = time.monotonic() + LOADER_WAIT_SECONDS
-            while ns.loading() and time.monotonic() < deadline:
-                yield []  # the driver pauses briefly (sleep / asyncio.sleep)
-            pos = ns.position()
-            (head_raw, first_raw), *tails = yield [("MGET", req.head_key, req.first_key), *self._tail_reads(req, pos)]
-            head, first = _int_or_none(head_raw), _int_or_none(first_raw)
+            claim = ns.claim_loading()
+            if claim is None and attempt < SYNC_ATTEMPTS - 1:
+                # Another caller is fetching this namespace: wait for it (bounded), then see
+                # what is still missing (usually nothing).
+                deadline = time.monotonic() + LOADER_WAIT_SECONDS
+                while ns.loading() and time.monotonic() < deadline:
+                    yield []  # the driver pauses briefly (sleep / asyncio.sleep)
+                version, reads = ns.plan(horizon)
+                continue
+            try:
+                # A few segments per round trip: each reply stays a few MB, far from the socket
+                # timeout even on a busy server, and progress is kept if a later batch fails
+                # (the next lookup continues from there).
+                for start in range(0, len(reads), REBUILD_BATCH_SEGMENTS):
+                    batch = reads[start : start + REBUILD_BATCH_SEGMENTS]
+                    blobs = yield [("GETRANGE", req.segment(number), offset, -1) for number, offset in batch]
+                    loaded = ns.load_segments(
+                        version, [(n, o, b) for (n, o), b in zip(batch, blobs, strict=True)], now, horizon
+                    )
+                    if loaded is False:
+                        return  # corrupt bytes: the mirror was reset; search what is left, rebuild next time
+                    if loaded is None:
+                        break  # the mirror restarted meanwhile: plan again
+            finally:
+                if claim is not None:
+                    ns.release_loading(claim)
+            self.index.enforce_budget()
+            version, reads = ns.plan(horizon)
 
     def _begin_get(self, query: Any, query_embedding: Any, embedding_model: str, top_k: int, masterplan_id: Any):
         req = self._request(query, query_embedding, embedding_model, top_k, masterplan_id)

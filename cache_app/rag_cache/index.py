@@ -65,6 +65,25 @@ class Position:
     offset: int
 
 
+@dataclass
+class Horizon:
+    """What one lookup must find in the mirror: every record appended before it read the log head.
+
+    ``head`` and ``first`` are the log's head and first segment as the lookup read them;
+    ``length`` is the size of segment ``head`` as seen by a read the lookup made after
+    that (None until it made one). Records of segments below ``head``, and the first
+    ``length`` bytes of ``head``, are what the lookup is owed.
+    """
+
+    head: int | None
+    first: int | None
+    length: int | None = None
+
+    def saw(self, number: int, start: int, data: bytes) -> None:
+        if number == self.head:
+            self.length = max(self.length or 0, start + len(data))
+
+
 @dataclass(frozen=True)
 class Candidate:
     row: int
@@ -93,6 +112,11 @@ class NamespaceIndex:
         self.layout = 0  # bumped when rows are renumbered (compaction)
         self.segment: int | None = None  # None: not loaded yet
         self.offset = 0
+        # True once every record of ``segment`` is held (it was read after the head moved
+        # past it). Only then may the mirror move on to the next segment: moving on from a
+        # segment read halfway would skip the records appended to it since.
+        self.sealed = False
+        self.log_first: int | None = None  # the log's first segment when loaded: identifies the log
         self.tag = (0, 0)  # newest (epoch, generation) seen
         self.n = 0
         self.dead = 0
@@ -165,7 +189,7 @@ class NamespaceIndex:
         metrics.RAG_INDEX_ENTRIES.dec(self.n)
         self._alloc(0)
         self.n = self.dead = 0
-        self.segment, self.offset = None, 0
+        self.segment, self.offset, self.sealed, self.log_first = None, 0, False, None
         self.version += 1
         self.layout += 1
 
@@ -178,55 +202,98 @@ class NamespaceIndex:
         with self.lock:
             return Position(self.version, self.segment, self.offset)
 
-    def _apply_segment(self, number: int, start: int, data: bytes, now: float) -> bool:
-        """Apply bytes read from segment ``number`` at ``start``. False if they are misaligned (corrupt)."""
+    def _apply_segment(self, number: int, start: int, data: bytes, now: float, complete: bool = False) -> bool:
+        """Apply bytes read from segment ``number`` at ``start``. False if they are misaligned (corrupt).
+
+        ``complete``: the bytes run to the end of a segment that can grow no more (read after
+        the head moved past it). Bytes another caller already applied are skipped, so
+        overlapping catch-ups never double a row.
+        """
         if len(data) % self.dtype.itemsize or start % self.dtype.itemsize:
             return False
-        if self.segment is not None and number == self.segment + 1 and start == 0:
-            self.segment, self.offset = number, 0
+        if self.segment is not None and number == self.segment + 1 and start == 0 and self.sealed:
+            self.segment, self.offset, self.sealed = number, 0, False
         if number != self.segment or start > self.offset:
-            return True  # not contiguous with what we hold: ignore (a later sync repairs it)
+            return True  # not contiguous with what we hold: ignore (the caller's catch-up plan repairs it)
         skip = self.offset - start  # another caller applied part of this already
         if skip < len(data):
             self._append(data[skip:], now)
             self.offset = start + len(data)
+        if complete:
+            self.sealed = True
         return True
 
     def advance(
-        self, requested: Position, head: int | None, first: int | None, tail_reads: list[bytes], now: float
-    ) -> tuple[int, list[int], bool]:
-        """Apply the incremental reads of a lookup.
+        self, requested: Position, horizon: Horizon, tail_reads: list[bytes], now: float
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """Apply the incremental reads of a lookup; return what the mirror still lacks for ``horizon``.
 
-        Returns ``(version, whole segments still to fetch, stale)``. ``tail_reads`` are
-        ``GETRANGE(segment, offset)`` and ``GETRANGE(segment + 1, 0)`` made at ``requested``;
-        ``stale`` means the mirror restarted meanwhile and they could not be applied.
-        Misaligned (corrupt) bytes reset the mirror, which then rebuilds.
+        ``tail_reads`` are ``GETRANGE(segment, offset)`` and ``GETRANGE(segment + 1, 0)`` made at
+        ``requested``, after the head was read. They are applied only if the mirror has not
+        restarted since. Returns ``(version, reads)``: the ``(segment, start)`` ranges to fetch
+        (see ``plan``). Misaligned (corrupt) bytes reset the mirror, which then rebuilds.
         """
         with self.lock:
-            if requested.version != self.version:
-                return self.version, [], True
-            if head is None:
-                if self.segment is not None:
-                    self._reset()  # the log is gone: every entry in it expired or was reclaimed
-                return self.version, [], False
-            if requested.segment is not None and self.segment is not None and tail_reads:
-                ok = self._apply_segment(requested.segment, requested.offset, tail_reads[0], now)
-                if ok and head > requested.segment and len(tail_reads) > 1:
-                    ok = self._apply_segment(requested.segment + 1, 0, tail_reads[1], now)
-                if not ok:
-                    self._reset()
-            if self.segment is None or head < self.segment or head > self.segment + self.retention_segments:
-                # First use, a log that restarted, or too far behind: rebuild from the retained segments.
+            head = horizon.head
+            if head is not None and requested.segment is not None and tail_reads:
+                horizon.saw(requested.segment, requested.offset, tail_reads[0])
+                if head > requested.segment and len(tail_reads) > 1:
+                    horizon.saw(requested.segment + 1, 0, tail_reads[1])
+                if requested.version == self.version and self.segment is not None:
+                    ok = self._apply_segment(
+                        requested.segment, requested.offset, tail_reads[0], now, complete=head > requested.segment
+                    )
+                    if ok and head > requested.segment and len(tail_reads) > 1:
+                        ok = self._apply_segment(
+                            requested.segment + 1, 0, tail_reads[1], now, complete=head > requested.segment + 1
+                        )
+                    if not ok:
+                        self._reset()
+            return self.version, self._plan(horizon)
+
+    def plan(self, horizon: Horizon) -> tuple[int, list[tuple[int, int]]]:
+        """``(version, reads)``: the ``(segment, start)`` ranges to fetch (in order) to cover ``horizon``.
+
+        Empty when the mirror already holds everything the lookup is owed, whichever caller
+        fetched it: it moved past the lookup's head segment (segments are only left sealed),
+        or it holds at least ``horizon.length`` bytes of it.
+        """
+        with self.lock:
+            return self.version, self._plan(horizon)
+
+    def _plan(self, horizon: Horizon) -> list[tuple[int, int]]:
+        head, first = horizon.head, horizon.first
+        if head is None:
+            if self.segment is not None:
+                self._reset()  # the log is gone: every entry in it expired or was reclaimed
+            return []
+        if self.segment is not None:
+            if first is not None and self.log_first is not None:
+                same_log = first == self.log_first
+            else:
+                same_log = head >= self.segment  # cannot tell: a head below ours means a new log
+            # A head below our segment, in the same log, is only an older reading than another
+            # caller's: nothing to do. A different log, or too far behind: rebuild.
+            if not same_log or head > self.segment + self.retention_segments:
                 self._reset()
-                start = head - self.retention_segments + 1
-                if first is not None and start < first <= head:
-                    start = first
-                self.segment, self.offset = start - 1, 0
-            return self.version, list(range(self.segment + 1, head + 1)) if head > self.segment else [], False
+        if self.segment is None:
+            # First use, a log that restarted, or too far behind: rebuild from the retained segments.
+            start = head - self.retention_segments + 1
+            if first is not None and start < first <= head:
+                start = first
+            self.segment, self.offset, self.sealed, self.log_first = start - 1, 0, True, first
+        if self.segment > head:
+            return []
+        if self.segment == head:
+            if self.sealed or (horizon.length is not None and self.offset >= horizon.length):
+                return []
+            return [(head, self.offset)]
+        reads = [] if self.sealed else [(self.segment, self.offset)]  # the rest of a segment read halfway
+        return reads + [(number, 0) for number in range(self.segment + 1, head + 1)]
 
     # --- one loader at a time ----------------------------------------------------------------
     def claim_loading(self, seconds: float = LOADER_CLAIM_SECONDS) -> object | None:
-        """Become the one caller fetching whole segments (others wait for it), or None if taken."""
+        """Become the one caller fetching segments (others wait for it), or None if taken."""
         with self.lock:
             now = time.monotonic()
             if self._loader is not None and now < self._loader_until:
@@ -243,13 +310,28 @@ class NamespaceIndex:
         with self.lock:
             return self._loader is not None and time.monotonic() < self._loader_until
 
-    def load_segments(self, version: int, segments: list[tuple[int, bytes | None]], now: float) -> bool:
-        """Apply whole segments (in order) fetched after advance(); False if corrupt (mirror reset)."""
+    def load_segments(
+        self,
+        version: int,
+        segments: list[tuple[int, int, bytes | None]],
+        now: float,
+        horizon: Horizon | None = None,
+    ) -> bool | None:
+        """Apply ``(segment, start, bytes)`` read (in order) for a plan made at ``version``.
+
+        True: applied. None: the mirror restarted since the plan (nothing applied; plan again).
+        False: corrupt bytes (the mirror was reset). Segments below ``horizon.head`` were read
+        after the head moved past them, so they are complete.
+        """
         with self.lock:
             if version != self.version:
-                return True
-            for number, data in segments:
-                if not self._apply_segment(number, 0, data or b"", now):
+                return None
+            for number, start, data in segments:
+                data = data or b""
+                if horizon is not None:
+                    horizon.saw(number, start, data)
+                complete = horizon is not None and horizon.head is not None and number < horizon.head
+                if not self._apply_segment(number, start, data, now, complete=complete):
                     self._reset()
                     return False
             return True

@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 from cache_app import keys
 from cache_app.policies import LayerPolicy
 from cache_app.rag_cache import RAGIndex, RAGQueryCache
-from cache_app.rag_cache.index import NamespaceIndex
+from cache_app.rag_cache.index import Horizon, NamespaceIndex, Position
 from cache_app.redis_client import CircuitBreaker, RedisGuard
 from tests.conftest import run_python
 
@@ -332,6 +332,94 @@ def test_concurrent_writers_and_readers_lose_nothing_and_duplicate_nothing(redis
         t.join()
     assert wrong == []
     assert rows(cache) == 240
+
+
+def log_records(ns: NamespaceIndex, first: int, count: int) -> bytes:
+    """``count`` records with distinct one-hot vectors (row i has its 1 at dimension first + i)."""
+    records = np.zeros(count, dtype=ns.dtype)
+    records["vec"] = np.eye(ns.dim)[first : first + count]
+    records["expires"] = time.time() + 60
+    return records.tobytes()
+
+
+def loaded_namespace(segment: int) -> NamespaceIndex:
+    """A mirror positioned at the start of ``segment`` of the log whose first segment is 1."""
+    ns = NamespaceIndex(16, max_entries=1000, retention_segments=20)
+    assert ns.advance(ns.position(), Horizon(segment - 1, 1), [], time.time())[1] != []
+    ns.segment, ns.offset, ns.sealed = segment - 1, 0, True
+    return ns
+
+
+def test_a_catch_up_never_moves_past_a_segment_another_caller_read_halfway():
+    # Log: segment 10 = r0 r1 r2 (full), segment 11 = r3. Caller C read segment 10 while it
+    # held only r0; lookup L (positioned two segments back, so its own tail reads are of no
+    # use) then sees head 11. L must fetch the rest of 10, not jump from r0 to 11.
+    ns = loaded_namespace(10)
+    now = time.time()
+    seg10, seg11 = log_records(ns, 0, 3), log_records(ns, 3, 1)
+    behind = Position(ns.version, 8, 0)
+    c = Position(ns.version, 9, 0)
+    assert ns.advance(c, Horizon(10, 1), [b"", seg10[: ns.dtype.itemsize]], now)[1] == []
+    version, reads = ns.advance(behind, Horizon(11, 1), [b"", b""], now)
+    assert reads == [(10, ns.dtype.itemsize), (11, 0)]
+    horizon = Horizon(11, 1)
+    assert ns.load_segments(
+        version, [(10, ns.dtype.itemsize, seg10[ns.dtype.itemsize :]), (11, 0, seg11)], now, horizon
+    )
+    assert ns.plan(horizon)[1] == []
+    assert (ns.n, ns.segment) == (4, 11)
+    assert sorted(np.argmax(ns.head[: ns.n], axis=1).tolist()) == [0, 1, 2, 3]
+
+
+def test_a_lookup_whose_head_segment_was_reached_by_another_caller_reads_the_rest_of_it():
+    # The mirror is at segment 12 (another caller read 2 records of it); L saw head 12 but
+    # its tail reads were of segments 10 and 11: it cannot know whether its own record is
+    # among the 2, so it reads segment 12 from where the mirror is.
+    ns = loaded_namespace(12)
+    now = time.time()
+    size = ns.dtype.itemsize
+    assert ns.advance(Position(ns.version, 11, 0), Horizon(12, 1), [b"", log_records(ns, 0, 2)], now)[1] == []
+    horizon = Horizon(12, 1)
+    version, reads = ns.advance(Position(ns.version, 10, 0), horizon, [b"", b""], now)
+    assert reads == [(12, 2 * size)]
+    assert ns.load_segments(version, [(12, 2 * size, log_records(ns, 2, 1))], now, horizon)
+    assert ns.plan(horizon)[1] == []
+    assert ns.n == 3
+    # A lookup that read the segment itself is owed only what it read.
+    assert ns.advance(Position(ns.version, 12, 0), Horizon(12, 1), [log_records(ns, 0, 3), b""], now)[1] == []
+    assert ns.n == 3
+
+
+def test_a_head_read_before_another_caller_moved_on_is_not_a_restarted_log():
+    ns = loaded_namespace(20)
+    now = time.time()
+    c = Position(ns.version, 19, 0)
+    assert ns.advance(c, Horizon(21, 1), [b"", log_records(ns, 0, 2)], now)[1] == [(21, 0)]
+    version = ns.version
+    # L's head (20) is older than the mirror's segment (21): same log (same first segment).
+    assert ns.advance(Position(version, 19, 0), Horizon(20, 1), [b"", log_records(ns, 0, 2)], now) == (version, [])
+    assert (ns.n, ns.version) == (2, version)
+    # A different first segment is another log (the old one expired): rebuild.
+    assert ns.advance(ns.position(), Horizon(5000, 4990), [b"", b""], now)[1] == [(n, 0) for n in range(4990, 5001)]
+    assert ns.version == version + 1
+    assert ns.n == 0
+
+
+def test_overlapping_catch_ups_apply_each_record_once():
+    ns = loaded_namespace(3)
+    now = time.time()
+    seg3, seg4 = log_records(ns, 0, 5), log_records(ns, 5, 4)
+    size = ns.dtype.itemsize
+    at = ns.position()  # both callers start at the same position; B read the log later than A
+    assert ns.advance(at, Horizon(3, 1), [b"", seg3[: 2 * size]], now)[1] == []
+    version, reads = ns.advance(at, Horizon(4, 1), [b"", seg3], now)
+    assert (ns.n, reads) == (5, [(4, 0)])
+    horizon = Horizon(4, 1)
+    assert ns.load_segments(version, [(4, 0, seg4[:size])], now, horizon)  # two fetches of segment 4
+    assert ns.load_segments(version, [(4, 0, seg4)], now, horizon)
+    assert ns.plan(horizon)[1] == []
+    assert ns.n == 9
+    assert sorted(np.argmax(ns.head[: ns.n], axis=1).tolist()) == list(range(9))
 
 
 async def test_concurrent_async_lookups_share_one_rebuild(redis, small_segments):
