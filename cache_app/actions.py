@@ -42,7 +42,7 @@ def invalidate_masterplan(masterplan_id: Any, *, layers: Any = LAYERS) -> dict[s
     if "llm" in chosen:
         result["llm"] = LLMPromptCache().invalidate_masterplan(normalized, reclaim="celery")
     if "rag" in chosen:
-        result["rag"] = RAGQueryCache().invalidate_masterplan(normalized, reclaim=False)
+        result["rag"] = RAGQueryCache().invalidate_masterplan(normalized, reclaim="celery")
     logger.info("invalidated masterplan %s in %s", normalized, ", ".join(chosen))
     return result
 
@@ -54,6 +54,6 @@ def invalidate_layers(layers: Any = LAYERS) -> dict[str, int]:
     if "llm" in chosen:
         result["llm"] = LLMPromptCache().invalidate_all(reclaim="celery")
     if "rag" in chosen:
-        result["rag"] = RAGQueryCache().invalidate_all(reclaim=False)
+        result["rag"] = RAGQueryCache().invalidate_all(reclaim="celery")
     logger.info("invalidated cache layers %s", ", ".join(chosen))
     return result

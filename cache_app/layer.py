@@ -9,11 +9,12 @@ injected client and no guard/breaker, a private circuit breaker probes that clie
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import redis
 import redis.asyncio
@@ -23,6 +24,18 @@ from redis.backoff import NoBackoff
 from .counters import DurableCounters, get_counters
 from .policies import PolicySource, get_policy_source
 from .redis_client import CircuitBreaker, RedisGuard, get_async_redis, get_breaker, get_redis
+
+logger = logging.getLogger(__name__)
+
+# How an invalidation deletes the keys it made unreachable: now ("inline", returns the count),
+# by a Celery task ("celery"), or not at all ("none": the periodic sweep will).
+Reclaim = Literal["inline", "celery", "none"]
+RECLAIM_MODES = ("inline", "celery", "none")
+
+
+def check_reclaim_mode(reclaim: str) -> None:
+    if reclaim not in RECLAIM_MODES:
+        raise ValueError(f"reclaim must be 'inline', 'celery' or 'none', got {reclaim!r}")
 
 
 class CacheUnavailableError(RuntimeError):
@@ -45,6 +58,9 @@ def derive_async_client(client: Any) -> Any:
 
 class RedisCacheLayer:
     layer: ClassVar[str]
+    # Celery tasks (names in cache_app.tasks) that delete one scope's / the whole layer's dead keys.
+    reclaim_scope_task: ClassVar[str]
+    reclaim_layer_task: ClassVar[str]
 
     # A miss remembers the scope tag it saw so that the set() it triggers is refused if the
     # scope was invalidated meanwhile (the answer was computed for a dead generation).
@@ -133,3 +149,15 @@ class RedisCacheLayer:
         if item is None or time.monotonic() - item[1] >= self.pending_max_age_seconds:
             return b""
         return item[0]
+
+    def _schedule_reclaim(self, masterplan_id: str | None, *, layer: bool = False) -> None:
+        """Best effort: hand deletion to Celery (the periodic sweep catches anything this misses)."""
+        try:
+            from . import tasks
+
+            if layer:
+                getattr(tasks, self.reclaim_layer_task).delay()
+            else:
+                getattr(tasks, self.reclaim_scope_task).delay(masterplan_id)
+        except Exception as exc:  # broker down too: the periodic sweep will do it
+            logger.warning("could not schedule %s cache reclaim: %s: %s", self.layer, type(exc).__name__, exc)

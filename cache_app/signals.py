@@ -33,7 +33,7 @@ def _documents_changed(sender, masterplan_id=None, **kwargs) -> None:
     from .rag_cache import RAGQueryCache
 
     try:
-        RAGQueryCache().invalidate_masterplan(masterplan_id, reclaim=False)
+        RAGQueryCache().invalidate_masterplan(masterplan_id, reclaim="celery")
     except CacheUnavailableError as exc:
         # Entries then live out their TTL (1 h by default); say so once, loudly.
         logger.error("documents of scope %s changed but the RAG cache could not be invalidated: %s", masterplan_id, exc)

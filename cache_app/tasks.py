@@ -30,6 +30,14 @@ def reclaim_dead_keys() -> dict[str, Any]:
     return {"llm": LLMPromptCache().reclaim_dead_keys(), "rag": RAGQueryCache().reclaim_dead_keys()}
 
 
+@shared_task(name="cache_app.tasks.reclaim_llm_dead_keys", **_RETRY)
+def reclaim_llm_dead_keys() -> int:
+    """Delete the dead LLM entries of every scope (after invalidate_all)."""
+    from .llm_cache import LLMPromptCache
+
+    return LLMPromptCache().reclaim_dead_keys()
+
+
 @shared_task(name="cache_app.tasks.reclaim_llm_masterplan", **_RETRY)
 def reclaim_llm_masterplan(masterplan_id: str | None) -> int:
     """Delete the dead LLM entries of one masterplan (None: the global scope) after an invalidation."""

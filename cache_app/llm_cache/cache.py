@@ -10,19 +10,19 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any, Literal
+from typing import Any
 
 import redis
 import redis.asyncio
 
 from .. import keys, metrics
-from ..layer import CacheUnavailableError, RedisCacheLayer
+from ..layer import CacheUnavailableError, Reclaim, RedisCacheLayer, check_reclaim_mode
 from ..policies import LayerPolicy
 from . import scripts
 from .codec import TRUNCATED_FINISH_REASONS, CachedLLMResponse, CorruptEntryError, decode, encode, make_tag
 from .codec import identity_digest as _digest
 from .codec import normalize_temperature as _temperature
-from .reclaim import areclaim_scope, check_reclaim_mode, reclaim_layer, reclaim_scope, schedule_reclaim
+from .reclaim import areclaim_scope, reclaim_layer, reclaim_scope
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ _INVALIDATIONS = metrics.CACHE_INVALIDATIONS.labels(LAYER)
 _RECLAIMED = metrics.CACHE_KEYS_RECLAIMED.labels(LAYER)
 _LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
 _ANY_TAG = re.compile(rb"e\d+g\d+\|")
-Reclaim = Literal["inline", "celery", "none"]
 
 
 class LLMPromptCache(RedisCacheLayer):
@@ -47,6 +46,8 @@ class LLMPromptCache(RedisCacheLayer):
     """
 
     layer = LAYER
+    reclaim_scope_task = "reclaim_llm_masterplan"
+    reclaim_layer_task = "reclaim_llm_dead_keys"
 
     def __init__(self, redis: Any = None, **kwargs: Any) -> None:
         super().__init__(redis, **kwargs)
@@ -320,7 +321,7 @@ class LLMPromptCache(RedisCacheLayer):
         self._invalidated(normalized_mp)
         if reclaim != "inline":
             if reclaim == "celery":
-                schedule_reclaim(normalized_mp)
+                self._schedule_reclaim(normalized_mp)
             return 0
         try:
             return self.reclaim_masterplan(normalized_mp)
@@ -338,7 +339,7 @@ class LLMPromptCache(RedisCacheLayer):
         self._invalidated(normalized_mp)
         if reclaim != "inline":
             if reclaim == "celery":
-                schedule_reclaim(normalized_mp)
+                self._schedule_reclaim(normalized_mp)
             return 0
         try:
             removed = await areclaim_scope(client, self._ascripts(client)[2], normalized_mp)
@@ -362,7 +363,7 @@ class LLMPromptCache(RedisCacheLayer):
         self._invalidated(None)
         if reclaim != "inline":
             if reclaim == "celery":
-                schedule_reclaim(None, layer=True)
+                self._schedule_reclaim(None, layer=True)
             return 0
         try:
             return self.reclaim_dead_keys()
@@ -373,7 +374,7 @@ class LLMPromptCache(RedisCacheLayer):
     def _reclaim_failed(self, masterplan_id: str | None, exc: BaseException, *, layer: bool = False) -> None:
         metrics.CACHE_ERRORS.labels(LAYER, "reclaim").inc()
         logger.warning("LLM cache reclaim failed (%s: %s); deferring it to Celery", type(exc).__name__, exc)
-        schedule_reclaim(masterplan_id, layer=layer)
+        self._schedule_reclaim(masterplan_id, layer=layer)
 
     # --- physical deletion (raises on Redis errors: callers retry) ---------------------------
     def reclaim_masterplan(self, masterplan_id: Any) -> int:

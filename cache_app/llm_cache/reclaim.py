@@ -113,21 +113,3 @@ async def areclaim_layer(
             removed += sum(int(n) for n in await pipe.execute())
         if int(cursor) == 0:
             return removed
-
-
-def check_reclaim_mode(reclaim: str) -> None:
-    if reclaim not in ("inline", "celery", "none"):
-        raise ValueError(f"reclaim must be 'inline', 'celery' or 'none', got {reclaim!r}")
-
-
-def schedule_reclaim(masterplan_id: str | None, *, layer: bool = False) -> None:
-    """Best effort: hand deletion to Celery (the hourly sweep catches anything this misses)."""
-    try:
-        from ..tasks import reclaim_dead_keys, reclaim_llm_masterplan
-
-        if layer:
-            reclaim_dead_keys.delay()
-        else:
-            reclaim_llm_masterplan.delay(masterplan_id)
-    except Exception as exc:  # broker down too: the periodic sweep will do it
-        logger.warning("could not schedule LLM cache reclaim: %s: %s", type(exc).__name__, exc)

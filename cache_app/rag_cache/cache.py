@@ -29,8 +29,8 @@ import redis
 import redis.asyncio
 
 from .. import conf, keys, metrics
-from ..layer import CacheUnavailableError, RedisCacheLayer
-from ..llm_cache.scripts import RECLAIM_LUA, SET_LUA
+from ..layer import CacheUnavailableError, Reclaim, RedisCacheLayer, check_reclaim_mode
+from ..llm_cache.scripts import SET_LUA
 from .codec import (
     CachedRAGResult,
     CorruptEntryError,
@@ -46,6 +46,7 @@ from .codec import (
     validate_top_k,
 )
 from .index import Horizon, NamespaceIndex, Position, RAGIndex, get_rag_index
+from .reclaim import reclaim_layer, reclaim_scope
 from .scripts import LOG_APPEND_LUA
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ REBUILD_BATCH_SEGMENTS = 8
 LOADER_WAIT_SECONDS = 3.0
 PAUSE_SECONDS = 0.002
 SYNC_ATTEMPTS = 3
-SCAN_COUNT = 10_000
-RECLAIM_BATCH = 1_000
 
 _ANY_TAG = re.compile(rb"e\d+g\d+\|")
 _HITS = metrics.CACHE_HITS.labels(LAYER)
@@ -134,6 +133,8 @@ class RAGQueryCache(RedisCacheLayer):
     """
 
     layer = LAYER
+    reclaim_scope_task = "reclaim_rag_masterplan"
+    reclaim_layer_task = "reclaim_rag_dead_keys"
 
     def __init__(self, redis: Any = None, *, index: RAGIndex | None = None, **kwargs: Any) -> None:
         super().__init__(redis, **kwargs)
@@ -525,14 +526,16 @@ class RAGQueryCache(RedisCacheLayer):
         _INVALIDATIONS.inc()
         self.counters.incr(LAYER, "invalidations", masterplan_id=masterplan_id)
 
-    def invalidate_masterplan(self, masterplan_id: Any, *, reclaim: bool = True) -> int:
+    def invalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
         """Make every entry of the masterplan unreachable (one INCR), then delete them.
 
         ``masterplan_id=None`` means the global scope. Returns the number of dead entries
-        deleted inline (the entries made unreachable). With ``reclaim=False``, or if the
-        deletion fails after the INCR, it is left to a Celery task and 0 is returned.
+        deleted inline (the entries made unreachable). With ``reclaim="celery"`` (or if the
+        inline deletion fails) a Celery task deletes them, with ``"none"`` the periodic
+        sweep does; either way 0 is returned.
         Raises CacheUnavailableError if Redis cannot record the invalidation itself.
         """
+        check_reclaim_mode(reclaim)
         normalized_mp = keys.normalize_masterplan_id(masterplan_id)
         gen_key = keys.rag_generation(normalized_mp)
         client = self.redis
@@ -541,7 +544,8 @@ class RAGQueryCache(RedisCacheLayer):
         self._invalidated(normalized_mp)
         return self._after_invalidation(normalized_mp, reclaim)
 
-    async def ainvalidate_masterplan(self, masterplan_id: Any, *, reclaim: bool = True) -> int:
+    async def ainvalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
+        check_reclaim_mode(reclaim)
         normalized_mp = keys.normalize_masterplan_id(masterplan_id)
         gen_key = keys.rag_generation(normalized_mp)
         client = self.async_client()
@@ -551,11 +555,12 @@ class RAGQueryCache(RedisCacheLayer):
         # Deletion is a batch job of SCAN pages; it runs on the sync client in a worker thread.
         return await asyncio.to_thread(self._after_invalidation, normalized_mp, reclaim)
 
-    def invalidate_all(self, *, reclaim: bool = True) -> int:
+    def invalidate_all(self, *, reclaim: Reclaim = "inline") -> int:
         """Make every entry of this layer unreachable (one INCR of the layer epoch) and delete them.
 
         Touches only this layer's keys: never FLUSHDB (Redis may hold the broker and other apps).
         """
+        check_reclaim_mode(reclaim)
         epoch_key = keys.rag_epoch()
         client = self.redis
         if self.guard.run("invalidate", lambda: client.incr(epoch_key), None) is None:
@@ -563,73 +568,31 @@ class RAGQueryCache(RedisCacheLayer):
         self._invalidated(None)
         return self._after_invalidation(None, reclaim, layer=True)
 
-    def _after_invalidation(self, masterplan_id: str | None, reclaim: bool, *, layer: bool = False) -> int:
-        if not reclaim:
-            _schedule_reclaim(masterplan_id, layer=layer)
+    def _after_invalidation(self, masterplan_id: str | None, reclaim: Reclaim, *, layer: bool = False) -> int:
+        if reclaim != "inline":
+            if reclaim == "celery":
+                self._schedule_reclaim(masterplan_id, layer=layer)
             return 0
         try:
             return self.reclaim_dead_keys() if layer else self.reclaim_masterplan(masterplan_id)
         except (redis.RedisError, OSError) as exc:
             metrics.CACHE_ERRORS.labels(LAYER, "reclaim").inc()
             logger.warning("RAG cache reclaim failed (%s: %s); deferring it to Celery", type(exc).__name__, exc)
-            _schedule_reclaim(masterplan_id, layer=layer)
+            self._schedule_reclaim(masterplan_id, layer=layer)
             return 0
 
     # --- physical deletion (raises on Redis errors: callers retry) ---------------------------
     def reclaim_masterplan(self, masterplan_id: Any) -> int:
         """Delete the dead entries and dead log segments of one scope; returns the entries deleted."""
-        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
-        client = self.redis
-        removed = 0
-        for page in _scan(client, keys.rag_scope_pattern(normalized_mp)):
-            removed += _reclaim_entries(client, normalized_mp, page)
-        self._trim_logs(client, normalized_mp)
+        removed = reclaim_scope(self.redis, self.index, keys.normalize_masterplan_id(masterplan_id))
         _RECLAIMED.inc(removed)
         return removed
 
     def reclaim_dead_keys(self) -> int:
         """Delete the dead entries and log segments of every scope of the layer (periodic sweep)."""
-        client = self.redis
-        removed, scopes = 0, set()
-        for page in _scan(client, keys.rag_layer_pattern()):
-            groups: dict[str | None, list[Any]] = {}
-            for key in page:
-                scope_name = keys.parse_rag_entry(key)
-                if scope_name is not None:
-                    groups.setdefault(None if scope_name == keys.GLOBAL_SCOPE else scope_name, []).append(key)
-                elif (registry_scope := keys.parse_rag_namespaces(key)) is not None:
-                    scopes.add(None if registry_scope == keys.GLOBAL_SCOPE else registry_scope)
-            for masterplan_id, entries in groups.items():
-                removed += _reclaim_entries(client, masterplan_id, entries)
-        for masterplan_id in scopes:
-            self._trim_logs(client, masterplan_id)
+        removed = reclaim_layer(self.redis, self.index)
         _RECLAIMED.inc(removed)
         return removed
-
-    def _trim_logs(self, client: Any, masterplan_id: str | None) -> None:
-        """Unlink the log segments of the scope's namespaces that can only hold dead records.
-
-        Every segment older than the one before the current head was filled before the
-        invalidation (a writer reads the generation before the head), so it holds only
-        dead records. The last two stay: they may hold records written since.
-        """
-        namespaces = client.hgetall(keys.rag_namespaces(masterplan_id))
-        if not namespaces:
-            return
-        logs = [
-            (keys.rag_log_base(masterplan_id, nsid.decode(), int(dim)), int(dim)) for nsid, dim in namespaces.items()
-        ]
-        bounds = client.mget([key for base, _ in logs for key in (keys.rag_log_head(base), keys.rag_log_first(base))])
-        doomed = []
-        for index, (base, dim) in enumerate(logs):
-            head, first = bounds[2 * index], bounds[2 * index + 1]
-            if head is not None:
-                oldest = int(head) - self.index.retention_segments(dim)
-                if first is not None:
-                    oldest = max(oldest, int(first))
-                doomed += [keys.rag_log_segment(base, n) for n in range(oldest, int(head) - 1)]
-        for start in range(0, len(doomed), RECLAIM_BATCH):
-            client.unlink(*doomed[start : start + RECLAIM_BATCH])
 
     # --- statistics ------------------------------------------------------------------------
     def hit_rate(self) -> float:
@@ -651,37 +614,3 @@ def _cosine(embedding: np.ndarray, unit: np.ndarray) -> float:
 def _extend_ttl(key: str, ttl: int) -> Commands:
     """Set the TTL if the key has none, else raise it if ``ttl`` is longer (never shorten it)."""
     return [("EXPIRE", key, ttl, "NX"), ("EXPIRE", key, ttl, "GT")]
-
-
-def _scan(client: Any, pattern: str) -> Generator[list[Any], None, None]:
-    """SCAN pages (for reclaim only; lookups never scan)."""
-    cursor = 0
-    while True:
-        cursor, page = client.scan(cursor, match=pattern, count=SCAN_COUNT)
-        if page:
-            yield page
-        if int(cursor) == 0:
-            return
-
-
-def _reclaim_entries(client: Any, masterplan_id: str | None, entries: list[Any]) -> int:
-    """UNLINK the dead ones among ``entries`` (one scope), re-checking each tag atomically in Lua."""
-    epoch_key, gen_key = keys.rag_epoch(), keys.rag_generation(masterplan_id)
-    pipe = client.pipeline(transaction=False)
-    for start in range(0, len(entries), RECLAIM_BATCH):
-        batch = entries[start : start + RECLAIM_BATCH]
-        pipe.execute_command("EVAL", RECLAIM_LUA, 2 + len(batch), epoch_key, gen_key, *batch)
-    return sum(int(n) for n in pipe.execute())
-
-
-def _schedule_reclaim(masterplan_id: str | None, *, layer: bool = False) -> None:
-    """Best effort: hand deletion to Celery (the periodic sweep catches anything this misses)."""
-    try:
-        from ..tasks import reclaim_rag_dead_keys, reclaim_rag_masterplan
-
-        if layer:
-            reclaim_rag_dead_keys.delay()
-        else:
-            reclaim_rag_masterplan.delay(masterplan_id)
-    except Exception as exc:  # broker down too: the periodic sweep will do it
-        logger.warning("could not schedule RAG cache reclaim: %s: %s", type(exc).__name__, exc)

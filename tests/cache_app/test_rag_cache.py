@@ -261,10 +261,10 @@ def test_reclaim_tasks_report_what_they_removed(cache, redis, rng):
     for i in range(4):
         put(cache, f"q{i}", unit(rng), masterplan_id=mp)
         put(cache, f"g{i}", unit(rng))
-    assert cache.invalidate_masterplan(mp, reclaim=False) == 0  # the eager Celery task ran instead
+    assert cache.invalidate_masterplan(mp, reclaim="celery") == 0  # the eager Celery task ran instead
     assert list(redis.scan_iter(match=keys.rag_scope_pattern(mp))) == []
     assert reclaim_rag_masterplan.delay(str(mp)).get() == 0  # idempotent
-    cache.invalidate_all(reclaim=False)
+    cache.invalidate_all(reclaim="celery")
     assert list(redis.scan_iter(match=keys.rag_scope_pattern(None))) == []
     assert reclaim_rag_dead_keys.delay().get() == 0
 
