@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import keys
+from . import conf, keys
 from .counters import get_counters
 from .llm_cache import LLMPromptCache
 from .pricing import get_ledger
@@ -31,8 +31,12 @@ def cache_statistics(masterplan_id: Any = None) -> dict[str, Any]:
     rag_exact, rag_similar = (rag.get(field, 0.0) for field in RAG_HIT_FIELDS)
     rag_hits, rag_misses = rag_exact + rag_similar, rag.get("misses", 0.0)
     batches, batched = batch.get("batches", 0.0), batch.get("requests", 0.0)
+    provider = conf.get("LLM_PROVIDER")
     return {
         "masterplan_id": normalized,
+        # Spend and savings of the offline simulator are modelled, not billed: say so.
+        "llm_provider": provider,
+        "llm_provider_simulated": provider == "simulated",
         "llm_cache": {
             "hit_rate": _rate(llm_hits, llm_misses),
             "total_hits": int(llm_hits),

@@ -99,6 +99,7 @@ def test_statistics_reflect_hits_and_misses(api):
     _cached(MP_X)  # 1 llm hit, 1 rag exact hit
     _cached(MP_Y)  # 1 llm miss, 1 rag miss
     body = api.get("/api/cache/statistics/").json()
+    assert body["llm_provider_simulated"] is True  # the embedded default is labelled as simulated
     assert body["llm_cache"]["total_hits"] == 1
     assert body["llm_cache"]["total_misses"] == 1
     assert body["rag_cache"]["exact_hits"] == 1
@@ -160,4 +161,5 @@ def test_admin_statistics_pages_are_read_only_views(admin_client):
     response = admin_client.get(reverse("admin:cache_app_masterplan_statistics", args=[MP_X]))
     assert response.status_code == 200
     assert response.context["stats"]["llm_cache"]["total_hits"] == 1
+    assert b"simulated" in response.content
     assert admin_client.get(reverse("admin:cache_app_masterplan_statistics_all")).status_code == 200
