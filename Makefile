@@ -59,6 +59,7 @@ bench: install-dev
 	$(BIN)/python benchmarks/llm_cache.py
 	$(BIN)/python benchmarks/rag_cache.py
 	$(BIN)/python benchmarks/batching.py
+	$(BIN)/python benchmarks/pipeline.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
