@@ -79,6 +79,7 @@ class RedisCacheLayer:
         async_redis: Any = None,
     ) -> None:
         self._redis = redis
+        self._redis_injected = redis is not None  # `_redis` is also filled lazily with the default
         self._policies = policies
         self._clock = clock or time.time
         self._counters = counters
@@ -121,8 +122,8 @@ class RedisCacheLayer:
             if isinstance(self._async_redis, redis.asyncio.Redis):
                 return self._async_redis
             return self._async_redis()
-        if self._redis is None:
-            return get_async_redis()
+        if not self._redis_injected:
+            return get_async_redis()  # the configured server (URL, Sentinel or embedded), per loop
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:

@@ -56,6 +56,24 @@ def _make_async_client() -> redis.asyncio.Redis:
         import fakeredis
 
         return fakeredis.FakeAsyncRedis(server=settings.EMBEDDED_REDIS_SERVER)
+    if getattr(settings, "REDIS_SENTINELS", None):
+        from urllib.parse import urlsplit
+
+        from redis.asyncio.sentinel import Sentinel
+
+        parts = urlsplit(settings.REDIS_URL)  # redis://<master name>/<db>
+        path = parts.path.strip("/")
+        sentinel = Sentinel(
+            settings.REDIS_SENTINEL_ADDRESSES,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_SOCKET_CONNECT_TIMEOUT,
+        )
+        return sentinel.master_for(
+            parts.hostname,
+            db=int(path) if path.isdigit() else 0,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_SOCKET_CONNECT_TIMEOUT,
+        )
     return redis.asyncio.Redis.from_url(
         settings.REDIS_URL,
         socket_timeout=settings.REDIS_SOCKET_TIMEOUT,

@@ -158,11 +158,12 @@ else:
     _redis_location = REDIS_URL
     if REDIS_SENTINELS:
         try:
-            _redis_options["SENTINELS"] = [
+            REDIS_SENTINEL_ADDRESSES = [
                 (host, int(port)) for host, port in (item.rsplit(":", 1) for item in REDIS_SENTINELS)
             ]
         except ValueError as exc:
             raise ImproperlyConfigured(f"REDIS_SENTINELS must be host:port,host:port ({exc})") from exc
+        _redis_options["SENTINELS"] = REDIS_SENTINEL_ADDRESSES
         _redis_options["CLIENT_CLASS"] = "django_redis.client.SentinelClient"
         DJANGO_REDIS_CONNECTION_FACTORY = "django_redis.pool.SentinelConnectionFactory"
 
@@ -187,8 +188,25 @@ def _broker_default(redis_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{(db + 1) % 16}", parts.query, parts.fragment))
 
 
+def _sentinel_broker_default(redis_url: str) -> tuple[str, dict]:
+    """With Sentinel, Celery's kombu transport takes sentinel:// URLs and the master's name."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(redis_url)
+    path = parts.path.strip("/")
+    db = int(path) if path.isdigit() else 0
+    url = ";".join(f"sentinel://{host}:{port}/{(db + 1) % 16}" for host, port in REDIS_SENTINEL_ADDRESSES)
+    return url, {"master_name": parts.hostname}
+
+
 # --- Celery -----------------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or (_broker_default(REDIS_URL) if REDIS_URL else "")
+_broker_options: dict = {}
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+if not CELERY_BROKER_URL and REDIS_URL:
+    if REDIS_SENTINELS:
+        CELERY_BROKER_URL, _broker_options = _sentinel_broker_default(REDIS_URL)
+    else:
+        CELERY_BROKER_URL = _broker_default(REDIS_URL)
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL  # embedded default only: tasks run in-process
 CELERY_TASK_EAGER_PROPAGATES = True
 if REDIS_URL and CELERY_BROKER_URL == REDIS_URL:
@@ -208,7 +226,7 @@ CELERY_TASK_TIME_LIMIT = _number(int, "CELERY_TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 # Redelivery of an unacked (acks_late) task happens after the visibility timeout:
 # it must exceed the longest task, or a running task is delivered twice.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 4}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 4, **_broker_options}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reclaim-invalidated-cache-keys": {
