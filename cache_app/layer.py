@@ -21,6 +21,7 @@ import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
+from . import keys, metrics
 from .counters import DurableCounters, get_counters
 from .policies import PolicySource, get_policy_source
 from .redis_client import CircuitBreaker, RedisGuard, get_async_redis, get_breaker, get_redis
@@ -162,3 +163,92 @@ class RedisCacheLayer:
                 getattr(tasks, self.reclaim_scope_task).delay(masterplan_id)
         except Exception as exc:  # broker down too: the periodic sweep will do it
             logger.warning("could not schedule %s cache reclaim: %s: %s", self.layer, type(exc).__name__, exc)
+
+    # --- invalidation: one INCR makes a scope (or the layer) unreachable --------------------
+    def _generation_key(self, masterplan_id: str | None) -> str:
+        raise NotImplementedError
+
+    def _epoch_key(self) -> str:
+        raise NotImplementedError
+
+    def reclaim_masterplan(self, masterplan_id: Any) -> int:
+        raise NotImplementedError
+
+    def reclaim_dead_keys(self) -> int:
+        raise NotImplementedError
+
+    async def _areclaim_masterplan(self, masterplan_id: str | None) -> int:
+        # Deletion is a batch job of SCAN pages; by default it runs on the sync client in a thread.
+        return await asyncio.to_thread(self.reclaim_masterplan, masterplan_id)
+
+    def _invalidated(self, masterplan_id: str | None) -> None:
+        metrics.CACHE_INVALIDATIONS.labels(self.layer).inc()
+        self.counters.incr(self.layer, "invalidations", masterplan_id=masterplan_id)
+
+    def _unavailable(self, masterplan_id: str | None, *, layer: bool = False) -> CacheUnavailableError:
+        what = "" if layer else f" scope {keys.scope(masterplan_id)}"
+        return CacheUnavailableError(f"could not invalidate the {self.layer} cache{what}")
+
+    def invalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
+        """Make every entry of the masterplan unreachable (one INCR), then have them deleted.
+
+        ``masterplan_id=None`` means the global scope. ``reclaim``: ``"inline"`` deletes the
+        dead entries now (SCAN + batched UNLINK) and returns how many it deleted;
+        ``"celery"`` hands deletion to a Celery task and ``"none"`` leaves it to the periodic
+        sweep: both return 0. If inline deletion fails after the INCR, it is handed to Celery
+        and 0 is returned. Raises CacheUnavailableError if Redis cannot record the
+        invalidation itself (an invalidation must not pretend).
+        """
+        check_reclaim_mode(reclaim)
+        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
+        gen_key, client = self._generation_key(normalized_mp), self.redis
+        if self.guard.run("invalidate", lambda: client.incr(gen_key), None) is None:
+            raise self._unavailable(normalized_mp)
+        self._invalidated(normalized_mp)
+        return self._after_invalidation(normalized_mp, reclaim)
+
+    async def ainvalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
+        check_reclaim_mode(reclaim)
+        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
+        gen_key, client = self._generation_key(normalized_mp), self.async_client()
+        if await self.guard.arun("invalidate", lambda: client.incr(gen_key), None) is None:
+            raise self._unavailable(normalized_mp)
+        self._invalidated(normalized_mp)
+        if reclaim != "inline":
+            if reclaim == "celery":
+                self._schedule_reclaim(normalized_mp)
+            return 0
+        try:
+            return await self._areclaim_masterplan(normalized_mp)
+        except (TimeoutError, redis.RedisError, OSError) as exc:
+            self._reclaim_failed(normalized_mp, exc)
+            return 0
+
+    def invalidate_all(self, *, reclaim: Reclaim = "inline") -> int:
+        """Make every entry of this layer unreachable (one INCR of the layer epoch) and have them deleted.
+
+        Touches only this layer's keys: never FLUSHDB (Redis may hold the broker and other
+        apps). ``reclaim`` and the return value as for :meth:`invalidate_masterplan`.
+        """
+        check_reclaim_mode(reclaim)
+        epoch_key, client = self._epoch_key(), self.redis
+        if self.guard.run("invalidate", lambda: client.incr(epoch_key), None) is None:
+            raise self._unavailable(None, layer=True)
+        self._invalidated(None)
+        return self._after_invalidation(None, reclaim, layer=True)
+
+    def _after_invalidation(self, masterplan_id: str | None, reclaim: Reclaim, *, layer: bool = False) -> int:
+        if reclaim != "inline":
+            if reclaim == "celery":
+                self._schedule_reclaim(masterplan_id, layer=layer)
+            return 0
+        try:
+            return self.reclaim_dead_keys() if layer else self.reclaim_masterplan(masterplan_id)
+        except (redis.RedisError, OSError) as exc:
+            self._reclaim_failed(masterplan_id, exc, layer=layer)
+            return 0
+
+    def _reclaim_failed(self, masterplan_id: str | None, exc: BaseException, *, layer: bool = False) -> None:
+        metrics.CACHE_ERRORS.labels(self.layer, "reclaim").inc()
+        logger.warning("%s cache reclaim failed (%s: %s); deferring it to Celery", self.layer, type(exc).__name__, exc)
+        self._schedule_reclaim(masterplan_id, layer=layer)

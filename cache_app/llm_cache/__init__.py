@@ -1,6 +1,7 @@
 """The LLM prompt cache (issue 3). Design, key layout and operations: docs/llm_cache.md."""
 
-from .cache import LAYER, CacheUnavailableError, LLMPromptCache
+from ..layer import CacheUnavailableError
+from .cache import LAYER, LLMPromptCache
 from .codec import CachedLLMResponse, CorruptEntryError, normalize_temperature
 
 __all__ = [

@@ -12,11 +12,8 @@ import re
 import time
 from typing import Any
 
-import redis
-import redis.asyncio
-
 from .. import keys, metrics
-from ..layer import CacheUnavailableError, Reclaim, RedisCacheLayer, check_reclaim_mode
+from ..layer import RedisCacheLayer
 from ..policies import LayerPolicy
 from . import scripts
 from .codec import TRUNCATED_FINISH_REASONS, CachedLLMResponse, CorruptEntryError, decode, encode, make_tag
@@ -30,7 +27,6 @@ LAYER = "llm"
 _HITS = metrics.CACHE_HITS.labels(LAYER)
 _MISSES = metrics.CACHE_MISSES.labels(LAYER)
 _WRITES = metrics.CACHE_WRITES.labels(LAYER)
-_INVALIDATIONS = metrics.CACHE_INVALIDATIONS.labels(LAYER)
 _RECLAIMED = metrics.CACHE_KEYS_RECLAIMED.labels(LAYER)
 _LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
 _ANY_TAG = re.compile(rb"e\d+g\d+\|")
@@ -297,84 +293,18 @@ class LLMPromptCache(RedisCacheLayer):
         self._written(normalized_mp, stored)
 
     # --- invalidation --------------------------------------------------------------------
-    def _invalidated(self, masterplan_id: str | None) -> None:
-        _INVALIDATIONS.inc()
-        self._count("invalidations", masterplan_id)
+    def _generation_key(self, masterplan_id: str | None) -> str:
+        return keys.llm_generation(masterplan_id)
 
-    def invalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
-        """Make every entry of the masterplan unreachable (one INCR), then have them deleted.
+    def _epoch_key(self) -> str:
+        return keys.llm_epoch()
 
-        ``masterplan_id=None`` means the global scope. ``reclaim``: ``"inline"`` deletes the
-        dead entries now (SCAN + batched UNLINK) and returns how many it deleted, i.e. the
-        entries made unreachable (plus leftovers of an earlier interrupted reclaim);
-        ``"celery"`` hands deletion to the ``reclaim_llm_masterplan`` task and ``"none"``
-        leaves it to the periodic sweep: both return 0. If inline deletion fails after the
-        INCR, it is handed to Celery and 0 is returned. Raises CacheUnavailableError if
-        Redis cannot record the invalidation itself (an invalidation must not pretend).
-        """
-        check_reclaim_mode(reclaim)
-        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
-        gen_key = keys.llm_generation(normalized_mp)
-        client = self.redis
-        if self.guard.run("invalidate", lambda: client.incr(gen_key), None) is None:
-            raise CacheUnavailableError(f"could not invalidate LLM cache scope {keys.scope(normalized_mp)}")
-        self._invalidated(normalized_mp)
-        if reclaim != "inline":
-            if reclaim == "celery":
-                self._schedule_reclaim(normalized_mp)
-            return 0
-        try:
-            return self.reclaim_masterplan(normalized_mp)
-        except (redis.RedisError, OSError) as exc:
-            self._reclaim_failed(normalized_mp, exc)
-            return 0
-
-    async def ainvalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
-        check_reclaim_mode(reclaim)
-        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
-        gen_key = keys.llm_generation(normalized_mp)
+    async def _areclaim_masterplan(self, masterplan_id: str | None) -> int:
+        # One server-side SCAN step per call on the async client (no thread needed).
         client = self.async_client()
-        if await self.guard.arun("invalidate", lambda: client.incr(gen_key), None) is None:
-            raise CacheUnavailableError(f"could not invalidate LLM cache scope {keys.scope(normalized_mp)}")
-        self._invalidated(normalized_mp)
-        if reclaim != "inline":
-            if reclaim == "celery":
-                self._schedule_reclaim(normalized_mp)
-            return 0
-        try:
-            removed = await areclaim_scope(client, self._ascripts(client)[2], normalized_mp)
-        except (TimeoutError, redis.RedisError, OSError) as exc:
-            self._reclaim_failed(normalized_mp, exc)
-            return 0
+        removed = await areclaim_scope(client, self._ascripts(client)[2], masterplan_id)
         _RECLAIMED.inc(removed)
         return removed
-
-    def invalidate_all(self, *, reclaim: Reclaim = "inline") -> int:
-        """Make every entry of this layer unreachable (one INCR of the layer epoch) and have them deleted.
-
-        Touches only this layer's keys: never FLUSHDB (Redis may hold the broker and other
-        apps). ``reclaim`` and the return value as for :meth:`invalidate_masterplan`.
-        """
-        check_reclaim_mode(reclaim)
-        epoch_key = keys.llm_epoch()
-        client = self.redis
-        if self.guard.run("invalidate", lambda: client.incr(epoch_key), None) is None:
-            raise CacheUnavailableError("could not invalidate the LLM cache")
-        self._invalidated(None)
-        if reclaim != "inline":
-            if reclaim == "celery":
-                self._schedule_reclaim(None, layer=True)
-            return 0
-        try:
-            return self.reclaim_dead_keys()
-        except (redis.RedisError, OSError) as exc:
-            self._reclaim_failed(None, exc, layer=True)
-            return 0
-
-    def _reclaim_failed(self, masterplan_id: str | None, exc: BaseException, *, layer: bool = False) -> None:
-        metrics.CACHE_ERRORS.labels(LAYER, "reclaim").inc()
-        logger.warning("LLM cache reclaim failed (%s: %s); deferring it to Celery", type(exc).__name__, exc)
-        self._schedule_reclaim(masterplan_id, layer=layer)
 
     # --- physical deletion (raises on Redis errors: callers retry) ---------------------------
     def reclaim_masterplan(self, masterplan_id: Any) -> int:

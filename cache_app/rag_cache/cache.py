@@ -25,11 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import redis
-import redis.asyncio
 
 from .. import conf, keys, metrics
-from ..layer import CacheUnavailableError, Reclaim, RedisCacheLayer, check_reclaim_mode
+from ..layer import RedisCacheLayer
 from ..llm_cache.scripts import SET_LUA
 from .codec import (
     CachedRAGResult,
@@ -72,7 +70,6 @@ _SIMILAR_HITS = metrics.CACHE_HITS.labels(SIMILARITY_LAYER)
 _MISSES = metrics.CACHE_MISSES.labels(LAYER)
 _SIMILAR_MISSES = metrics.CACHE_MISSES.labels(SIMILARITY_LAYER)
 _WRITES = metrics.CACHE_WRITES.labels(LAYER)
-_INVALIDATIONS = metrics.CACHE_INVALIDATIONS.labels(LAYER)
 _RECLAIMED = metrics.CACHE_KEYS_RECLAIMED.labels(LAYER)
 _LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
 
@@ -522,64 +519,11 @@ class RAGQueryCache(RedisCacheLayer):
         self._written(req, status)
 
     # --- invalidation ------------------------------------------------------------------------
-    def _invalidated(self, masterplan_id: str | None) -> None:
-        _INVALIDATIONS.inc()
-        self.counters.incr(LAYER, "invalidations", masterplan_id=masterplan_id)
+    def _generation_key(self, masterplan_id: str | None) -> str:
+        return keys.rag_generation(masterplan_id)
 
-    def invalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
-        """Make every entry of the masterplan unreachable (one INCR), then delete them.
-
-        ``masterplan_id=None`` means the global scope. Returns the number of dead entries
-        deleted inline (the entries made unreachable). With ``reclaim="celery"`` (or if the
-        inline deletion fails) a Celery task deletes them, with ``"none"`` the periodic
-        sweep does; either way 0 is returned.
-        Raises CacheUnavailableError if Redis cannot record the invalidation itself.
-        """
-        check_reclaim_mode(reclaim)
-        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
-        gen_key = keys.rag_generation(normalized_mp)
-        client = self.redis
-        if self.guard.run("invalidate", lambda: client.incr(gen_key), None) is None:
-            raise CacheUnavailableError(f"could not invalidate RAG cache scope {keys.scope(normalized_mp)}")
-        self._invalidated(normalized_mp)
-        return self._after_invalidation(normalized_mp, reclaim)
-
-    async def ainvalidate_masterplan(self, masterplan_id: Any, *, reclaim: Reclaim = "inline") -> int:
-        check_reclaim_mode(reclaim)
-        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
-        gen_key = keys.rag_generation(normalized_mp)
-        client = self.async_client()
-        if await self.guard.arun("invalidate", lambda: client.incr(gen_key), None) is None:
-            raise CacheUnavailableError(f"could not invalidate RAG cache scope {keys.scope(normalized_mp)}")
-        self._invalidated(normalized_mp)
-        # Deletion is a batch job of SCAN pages; it runs on the sync client in a worker thread.
-        return await asyncio.to_thread(self._after_invalidation, normalized_mp, reclaim)
-
-    def invalidate_all(self, *, reclaim: Reclaim = "inline") -> int:
-        """Make every entry of this layer unreachable (one INCR of the layer epoch) and delete them.
-
-        Touches only this layer's keys: never FLUSHDB (Redis may hold the broker and other apps).
-        """
-        check_reclaim_mode(reclaim)
-        epoch_key = keys.rag_epoch()
-        client = self.redis
-        if self.guard.run("invalidate", lambda: client.incr(epoch_key), None) is None:
-            raise CacheUnavailableError("could not invalidate the RAG cache")
-        self._invalidated(None)
-        return self._after_invalidation(None, reclaim, layer=True)
-
-    def _after_invalidation(self, masterplan_id: str | None, reclaim: Reclaim, *, layer: bool = False) -> int:
-        if reclaim != "inline":
-            if reclaim == "celery":
-                self._schedule_reclaim(masterplan_id, layer=layer)
-            return 0
-        try:
-            return self.reclaim_dead_keys() if layer else self.reclaim_masterplan(masterplan_id)
-        except (redis.RedisError, OSError) as exc:
-            metrics.CACHE_ERRORS.labels(LAYER, "reclaim").inc()
-            logger.warning("RAG cache reclaim failed (%s: %s); deferring it to Celery", type(exc).__name__, exc)
-            self._schedule_reclaim(masterplan_id, layer=layer)
-            return 0
+    def _epoch_key(self) -> str:
+        return keys.rag_epoch()
 
     # --- physical deletion (raises on Redis errors: callers retry) ---------------------------
     def reclaim_masterplan(self, masterplan_id: Any) -> int:
