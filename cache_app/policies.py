@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import conf
-from .dbread import run_orm
+from .dbread import RefreshingSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +55,13 @@ class PolicySource:
 
     def __init__(self, *, refresh_seconds: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._refresh = refresh_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._loaded_at: float | None = None
-        self._valid_for = 0.0
-        self._layers: dict[str, LayerPolicy] = dict(DEFAULT_LAYERS)
-        self._batch: BatchSettings = DEFAULT_BATCH
+        self._snapshot = RefreshingSnapshot(
+            _load_from_db,
+            initial=(dict(DEFAULT_LAYERS), DEFAULT_BATCH),
+            refresh_seconds=lambda: self.refresh_seconds,
+            clock=clock,
+            what="policies",
+        )
 
     @property
     def refresh_seconds(self) -> float:
@@ -68,30 +69,10 @@ class PolicySource:
 
     def invalidate(self) -> None:
         """Forget the in-memory copy; the next read goes to the database."""
-        with self._lock:
-            self._loaded_at = None
-
-    def _maybe_reload(self) -> None:
-        # Hot path (every cache lookup): one clock read and one comparison.
-        now = self._clock()
-        loaded_at = self._loaded_at
-        if loaded_at is not None and now - loaded_at < self._valid_for:
-            return
-        with self._lock:
-            if self._loaded_at is not None and now - self._loaded_at < self._valid_for:
-                return
-            self._valid_for = self.refresh_seconds
-            try:
-                self._layers, self._batch = _load_from_db_any_context()
-            except Exception:  # database down or not migrated: keep serving what we had
-                logger.warning(
-                    "Could not read policies from the database; serving the last known values", exc_info=True
-                )
-            self._loaded_at = now
+        self._snapshot.invalidate()
 
     def layer(self, name: str) -> LayerPolicy:
-        self._maybe_reload()
-        policy = self._layers.get(name)
+        policy = self._snapshot.get()[0].get(name)
         return policy if policy is not None else DEFAULT_LAYERS.get(name) or LayerPolicy(layer=name)
 
     def llm(self) -> LayerPolicy:
@@ -101,14 +82,7 @@ class PolicySource:
         return self.layer("rag")
 
     def batch(self) -> BatchSettings:
-        self._maybe_reload()
-        return self._batch
-
-
-def _load_from_db_any_context() -> tuple[dict[str, LayerPolicy], BatchSettings]:
-    # The ORM refuses to run inside an event loop; async callers (aget, the batcher)
-    # read through the shared ORM thread instead (cache_app.dbread).
-    return run_orm(_load_from_db)
+        return self._snapshot.get()[1]
 
 
 def _load_from_db() -> tuple[dict[str, LayerPolicy], BatchSettings]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import conf, metrics
 from .counters import DurableCounters, get_counters
-from .dbread import run_orm
+from .dbread import RefreshingSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +68,13 @@ class PriceTable:
         loader: Callable[[], Mapping[str, Price]] = _load_prices,
     ) -> None:
         self._refresh = refresh_seconds
-        self._clock = clock
-        self._loader = loader
-        self._lock = threading.Lock()
-        self._loaded_at: float | None = None
-        self._prices: Mapping[str, Price] = {}
+        self._snapshot: RefreshingSnapshot[Mapping[str, Price]] = RefreshingSnapshot(
+            lambda: dict(loader()),
+            initial={},
+            refresh_seconds=lambda: self.refresh_seconds,
+            clock=clock,
+            what="ModelPricing",
+        )
         self._warned: set[str] = set()
 
     @property
@@ -80,25 +82,11 @@ class PriceTable:
         return float(conf.get("POLICY_REFRESH_SECONDS") if self._refresh is None else self._refresh)
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._loaded_at = None
-
-    def _maybe_reload(self) -> Mapping[str, Price]:
-        now = self._clock()
-        if self._loaded_at is not None and now - self._loaded_at < self.refresh_seconds:
-            return self._prices
-        with self._lock:
-            if self._loaded_at is None or now - self._loaded_at >= self.refresh_seconds:
-                try:
-                    self._prices = dict(run_orm(self._loader))
-                except Exception:  # database down: keep the last known prices
-                    logger.warning("Could not read ModelPricing; serving the last known prices", exc_info=True)
-                self._loaded_at = now
-            return self._prices
+        self._snapshot.invalidate()
 
     def price(self, model: str) -> Price | None:
         """The price row for ``model`` (exact, else the model it is a dated variant of), or None."""
-        prices = self._maybe_reload()
+        prices = self._snapshot.get()
         found = prices.get(model)
         if found is None and _VARIANT_SUFFIX.search(model or ""):
             found = prices.get(_VARIANT_SUFFIX.sub("", model))
