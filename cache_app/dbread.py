@@ -60,12 +60,14 @@ class RefreshingSnapshot(Generic[T]):
         refresh_seconds: Callable[[], float],
         clock: Callable[[], float] = time.monotonic,
         what: str = "data",
+        log: logging.Logger | None = None,
     ) -> None:
         self._loader = loader
         self._value = initial
         self._refresh_seconds = refresh_seconds
         self._clock = clock
         self._what = what
+        self._log = log or logger  # the owner's logger, so its name says what failed
         self._lock = threading.Lock()
         self._loaded_at: float | None = None
         self._valid_for = 0.0

@@ -61,6 +61,7 @@ class PolicySource:
             refresh_seconds=lambda: self.refresh_seconds,
             clock=clock,
             what="policies",
+            log=logger,
         )
 
     @property

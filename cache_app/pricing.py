@@ -74,6 +74,7 @@ class PriceTable:
             refresh_seconds=lambda: self.refresh_seconds,
             clock=clock,
             what="ModelPricing",
+            log=logger,
         )
         self._warned: set[str] = set()
 
