@@ -87,7 +87,7 @@ class RefreshingSnapshot(Generic[T]):
                 try:
                     self._value = run_orm(self._loader)
                 except Exception:  # keep serving what we had
-                    logger.warning(
+                    self._log.warning(
                         "Could not read %s from the database; serving the last known values", self._what, exc_info=True
                     )
                 self._loaded_at = now
