@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from cache_app import metrics
-from cache_app.policies import DEFAULT_BATCH, BatchSettings, get_policy_source
-
-from . import prompt_format
-from .prompt_format import BatchedRequest
+from cache_app.core import metrics
+from cache_app.core.policies import DEFAULT_BATCH, BatchSettings, get_policy_source
+from cache_app.llm import prompt_format
+from cache_app.llm.prompt_format import BatchedRequest
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``get_llm_call()`` resolves ``MGECACHE['BATCH_LLM_CALL']`` (a dotted path to an async
 callable, prompt -> text); the default is the configured provider
-(``cache_app.llm_client.provider_llm_call``). :class:`SimulatedLLM` is the batching
+(``cache_app.llm.client.provider_llm_call``). :class:`SimulatedLLM` is the batching
 layer's own offline stand-in, for tests and the batching benchmark (latency and
 concurrency limits are knobs): deterministic, labelled "simulated", not an LLM.
 
@@ -21,9 +21,8 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from cache_app import conf
-
-from . import prompt_format
+from cache_app.core import conf
+from cache_app.llm import prompt_format
 
 LLMCall = Callable[[str], Awaitable[str]]
 
@@ -71,7 +70,7 @@ class SimulatedLLM:
     """An offline stand-in for an LLM provider (SIMULATED; never a real model).
 
     * A plain prompt gets :func:`simulated_answer`.
-    * A combined batch prompt (batching_app.prompt_format) gets one ``RESPONSE i [batch n]:``
+    * A combined batch prompt (cache_app.llm.prompt_format) gets one ``RESPONSE i [batch n]:``
       section per prompt, like a well-behaved model.
     * Latency: ``overhead_s + per_output_token_s * output_tokens``, so a combined call
       takes longer than a single one. ``max_concurrency`` models a provider limit on

@@ -11,10 +11,9 @@ from celery import shared_task
 from celery.result import AsyncResult
 from django.conf import settings
 
-from cache_app.policies import get_policy_source
-
-from .llm import TRANSIENT_ERRORS, get_llm_call
-from .wave import BatchIncompleteError, BatchResultStore, WaveBatchRunner, is_transient, run_coroutine_sync
+from batching_app.llm import TRANSIENT_ERRORS, get_llm_call
+from batching_app.wave import BatchIncompleteError, BatchResultStore, WaveBatchRunner, is_transient, run_coroutine_sync
+from cache_app.core.policies import get_policy_source
 
 MAX_RETRIES = 5
 

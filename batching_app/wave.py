@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
 
-from cache_app import conf, keys
-from cache_app.counters import get_counters
-from cache_app.redis_client import get_redis
-
-from .batcher import RequestBatcher
-from .llm import TRANSIENT_ERRORS, LLMCall, TransientLLMError
+from batching_app.batcher import RequestBatcher
+from batching_app.llm import TRANSIENT_ERRORS, LLMCall, TransientLLMError
+from cache_app.core import conf, keys
+from cache_app.core.counters import get_counters
+from cache_app.core.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -39,8 +39,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mgecache_site.settings")
 
 from batching_app.batcher import RequestBatcher, StaticBatchPolicy  # noqa: E402
 from batching_app.llm import SimulatedLLM  # noqa: E402
-from cache_app import metrics  # noqa: E402
-from cache_app.policies import BatchSettings  # noqa: E402
+from cache_app.core import metrics  # noqa: E402
+from cache_app.core.policies import BatchSettings  # noqa: E402
 
 WORDS = (
     *("plan", "atom", "module", "function", "test", "schema", "endpoint"),

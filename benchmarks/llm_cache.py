@@ -47,9 +47,9 @@ django.setup()
 
 import redis as redis_lib  # noqa: E402
 
-from cache_app import conf, keys  # noqa: E402
-from cache_app.llm_cache import LLMPromptCache, codec  # noqa: E402
-from cache_app.redis_client import CircuitBreaker, get_async_redis, get_redis  # noqa: E402
+from cache_app.core import conf, keys, tags  # noqa: E402
+from cache_app.core.redis_client import CircuitBreaker, get_async_redis, get_redis  # noqa: E402
+from cache_app.llm.cache import LLMPromptCache, codec  # noqa: E402
 
 MODEL = "claude-3-5-sonnet"
 VALUE_BYTES = 2048
@@ -138,7 +138,7 @@ def populate(cache: LLMPromptCache, client: redis_lib.Redis, masterplan_id, n: i
     round trip each, so that 200k entries take seconds.
     """
     epoch_key, gen_key, _ = keys.llm_lookup(masterplan_id, "0" * 64)
-    current = codec.make_tag(*client.mget(epoch_key, gen_key))
+    current = tags.make_tag(*client.mget(epoch_key, gen_key))
     ttl = cache.policies.llm().ttl_seconds
     for start in range(0, n, 2000):
         pipe = client.pipeline(transaction=False)
@@ -309,7 +309,7 @@ def main() -> None:
     client.ping()
     # The production policy accessor (re-read every 2 s). Without a migrated database it
     # serves the documented defaults; its warnings are muted here.
-    logging.getLogger("cache_app.policies").setLevel(logging.ERROR)
+    logging.getLogger("cache_app.core.policies").setLevel(logging.ERROR)
     cache = LLMPromptCache()
     try:
         sync = bench_sync(cache, client, args.samples)

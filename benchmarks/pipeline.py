@@ -44,15 +44,15 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
-from cache_app.counters import DurableCounters  # noqa: E402
-from cache_app.embedders import HashedNgramEmbedder  # noqa: E402
-from cache_app.llm_cache import LLMPromptCache  # noqa: E402
-from cache_app.llm_client import LLMClient  # noqa: E402
-from cache_app.policies import DEFAULT_BATCH, DEFAULT_LAYERS  # noqa: E402
-from cache_app.pricing import Price, PriceTable, SavingsLedger  # noqa: E402
-from cache_app.providers.simulated import SimulatedProvider  # noqa: E402
-from cache_app.rag_cache import RAGIndex, RAGQueryCache  # noqa: E402
-from cache_app.redis_client import get_redis  # noqa: E402
+from cache_app.core.counters import DurableCounters  # noqa: E402
+from cache_app.core.policies import DEFAULT_BATCH, DEFAULT_LAYERS  # noqa: E402
+from cache_app.core.redis_client import get_redis  # noqa: E402
+from cache_app.llm.cache import LLMPromptCache  # noqa: E402
+from cache_app.llm.client import LLMClient  # noqa: E402
+from cache_app.llm.pricing import Price, PriceTable, SavingsLedger  # noqa: E402
+from cache_app.llm.providers.simulated import SimulatedProvider  # noqa: E402
+from cache_app.rag.cache import RAGIndex, RAGQueryCache  # noqa: E402
+from cache_app.rag.embedders import HashedNgramEmbedder  # noqa: E402
 
 MODEL = "claude-3-5-sonnet"
 SEARCH_SECONDS = 0.020

@@ -44,10 +44,10 @@ django.setup()
 
 import numpy as np  # noqa: E402
 
-from cache_app import keys  # noqa: E402
-from cache_app.policies import LayerPolicy  # noqa: E402
-from cache_app.rag_cache import RAGIndex, RAGQueryCache  # noqa: E402
-from cache_app.redis_client import get_redis  # noqa: E402
+from cache_app.core import keys  # noqa: E402
+from cache_app.core.policies import LayerPolicy  # noqa: E402
+from cache_app.core.redis_client import get_redis  # noqa: E402
+from cache_app.rag.cache import RAGIndex, RAGQueryCache  # noqa: E402
 
 DIM = 384
 TOP_K = 5

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import keys
-from .llm_cache import LLMPromptCache
-from .rag_cache import RAGQueryCache
+from cache_app.core import keys
+from cache_app.llm.cache import LLMPromptCache
+from cache_app.rag.cache import RAGQueryCache
 
 logger = logging.getLogger(__name__)
 

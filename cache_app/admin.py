@@ -5,11 +5,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from . import actions
-from .embedders import load_embedder
-from .llm_cache import CacheUnavailableError
-from .models import BatchPolicy, CachePolicy, Document, Masterplan, ModelPricing
-from .statistics import cache_statistics
+from cache_app import actions
+from cache_app.llm.cache import CacheUnavailableError
+from cache_app.models import BatchPolicy, CachePolicy, Document, Masterplan, ModelPricing
+from cache_app.rag.embedders import load_embedder
+from cache_app.statistics import cache_statistics
 
 
 @admin.register(Masterplan)

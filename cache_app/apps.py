@@ -12,7 +12,8 @@ class CacheAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401  (registration side effects)
+        from cache_app import signals  # noqa: F401  (registration side effects)
+        from cache_app.core import checks  # noqa: F401
 
         if getattr(settings, "REDIS_EMBEDDED", False):
             logger.warning(

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connections
 
-from . import conf
-from .redis_client import get_redis
+from cache_app.core import conf
+from cache_app.core.redis_client import get_redis
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ class Document(models.Model):
 
     The embedding is stored as raw little-endian float32 bytes (``dim * 4`` bytes) next to
     the name of the model that produced it; a search only compares vectors of one model.
-    ``cache_app.document_store`` keeps an in-memory matrix per (masterplan, model).
+    ``cache_app.rag.documents`` keeps an in-memory matrix per (masterplan, model).
     """
 
     masterplan = models.ForeignKey(

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from .actions import LAYERS
+from cache_app.actions import LAYERS
 
 
 class InvalidateSerializer(serializers.Serializer):
@@ -54,22 +54,3 @@ class RAGQuerySerializer(serializers.Serializer):
     query = serializers.CharField()
     top_k = serializers.IntegerField(min_value=1, max_value=100, default=5)
     masterplan_id = serializers.UUIDField(required=False, allow_null=True, default=None)
-
-
-class WaveAtomSerializer(serializers.Serializer):
-    atom_id = serializers.UUIDField()
-    prompt = serializers.CharField(trim_whitespace=False)
-
-
-class WaveSerializer(serializers.Serializer):
-    atoms = WaveAtomSerializer(many=True, allow_empty=False)
-
-    def validate_atoms(self, atoms: list[dict]) -> list[dict]:
-        ids = [a["atom_id"] for a in atoms]
-        if len(set(ids)) != len(ids):
-            raise serializers.ValidationError("atom_id values must be unique within a wave.")
-        return atoms
-
-
-class WaveResultsQuerySerializer(serializers.Serializer):
-    atom_ids = serializers.ListField(child=serializers.UUIDField(), allow_empty=False, max_length=1000)

@@ -6,9 +6,9 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from . import document_store
-from .models import BatchPolicy, CachePolicy, ModelPricing
-from .policies import get_policy_source
+from cache_app.core.policies import get_policy_source
+from cache_app.models import BatchPolicy, CachePolicy, ModelPricing
+from cache_app.rag import documents as document_store
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def _policy_changed(sender, **kwargs) -> None:
 
 @receiver([post_save, post_delete], sender=ModelPricing)
 def _pricing_changed(sender, **kwargs) -> None:
-    from .pricing import get_price_table
+    from cache_app.llm.pricing import get_price_table
 
     transaction.on_commit(get_price_table().invalidate)
 
@@ -29,8 +29,8 @@ def _pricing_changed(sender, **kwargs) -> None:
 @receiver(document_store.documents_changed)
 def _documents_changed(sender, masterplan_id=None, **kwargs) -> None:
     """Cached retrievals of a scope are stale once its documents change: drop them (O(1))."""
-    from .llm_cache import CacheUnavailableError
-    from .rag_cache import RAGQueryCache
+    from cache_app.llm.cache import CacheUnavailableError
+    from cache_app.rag.cache import RAGQueryCache
 
     try:
         RAGQueryCache().invalidate_masterplan(masterplan_id, reclaim="celery")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import conf, keys
-from .counters import get_counters
-from .llm_cache import LLMPromptCache
-from .pricing import get_ledger
-from .rag_cache import HIT_FIELDS as RAG_HIT_FIELDS
-from .rag_cache import RAGQueryCache
+from cache_app.core import conf, keys
+from cache_app.core.counters import get_counters
+from cache_app.llm.cache import LLMPromptCache
+from cache_app.llm.pricing import get_ledger
+from cache_app.rag.cache import HIT_FIELDS as RAG_HIT_FIELDS
+from cache_app.rag.cache import RAGQueryCache
 
 
 def _rate(hits: float, misses: float) -> float:

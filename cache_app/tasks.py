@@ -24,8 +24,8 @@ _RETRY = {
 @shared_task(name="cache_app.tasks.reclaim_dead_keys", **_RETRY)
 def reclaim_dead_keys() -> dict[str, Any]:
     """Periodic sweep (CELERY_BEAT_SCHEDULE): delete invalidated entries of every cache layer."""
-    from .llm_cache import LLMPromptCache
-    from .rag_cache import RAGQueryCache
+    from cache_app.llm.cache import LLMPromptCache
+    from cache_app.rag.cache import RAGQueryCache
 
     return {"llm": LLMPromptCache().reclaim_dead_keys(), "rag": RAGQueryCache().reclaim_dead_keys()}
 
@@ -33,7 +33,7 @@ def reclaim_dead_keys() -> dict[str, Any]:
 @shared_task(name="cache_app.tasks.reclaim_llm_dead_keys", **_RETRY)
 def reclaim_llm_dead_keys() -> int:
     """Delete the dead LLM entries of every scope (after invalidate_all)."""
-    from .llm_cache import LLMPromptCache
+    from cache_app.llm.cache import LLMPromptCache
 
     return LLMPromptCache().reclaim_dead_keys()
 
@@ -41,7 +41,7 @@ def reclaim_llm_dead_keys() -> int:
 @shared_task(name="cache_app.tasks.reclaim_llm_masterplan", **_RETRY)
 def reclaim_llm_masterplan(masterplan_id: str | None) -> int:
     """Delete the dead LLM entries of one masterplan (None: the global scope) after an invalidation."""
-    from .llm_cache import LLMPromptCache
+    from cache_app.llm.cache import LLMPromptCache
 
     return LLMPromptCache().reclaim_masterplan(masterplan_id)
 
@@ -49,7 +49,7 @@ def reclaim_llm_masterplan(masterplan_id: str | None) -> int:
 @shared_task(name="cache_app.tasks.reclaim_rag_masterplan", **_RETRY)
 def reclaim_rag_masterplan(masterplan_id: str | None) -> int:
     """Delete the dead RAG entries and log segments of one masterplan (None: the global scope)."""
-    from .rag_cache import RAGQueryCache
+    from cache_app.rag.cache import RAGQueryCache
 
     return RAGQueryCache().reclaim_masterplan(masterplan_id)
 
@@ -57,6 +57,6 @@ def reclaim_rag_masterplan(masterplan_id: str | None) -> int:
 @shared_task(name="cache_app.tasks.reclaim_rag_dead_keys", **_RETRY)
 def reclaim_rag_dead_keys() -> int:
     """Delete the dead RAG entries and log segments of every scope (after invalidate_all, or periodically)."""
-    from .rag_cache import RAGQueryCache
+    from cache_app.rag.cache import RAGQueryCache
 
     return RAGQueryCache().reclaim_dead_keys()

@@ -236,17 +236,17 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- App settings -----------------------------------------------------------------------
-# Documented defaults live in cache_app/conf.py; system checks validate them (cache_app.E0xx).
+# Documented defaults live in cache_app/core/conf.py; system checks validate them (cache_app.E0xx).
 MGECACHE = {
     "KEY_PREFIX": env.str("MGECACHE_KEY_PREFIX", default="mgecache"),
     "LLM_PROVIDER": env.str("LLM_PROVIDER", default="simulated"),
     "LLM_DEFAULT_MODEL": env.str("LLM_DEFAULT_MODEL", default="claude-3-5-sonnet"),
-    "EMBEDDER": env.str("MGECACHE_EMBEDDER", default="cache_app.embedders.HashedNgramEmbedder"),
+    "EMBEDDER": env.str("MGECACHE_EMBEDDER", default="cache_app.rag.embedders.HashedNgramEmbedder"),
     "LLM_MAX_RETRIES": _number(int, "LLM_MAX_RETRIES", 2),
     "LLM_TIMEOUT_SECONDS": _number(float, "LLM_TIMEOUT_SECONDS", 60.0),
 }
 
-# LLM provider credentials and endpoints (cache_app.providers). Secrets have no default:
+# LLM provider credentials and endpoints (cache_app.llm.providers). Secrets have no default:
 # LLM_PROVIDER=anthropic/openai without its key is a startup error (check cache_app.E020).
 # An empty base URL means the SDK's own default endpoint.
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")

@@ -10,5 +10,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("cache_app.urls")),
+    path("api/", include("batching_app.urls")),
     path("", include("django_prometheus.urls")),
 ]

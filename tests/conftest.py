@@ -24,8 +24,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from cache_app import counters as counters_module
-from cache_app import keys, llm_client, policies, rag_engine, redis_client
+from cache_app.core import counters as counters_module
+from cache_app.core import keys, policies, redis_client
+from cache_app.llm import client as llm_client
+from cache_app.rag import engine as rag_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -255,9 +257,9 @@ def llm_stub_server():
 
 @pytest.fixture(autouse=True)
 def _close_orm_thread_connections():
-    """The shared ORM thread (cache_app.dbread) keeps a connection; close it so the test DB can be dropped."""
+    """The shared ORM thread (cache_app.core.dbread) keeps a connection; close it so the test DB can be dropped."""
     yield
-    from cache_app.dbread import close_thread_connections
+    from cache_app.core.dbread import close_thread_connections
 
     close_thread_connections()
 

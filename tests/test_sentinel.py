@@ -8,7 +8,7 @@ import threading
 import pytest
 import redis as redis_lib
 
-from .conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ CHILD = """
 import asyncio
 from django.conf import settings
 from cache_app.health import check_redis
-from cache_app.llm_cache import LLMPromptCache
-from cache_app.policies import LayerPolicy
+from cache_app.llm.cache import LLMPromptCache
+from cache_app.core.policies import LayerPolicy
 
 class Policies:
     def llm(self):

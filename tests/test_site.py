@@ -11,8 +11,7 @@ from django.urls import reverse
 
 from cache_app import health
 from cache_app.models import BatchPolicy, CachePolicy, Document, Masterplan, ModelPricing
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 @pytest.mark.django_db
@@ -188,7 +187,7 @@ def test_broker_defaults_to_next_database_on_cache_server():
 
 @pytest.mark.django_db
 def test_admin_document_is_embedded_on_save(admin_client):
-    from cache_app.embedders import load_embedder
+    from cache_app.rag.embedders import load_embedder
 
     response = admin_client.post(
         reverse("admin:cache_app_document_add"), {"content": "Redis SCAN uses a cursor.", "metadata": "{}"}

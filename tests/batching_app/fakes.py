@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-from batching_app import prompt_format
+from cache_app.llm import prompt_format
 
 
 class ManualClock:

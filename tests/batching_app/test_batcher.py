@@ -10,11 +10,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from batching_app import batcher as batcher_module
-from batching_app import prompt_format
 from batching_app.batcher import BatcherClosedError, RequestBatcher, StaticBatchPolicy
-from cache_app.policies import BatchSettings
-
-from .fakes import FakeLLM, ManualClock, answer_for, settle, well_behaved
+from cache_app.core.policies import BatchSettings
+from cache_app.llm import prompt_format
+from tests.batching_app.fakes import FakeLLM, ManualClock, answer_for, settle, well_behaved
 
 
 def make(llm, clock: ManualClock, *, size: int = 5, window_ms: int = 500, enabled: bool = True) -> RequestBatcher:

@@ -12,12 +12,11 @@ from batching_app import tasks
 from batching_app.batcher import StaticBatchPolicy
 from batching_app.llm import TransientLLMError, get_llm_call
 from batching_app.wave import BatchResultStore, WaveBatchRunner, claim_key
-from cache_app import keys, policies
-from cache_app.counters import get_counters
-from cache_app.policies import BatchSettings
+from cache_app.core import keys, policies
+from cache_app.core.counters import get_counters
+from cache_app.core.policies import BatchSettings
 from mgecache_site.celery import app as celery_app
-
-from .fakes import FakeLLM, answer_for, recording_llm_call
+from tests.batching_app.fakes import FakeLLM, answer_for, recording_llm_call
 
 LLM_PATH = "tests.batching_app.fakes.recording_llm_call"
 
@@ -56,7 +55,7 @@ def test_task_options_ack_late_and_bounded_jittered_backoff():
 
 
 def test_default_llm_call_is_the_configured_provider(settings):
-    from cache_app.llm_client import provider_llm_call
+    from cache_app.llm.client import provider_llm_call
 
     assert get_llm_call() is provider_llm_call
     settings.MGECACHE = {**settings.MGECACHE, "BATCH_LLM_CALL": LLM_PATH}

@@ -9,9 +9,9 @@ import uuid
 import pytest
 from django.core.management import CommandError, call_command
 
-from cache_app.document_store import DocumentStore
-from cache_app.embedders import HashedNgramEmbedder
 from cache_app.models import Document, Masterplan
+from cache_app.rag.documents import DocumentStore
+from cache_app.rag.embedders import HashedNgramEmbedder
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     with pytest.raises(CommandError, match=r"no non-empty \.txt files"):
         load(str(tmp_path / "emptydir"))
     with pytest.raises(CommandError, match="cannot be imported"):
-        load(good, "--embedder", "cache_app.embedders.Nope")
+        load(good, "--embedder", "cache_app.rag.embedders.Nope")
     with pytest.raises(CommandError, match="--batch-size"):
         load(good, "--batch-size", "0")
     (tmp_path / "latin1.jsonl").write_bytes('{"content": "caf\xe9"}\n'.encode("latin-1"))

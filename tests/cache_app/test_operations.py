@@ -8,10 +8,10 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from cache_app.llm_cache import LLMPromptCache
+from cache_app.core.redis_client import get_breaker
+from cache_app.llm.cache import LLMPromptCache
 from cache_app.models import Masterplan
-from cache_app.rag_cache import RAGQueryCache
-from cache_app.redis_client import get_breaker
+from cache_app.rag.cache import RAGQueryCache
 
 pytestmark = pytest.mark.django_db
 

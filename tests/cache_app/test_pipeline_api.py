@@ -5,9 +5,9 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
-from cache_app.embedders import load_embedder
 from cache_app.models import Masterplan
-from cache_app.rag_engine import RAGEngine
+from cache_app.rag.embedders import load_embedder
+from cache_app.rag.engine import RAGEngine
 
 pytestmark = pytest.mark.django_db
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cache_app.llm_cache import LLMPromptCache
-from cache_app.rag_cache import RAGQueryCache
+from cache_app.llm.cache import LLMPromptCache
+from cache_app.rag.cache import RAGQueryCache
 from cache_app.tasks import reclaim_dead_keys
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cache_app import actions
-from cache_app.llm_cache import CacheUnavailableError
+from cache_app.llm.cache import CacheUnavailableError
 
 
 class Command(BaseCommand):

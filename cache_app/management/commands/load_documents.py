@@ -19,10 +19,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from cache_app import keys
-from cache_app.document_store import DocumentStore
-from cache_app.embedders import load_embedder
+from cache_app.core import keys
 from cache_app.models import Masterplan
+from cache_app.rag.documents import DocumentStore
+from cache_app.rag.embedders import load_embedder
 
 
 def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:

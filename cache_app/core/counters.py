@@ -1,0 +1,161 @@
+"""Durable statistics counters shared by every process, kept in Redis hashes.
+
+Prometheus counters are per process; ``hit_rate()`` and the statistics endpoint need
+the truth across many gunicorn and Celery processes. Increments are buffered in memory
+and flushed with one pipelined HINCRBYFLOAT round trip at most every
+``COUNTER_FLUSH_SECONDS`` (and at exit, and before every read), so counting adds no
+round trip to a cache hit. Flushing fails open: a Redis outage loses no more than
+the buffered deltas, which are kept and retried on the next flush.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from cache_app.core import conf, keys
+from cache_app.core.redis_client import RedisGuard, get_breaker, get_redis
+
+logger = logging.getLogger(__name__)
+_instances: weakref.WeakSet[DurableCounters] = weakref.WeakSet()
+
+
+class DurableCounters:
+    """Buffered HINCRBYFLOAT counters. ``incr`` is the hot path: a dict update under a lock.
+
+    Deltas are keyed by (key prefix, layer, masterplan) and turned into Redis keys at
+    flush time, so counting builds no key and parses no UUID.
+    """
+
+    def __init__(
+        self,
+        redis: Any = None,
+        *,
+        guard: RedisGuard | None = None,
+        flush_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._guard = guard or RedisGuard(get_breaker(), layer="stats")
+        self._flush_seconds = flush_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str, Any], dict[str, float]] = {}
+        self._next_flush = clock() + self._interval()
+        _instances.add(self)
+
+    def _interval(self) -> float:
+        return float(conf.get("COUNTER_FLUSH_SECONDS") if self._flush_seconds is None else self._flush_seconds)
+
+    @property
+    def redis(self) -> Any:
+        return self._redis if self._redis is not None else get_redis()
+
+    def incr(self, layer: str, field: str, amount: float = 1, *, masterplan_id: Any = None) -> None:
+        """Add ``amount`` to ``field`` of the layer's totals (and of the masterplan's, if given)."""
+        base = keys.prefix()
+        with self._lock:
+            fields = self._pending.setdefault((base, layer, None), {})
+            fields[field] = fields.get(field, 0.0) + amount
+            if masterplan_id is not None:
+                fields = self._pending.setdefault((base, layer, masterplan_id), {})
+                fields[field] = fields.get(field, 0.0) + amount
+        if self._clock() >= self._next_flush:
+            self.flush()
+
+    def _take(self) -> dict[tuple[str, str, Any], dict[str, float]]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._next_flush = self._clock() + self._interval()
+        return pending
+
+    def _give_back(self, pending: dict[tuple[str, str, Any], dict[str, float]]) -> None:
+        with self._lock:
+            for scope, fields in pending.items():
+                mine = self._pending.setdefault(scope, {})
+                for field, amount in fields.items():
+                    mine[field] = mine.get(field, 0.0) + amount
+
+    def flush(self) -> bool:
+        """Write buffered deltas to Redis. Returns False (and keeps them) if Redis failed."""
+        pending = self._take()
+        if not pending:
+            return True
+        current = keys.prefix()
+        writes: dict[str, dict[str, float]] = {}
+        for (base, layer, masterplan_id), fields in pending.items():
+            if base != current:  # counted under a prefix no longer configured (tests only)
+                continue
+            try:
+                key = keys.stats(layer, masterplan_id)
+            except ValueError:
+                logger.warning("dropping counters of an invalid masterplan id %r", masterplan_id)
+                continue
+            bucket = writes.setdefault(key, {})
+            for field, amount in fields.items():
+                bucket[field] = bucket.get(field, 0.0) + amount
+
+        def write() -> bool:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, fields in writes.items():
+                for field, amount in fields.items():
+                    if amount:
+                        pipe.hincrbyfloat(key, field, amount)
+            pipe.execute()
+            return True
+
+        if not writes or self._guard.run("stats_flush", write, False):
+            return True
+        self._give_back(pending)  # for the next attempt
+        return False
+
+    def read(self, layer: str, *, masterplan_id: Any = None) -> dict[str, float]:
+        """Totals for a layer (or one masterplan), including this process's unflushed deltas."""
+        self.flush()
+        key = keys.stats(layer, masterplan_id)
+        raw = self._guard.run("stats_read", lambda: self.redis.hgetall(key), {}) or {}
+        totals = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+        wanted = keys.normalize_masterplan_id(masterplan_id)
+        base = keys.prefix()
+        with self._lock:  # deltas that could not be flushed still count locally
+            for (scope_base, scope_layer, scope_mp), fields in self._pending.items():
+                if scope_base != base or scope_layer != layer:
+                    continue
+                try:
+                    if keys.normalize_masterplan_id(scope_mp) != wanted:
+                        continue
+                except ValueError:
+                    continue
+                for field, amount in fields.items():
+                    totals[field] = totals.get(field, 0.0) + amount
+        return totals
+
+    def hit_rate(self, layer: str, *, hit_fields: tuple[str, ...] = ("hits",)) -> float:
+        totals = self.read(layer)
+        hits = sum(totals.get(f, 0.0) for f in hit_fields)
+        lookups = hits + totals.get("misses", 0.0)
+        return hits / lookups if lookups else 0.0
+
+
+_default: DurableCounters | None = None
+
+
+def get_counters() -> DurableCounters:
+    global _default
+    if _default is None:
+        _default = DurableCounters()
+    return _default
+
+
+@atexit.register
+def _flush_all() -> None:
+    for counters in list(_instances):
+        try:
+            counters.flush()
+        except Exception:  # interpreter shutdown: best effort
+            pass

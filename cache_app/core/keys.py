@@ -1,0 +1,343 @@
+"""The one owner of mgecache's Redis key scheme. Nothing else builds keys by hand.
+
+Layout (``P`` is ``f"{MGECACHE['KEY_PREFIX']}:v1:"``, default ``mgecache:v1:``)::
+
+    P stats:<layer>                       hash: durable counters shared by all processes
+    P stats:<layer>:<masterplan-uuid>     hash: the same, per masterplan
+    P lock:<name>                         short single-flight / coordination locks
+    P batch:result:<atom-uuid>            a batched atom's answer (idempotent Celery path)
+
+Layer-specific layouts (LLM entries ``P llm:...``, RAG entries and vector logs ``P rag:...``)
+are documented next to the functions that build them, below. Bump ``VERSION`` when a stored
+format changes: old keys then become unreachable and expire on their own.
+
+Scopes: an entry belongs to a masterplan (its UUID, validated) or to the global scope.
+A masterplan id is only ever rendered as a canonical lowercase UUID, so no glob or
+control character can reach a Redis pattern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from django.conf import settings
+
+from cache_app.core import conf
+
+VERSION = "v1"
+GLOBAL_SCOPE = "global"
+
+
+def prefix() -> str:
+    return f"{conf.get('KEY_PREFIX')}:{VERSION}:"
+
+
+def normalize_masterplan_id(value: Any) -> str | None:
+    """Return the canonical UUID string, None for the global scope, or raise ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            parsed = uuid.UUID(value)
+        except ValueError:
+            raise ValueError(f"masterplan_id must be a UUID, got {value!r}") from None
+        return str(parsed)
+    raise ValueError(f"masterplan_id must be a UUID or None, got {type(value).__name__}")
+
+
+def scope(masterplan_id: Any) -> str:
+    """``global`` or the masterplan's canonical UUID."""
+    normalized = normalize_masterplan_id(masterplan_id)
+    return GLOBAL_SCOPE if normalized is None else normalized
+
+
+def canonical_json(value: Any) -> str:
+    """A deterministic encoding: sorted keys, no whitespace, UTF-8 kept as is.
+
+    Unlike ``repr`` or ``hash()`` this is identical across processes, machines and
+    Python versions.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def digest(value: Any) -> str:
+    """SHA-256 hex digest of ``canonical_json(value)``."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def layer_prefix(layer: str) -> str:
+    return f"{prefix()}{layer}:"
+
+
+def stats(layer: str, masterplan_id: Any = None) -> str:
+    normalized = normalize_masterplan_id(masterplan_id)
+    base = f"{prefix()}stats:{layer}"
+    return base if normalized is None else f"{base}:{normalized}"
+
+
+def stats_pattern(layer: str) -> str:
+    """SCAN pattern for per-masterplan stats hashes of a layer (admin statistics pages only)."""
+    return f"{prefix()}stats:{layer}:*"
+
+
+def lock(name: str) -> str:
+    return f"{prefix()}lock:{name}"
+
+
+def batch_result(atom_id: Any) -> str:
+    return f"{prefix()}batch:result:{uuid.UUID(str(atom_id))}"
+
+
+# --- LLM prompt cache (cache_app.llm.cache) -------------------------------------------------
+#
+#     P llm:epoch                  string (INCR): layer-wide epoch; bumped by invalidate_all()
+#     P llm:gen:<scope>            string (INCR): the scope's generation; bumped by invalidate_masterplan()
+#     P llm:<scope>:<sha256>       string: one entry, TTL from CachePolicy('llm') or the call
+#
+# <sha256> is ``llm_digest()`` of every input that changes the answer (prompt, model, normalised
+# temperature, canonical JSON of the generation params). The entry's value is ``e<epoch>g<gen>|`` followed by the
+# msgpack-encoded response: an entry whose tag is not the scope's current one is dead
+# (unreachable) even while it still exists, so invalidation is one INCR whatever the number
+# of entries. Dead entries are deleted later by SCAN (scope pattern) + a Lua batch that
+# re-checks each tag. Epoch and generation keys never expire and are never deleted: resetting
+# one could make an old entry's tag current again.
+
+
+try:  # CPython's own SHA-256: same digest, without OpenSSL 3's per-call algorithm fetch (~3 us)
+    from _sha2 import sha256 as _sha256  # Python >= 3.12
+except ImportError:
+    try:
+        from _sha256 import sha256 as _sha256  # Python 3.11
+    except ImportError:
+        _sha256 = hashlib.sha256
+
+
+def llm_digest(prompt: str, model: str, temperature: int | float, params: dict[str, Any]) -> str:
+    """SHA-256 over a length-prefixed (so unambiguous) encoding of the request's identity.
+
+    ``temperature`` and ``params`` must already be normalised (cache_app.llm.cache.codec):
+    ``repr`` of an int or float is the shortest round-trip form on every Python 3, and the
+    params go through ``canonical_json``. Cheaper than hashing one JSON document, which
+    matters on the hot path.
+    """
+    p = prompt.encode("utf-8", "surrogatepass")
+    m = model.encode("utf-8", "surrogatepass")
+    t = repr(temperature).encode()
+    a = canonical_json(params).encode("utf-8", "surrogatepass") if params else b"{}"
+    return _sha256(b"mgecache-llm-v1%d:%b%d:%b%d:%b%d:%b" % (len(p), p, len(m), m, len(t), t, len(a), a)).hexdigest()
+
+
+def llm_epoch() -> str:
+    return f"{prefix()}llm:epoch"
+
+
+def llm_generation(masterplan_id: Any = None) -> str:
+    return f"{prefix()}llm:gen:{scope(masterplan_id)}"
+
+
+def llm_entry(masterplan_id: Any, entry_digest: str) -> str:
+    if len(entry_digest) != 64 or any(c not in "0123456789abcdef" for c in entry_digest):
+        raise ValueError("entry_digest must be a lowercase SHA-256 hex digest")
+    return f"{prefix()}llm:{scope(masterplan_id)}:{entry_digest}"
+
+
+_llm_base_cache: tuple[Any, str] = (object(), "")
+
+
+def llm_base() -> str:
+    """``P llm:``, memoised on the configured KEY_PREFIX value.
+
+    ``conf.get`` merges the settings dict on every call (~2 us); a cache hit costs about
+    a hundred microseconds in total, so the hot path reads the raw setting instead and
+    rebuilds the prefix whenever it changes (tests give every test its own prefix).
+    """
+    global _llm_base_cache
+    raw = getattr(settings, "MGECACHE", None)
+    configured = raw.get("KEY_PREFIX") if isinstance(raw, dict) else None
+    cached = _llm_base_cache
+    if cached[0] != configured:
+        cached = _llm_base_cache = (configured, f"{prefix()}llm:")
+    return cached[1]
+
+
+def llm_lookup(masterplan_id: Any, entry_digest: str) -> tuple[str, str, str]:
+    """``(epoch, generation, entry)`` keys of one lookup (hot path: no settings merge)."""
+    base = llm_base()
+    scope_name = GLOBAL_SCOPE if masterplan_id is None else scope(masterplan_id)
+    return f"{base}epoch", f"{base}gen:{scope_name}", f"{base}{scope_name}:{entry_digest}"
+
+
+def llm_scope_pattern(masterplan_id: Any = None) -> str:
+    """SCAN pattern for the entries of one scope (never the epoch/generation keys)."""
+    return f"{prefix()}llm:{scope(masterplan_id)}:*"
+
+
+def llm_layer_pattern() -> str:
+    """SCAN pattern for every key of the LLM layer (parse results with :func:`parse_llm_entry`)."""
+    return f"{prefix()}llm:*"
+
+
+def parse_llm_entry(key: str | bytes) -> str | None:
+    """The scope (``global`` or a UUID) of an LLM entry key, None for any other key."""
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    base = f"{prefix()}llm:"
+    if not key.startswith(base):
+        return None
+    parts = key[len(base) :].split(":")
+    if len(parts) != 2 or len(parts[1]) != 64 or parts[0] in ("gen", "epoch"):
+        return None
+    try:
+        return scope(None if parts[0] == GLOBAL_SCOPE else parts[0])
+    except ValueError:
+        return None
+
+
+# --- RAG query cache (cache_app.rag.cache) --------------------------------------------------
+#
+#     P rag:epoch                          string (INCR): layer-wide epoch; bumped by invalidate_all()
+#     P rag:gen:<scope>                    string (INCR): the scope's generation; invalidate_masterplan()
+#     P rag:<scope>:<sha256>               string: one entry, ``e<epoch>g<gen>|`` + msgpack (same tag
+#                                          scheme as the LLM layer), TTL from CachePolicy('rag') or the call
+#     P rag:ns:<scope>                     hash: <nsid> -> embedding dimension (the scope's namespaces)
+#     P rag:log:<scope>:<nsid>:<dim>:head  string: number of the log segment being appended to
+#     P rag:log:<scope>:<nsid>:<dim>:first string: number of the log's first segment
+#     P rag:log:<scope>:<nsid>:<dim>:<n>   string: log segment n, concatenated fixed-size vector records
+#
+# <sha256> is ``digest()`` of (query, embedding model, top_k, scope). A namespace is
+# (embedding model, top_k, scope); <nsid> is the first 32 hex digits of ``digest()`` of
+# (embedding model, top_k). Every process mirrors a namespace's log into a local vector
+# index (see docs/rag_cache.md); the log never needs a SCAN. Epoch and generation keys
+# never expire and are never deleted, as in the LLM layer.
+
+
+def rag_epoch() -> str:
+    return f"{prefix()}rag:epoch"
+
+
+def rag_generation(masterplan_id: Any = None) -> str:
+    return f"{prefix()}rag:gen:{scope(masterplan_id)}"
+
+
+_LOWER_HEX = frozenset("0123456789abcdef")
+
+
+def _check_hex(value: str, length: int, what: str) -> str:
+    if len(value) != length or not _LOWER_HEX.issuperset(value):
+        raise ValueError(f"{what} must be {length} lowercase hex digits")
+    return value
+
+
+def rag_entry_digest(query: str, embedding_model: str, top_k: int, masterplan_id: Any = None) -> str:
+    return digest(["rag", query, embedding_model, int(top_k), scope(masterplan_id)])
+
+
+def rag_namespace_id(embedding_model: str, top_k: int) -> str:
+    return digest(["rag-ns", embedding_model, int(top_k)])[:32]
+
+
+def rag_entry(masterplan_id: Any, entry_digest: str) -> str:
+    return f"{prefix()}rag:{scope(masterplan_id)}:{_check_hex(entry_digest, 64, 'entry_digest')}"
+
+
+def rag_namespaces(masterplan_id: Any = None) -> str:
+    return f"{prefix()}rag:ns:{scope(masterplan_id)}"
+
+
+def rag_log_base(masterplan_id: Any, namespace_id: str, dim: int) -> str:
+    """Prefix of one namespace's log keys; append ``head`` or a segment number (see rag_log_segment)."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError("dim must be a positive int")
+    return f"{prefix()}rag:log:{scope(masterplan_id)}:{_check_hex(namespace_id, 32, 'namespace_id')}:{dim}:"
+
+
+def rag_log_head(log_base: str) -> str:
+    return f"{log_base}head"
+
+
+def rag_log_first(log_base: str) -> str:
+    """The number of the log's first segment (a rebuild never reads below it)."""
+    return f"{log_base}first"
+
+
+def rag_log_segment(log_base: str, number: int) -> str:
+    return f"{log_base}{int(number)}"
+
+
+def rag_lookup(masterplan_id: Any, entry_digest: str, namespace_id: str, dim: int) -> tuple[str, ...]:
+    """``(epoch, generation, entry, namespaces, log base, log head)`` of one call, with one prefix() read (hot path)."""
+    scope_name = scope(masterplan_id)
+    _check_hex(entry_digest, 64, "entry_digest")
+    _check_hex(namespace_id, 32, "namespace_id")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError("dim must be a positive int")
+    base = f"{prefix()}rag:"
+    log_base = f"{base}log:{scope_name}:{namespace_id}:{dim}:"
+    return (
+        f"{base}epoch",
+        f"{base}gen:{scope_name}",
+        f"{base}{scope_name}:{entry_digest}",
+        f"{base}ns:{scope_name}",
+        log_base,
+        f"{log_base}head",
+    )
+
+
+def rag_scope_pattern(masterplan_id: Any = None) -> str:
+    """SCAN pattern for the entries of one scope (never its log, registry or generation keys)."""
+    return f"{prefix()}rag:{scope(masterplan_id)}:*"
+
+
+def rag_layer_pattern() -> str:
+    """SCAN pattern for every key of the RAG layer (filter entries with :func:`parse_rag_entry`)."""
+    return f"{prefix()}rag:*"
+
+
+def parse_rag_entry(key: str | bytes) -> str | None:
+    """The scope (``global`` or a UUID) of a RAG entry key, None for any other key."""
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    base = f"{prefix()}rag:"
+    if not key.startswith(base):
+        return None
+    parts = key[len(base) :].split(":")
+    if len(parts) != 2 or len(parts[1]) != 64 or parts[0] in ("gen", "epoch", "ns", "log"):
+        return None
+    try:
+        return scope(None if parts[0] == GLOBAL_SCOPE else parts[0])
+    except ValueError:
+        return None
+
+
+# --- single-flight (cache_app.llm.singleflight) ---------------------------------------------------
+#   P lock:sf:<sha256(request key)>                 the leader's lock (short TTL; value: leader token)
+#   P lock:sf:<sha256(request key)>:out:<token>     that leader's outcome (result or error), short TTL
+
+
+def singleflight_lock(request_key: str) -> str:
+    return lock("sf:" + hashlib.sha256(request_key.encode("utf-8")).hexdigest())
+
+
+def singleflight_outcome(request_key: str, token: str) -> str:
+    if not token.isalnum():
+        raise ValueError("token must be alphanumeric")
+    return f"{singleflight_lock(request_key)}:out:{token}"
+
+
+def parse_rag_namespaces(key: str | bytes) -> str | None:
+    """The scope (``global`` or a UUID) of a RAG namespace registry key, None for any other key."""
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    base = f"{prefix()}rag:ns:"
+    if not key.startswith(base):
+        return None
+    name = key[len(base) :]
+    try:
+        return scope(None if name == GLOBAL_SCOPE else name)
+    except ValueError:
+        return None

@@ -1,0 +1,126 @@
+"""The one accessor every process uses to read the current policies.
+
+A process serves policies from memory for at most ``POLICY_REFRESH_SECONDS`` (2 s by
+default), then re-reads the database, so an edit saved in the admin reaches every
+gunicorn and Celery process within that bound without a restart. A save in this
+process takes effect here at once (see ``cache_app.signals``).
+
+If the database cannot be read, the last good values (or the documented defaults)
+are served: a policy read must never take the pipeline down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cache_app.core import conf
+from cache_app.core.dbread import RefreshingSnapshot
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LayerPolicy:
+    layer: str
+    enabled: bool = True
+    ttl_seconds: int = 86400
+    similarity_threshold: float = 0.95
+    cache_nonzero_temperature: bool = True
+    cache_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    enabled: bool = True
+    max_batch_size: int = 5
+    batch_window_ms: int = 500
+
+
+DEFAULT_LAYERS = {
+    "llm": LayerPolicy(layer="llm", ttl_seconds=86400),
+    "rag": LayerPolicy(layer="rag", ttl_seconds=3600),
+}
+DEFAULT_BATCH = BatchSettings()
+
+
+class PolicySource:
+    """Reads CachePolicy/BatchPolicy rows with a short per-process cache.
+
+    ``clock`` is injectable (monotonic seconds) so tests need not sleep.
+    """
+
+    def __init__(self, *, refresh_seconds: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._refresh = refresh_seconds
+        self._snapshot = RefreshingSnapshot(
+            _load_from_db,
+            initial=(dict(DEFAULT_LAYERS), DEFAULT_BATCH),
+            refresh_seconds=lambda: self.refresh_seconds,
+            clock=clock,
+            what="policies",
+            log=logger,
+        )
+
+    @property
+    def refresh_seconds(self) -> float:
+        return float(conf.get("POLICY_REFRESH_SECONDS") if self._refresh is None else self._refresh)
+
+    def invalidate(self) -> None:
+        """Forget the in-memory copy; the next read goes to the database."""
+        self._snapshot.invalidate()
+
+    def layer(self, name: str) -> LayerPolicy:
+        policy = self._snapshot.get()[0].get(name)
+        return policy if policy is not None else DEFAULT_LAYERS.get(name) or LayerPolicy(layer=name)
+
+    def llm(self) -> LayerPolicy:
+        return self.layer("llm")
+
+    def rag(self) -> LayerPolicy:
+        return self.layer("rag")
+
+    def batch(self) -> BatchSettings:
+        return self._snapshot.get()[1]
+
+
+def _load_from_db() -> tuple[dict[str, LayerPolicy], BatchSettings]:
+    from cache_app.models import BatchPolicy, CachePolicy
+
+    layers = dict(DEFAULT_LAYERS)
+    for row in CachePolicy.objects.all():
+        layers[row.layer] = LayerPolicy(
+            layer=row.layer,
+            enabled=row.enabled,
+            ttl_seconds=row.ttl_seconds,
+            similarity_threshold=row.similarity_threshold,
+            cache_nonzero_temperature=row.cache_nonzero_temperature,
+            cache_truncated=row.cache_truncated,
+        )
+    batch_row = BatchPolicy.objects.filter(pk=1).first()
+    batch = (
+        BatchSettings(
+            enabled=batch_row.enabled,
+            max_batch_size=batch_row.max_batch_size,
+            batch_window_ms=batch_row.batch_window_ms,
+        )
+        if batch_row
+        else DEFAULT_BATCH
+    )
+    return layers, batch
+
+
+_default_source: PolicySource | None = None
+_default_lock = threading.Lock()
+
+
+def get_policy_source() -> PolicySource:
+    """The process-wide PolicySource. Domain objects take one as an injected collaborator."""
+    global _default_source
+    if _default_source is None:
+        with _default_lock:
+            if _default_source is None:
+                _default_source = PolicySource()
+    return _default_source

@@ -1,0 +1,237 @@
+"""Redis clients for the cache layers, and the circuit breaker that makes them fail open.
+
+* :func:`get_redis` is django-redis's ``default`` connection (real Redis, Sentinel, or
+  the embedded fakeredis when ``REDIS_URL`` is unset).
+* :func:`get_async_redis` is a ``redis.asyncio`` client on the same server, one per
+  event loop (asyncio connections cannot cross loops).
+* :class:`CircuitBreaker` bounds the cost of an outage: the first failure costs at most
+  the socket timeout; while the breaker is open calls skip Redis in microseconds, and a
+  background probe (never a caller) closes it again once Redis answers.
+* :class:`RedisGuard` runs one cache operation under the breaker, counts and rate-limits
+  the logging of failures, and returns a default instead of raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from django.conf import settings
+
+from cache_app.core import conf, metrics
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def get_redis() -> redis.Redis:
+    """The synchronous client every cache layer uses by default."""
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+def get_async_redis() -> redis.asyncio.Redis:
+    """A ``redis.asyncio`` client for the running event loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = _make_async_client()
+        _async_clients[loop] = client
+    return client
+
+
+def _make_async_client() -> redis.asyncio.Redis:
+    if getattr(settings, "REDIS_EMBEDDED", False):
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(server=settings.EMBEDDED_REDIS_SERVER)
+    if getattr(settings, "REDIS_SENTINELS", None):
+        from urllib.parse import urlsplit
+
+        from redis.asyncio.sentinel import Sentinel
+
+        parts = urlsplit(settings.REDIS_URL)  # redis://<master name>/<db>
+        path = parts.path.strip("/")
+        sentinel = Sentinel(
+            settings.REDIS_SENTINEL_ADDRESSES,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_SOCKET_CONNECT_TIMEOUT,
+        )
+        return sentinel.master_for(
+            parts.hostname,
+            db=int(path) if path.isdigit() else 0,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_SOCKET_CONNECT_TIMEOUT,
+        )
+    return redis.asyncio.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=settings.REDIS_SOCKET_CONNECT_TIMEOUT,
+    )
+
+
+class CircuitBreaker:
+    """Closed -> (failures >= threshold) -> open -> (probe succeeds) -> closed.
+
+    ``probe`` is called from a background thread at most once per ``reset_seconds``
+    while open, so no caller ever waits on a dead server after the first failure.
+    """
+
+    def __init__(
+        self,
+        *,
+        probe: Callable[[], Any] | None = None,
+        failure_threshold: int | None = None,
+        reset_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "redis",
+    ) -> None:
+        self.name = name
+        self._probe = probe
+        self._threshold = failure_threshold
+        self._reset = reset_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+        self._closed = threading.Event()
+        self._closed.set()
+
+    @property
+    def failure_threshold(self) -> int:
+        return int(conf.get("BREAKER_FAILURE_THRESHOLD") if self._threshold is None else self._threshold)
+
+    @property
+    def reset_seconds(self) -> float:
+        return float(conf.get("BREAKER_RESET_SECONDS") if self._reset is None else self._reset)
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened_at is not None
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the breaker is closed (e.g. a background probe succeeded); False on timeout."""
+        return self._closed.wait(timeout)
+
+    def allow(self) -> bool:
+        """True if a call may go to Redis now. While open, schedules a probe when due."""
+        if self._opened_at is None:
+            return True
+        if not self._probing and self._clock() - self._opened_at >= self.reset_seconds:
+            self._start_probe()
+        return False
+
+    def record_success(self) -> None:
+        if self._failures or self._opened_at is not None:
+            with self._lock:
+                self._failures = 0
+                if self._opened_at is not None:
+                    self._opened_at = None
+                    self._closed.set()
+                    metrics.REDIS_BREAKER_OPEN.labels(self.name).set(0)
+                    logger.warning("Redis is answering again: cache %s resumed", self.name)
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._opened_at is None and self._failures >= self.failure_threshold:
+                self._opened_at = self._clock()
+                self._closed.clear()
+                metrics.REDIS_BREAKER_OPEN.labels(self.name).set(1)
+                metrics.REDIS_BREAKER_TRIPS.labels(self.name).inc()
+            elif self._opened_at is not None:
+                self._opened_at = self._clock()  # a failed probe restarts the wait
+
+    def _start_probe(self) -> None:
+        with self._lock:
+            if self._probing:
+                return
+            self._probing = True
+        threading.Thread(target=self._run_probe, name=f"mgecache-{self.name}-probe", daemon=True).start()
+
+    def _run_probe(self) -> None:
+        try:
+            if self._probe is None:
+                ok = True
+            else:
+                self._probe()
+                ok = True
+        except Exception:
+            ok = False
+        finally:
+            self._probing = False
+        if ok:
+            self.record_success()
+        else:
+            self.record_failure()
+
+
+class RedisGuard:
+    """Runs cache operations so that a Redis problem becomes a counted, logged miss."""
+
+    def __init__(self, breaker: CircuitBreaker, *, layer: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.breaker = breaker
+        self.layer = layer
+        self._clock = clock
+        self._last_log: dict[str, float] = {}
+
+    def _failed(self, operation: str, exc: BaseException | None) -> None:
+        metrics.CACHE_ERRORS.labels(self.layer, operation).inc()
+        now = self._clock()
+        interval = float(conf.get("ERROR_LOG_INTERVAL_SECONDS"))
+        last = self._last_log.get(operation)
+        if last is None or now - last >= interval:
+            self._last_log[operation] = now
+            if exc is None:
+                logger.warning("cache %s %s skipped: Redis circuit breaker is open", self.layer, operation)
+            else:
+                logger.warning("cache %s %s failed open: %s: %s", self.layer, operation, type(exc).__name__, exc)
+
+    def run(self, operation: str, fn: Callable[[], T], default: T) -> T:
+        if not self.breaker.allow():
+            self._failed(operation, None)
+            return default
+        try:
+            result = fn()
+        except (redis.RedisError, OSError) as exc:
+            self.breaker.record_failure()
+            self._failed(operation, exc)
+            return default
+        self.breaker.record_success()
+        return result
+
+    async def arun(self, operation: str, fn: Callable[[], Awaitable[T]], default: T) -> T:
+        if not self.breaker.allow():
+            self._failed(operation, None)
+            return default
+        try:
+            result = await fn()
+        except (TimeoutError, redis.RedisError, OSError) as exc:
+            self.breaker.record_failure()
+            self._failed(operation, exc)
+            return default
+        self.breaker.record_success()
+        return result
+
+
+_default_breaker: CircuitBreaker | None = None
+
+
+def get_breaker() -> CircuitBreaker:
+    """The process-wide breaker for the configured Redis server (shared by sync and async paths)."""
+    global _default_breaker
+    if _default_breaker is None:
+        _default_breaker = CircuitBreaker(probe=lambda: get_redis().ping(), name="default")
+    return _default_breaker

@@ -1,0 +1,14 @@
+"""The LLM prompt cache (issue 3). Design, key layout and operations: docs/llm_cache.md."""
+
+from cache_app.core.layer import CacheUnavailableError
+from cache_app.llm.cache.cache import LAYER, LLMPromptCache
+from cache_app.llm.cache.codec import CachedLLMResponse, CorruptEntryError, normalize_temperature
+
+__all__ = [
+    "LAYER",
+    "CacheUnavailableError",
+    "CachedLLMResponse",
+    "CorruptEntryError",
+    "LLMPromptCache",
+    "normalize_temperature",
+]

@@ -1,0 +1,362 @@
+"""The pipeline's LLM client: prompt cache, single-flight, optional batching, and dollars.
+
+Order of work for ``generate``:
+
+1. the prompt cache (if ``use_cache`` and the policy allow) -> a hit costs 0 and saves the
+   price of the cached tokens;
+2. on a miss, single-flight on the cache key: one caller (across processes, through a
+   short Redis lock) leads, the identical concurrent callers wait for its outcome;
+3. the leader calls the batcher (``use_batching`` with an ``atom_id``) or the provider;
+4. the answer is stored under the prompt cache's store rules, and its cost recorded.
+
+Followers of a single-flight are reported as ``cached=True, cache_layer="singleflight"``:
+they made no call, and the money they saved is recorded under that layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+from uuid import UUID
+
+from django.utils.module_loading import import_string
+
+from cache_app.core import conf, keys, metrics
+from cache_app.core.policies import PolicySource, get_policy_source
+from cache_app.llm.cache import LLMPromptCache
+from cache_app.llm.pricing import SavingsLedger, get_ledger
+from cache_app.llm.providers import LLMProvider, ProviderRequest, estimate_tokens, get_provider
+from cache_app.llm.singleflight import SingleFlight
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LLMResponse:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+    cache_layer: str | None  # "llm" on a cache hit, "singleflight" for a merged duplicate
+    cost_usd: float  # what this call cost (0 when no call was made)
+    saved_usd: float  # what not calling saved
+    latency_s: float
+    finish_reason: str | None
+    provider: str = ""
+    simulated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Generated:
+    """What the single-flight leader shares with its followers (JSON-able)."""
+
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+    cost_usd: float
+
+
+class LLMClient:
+    """Collaborators are injected; defaults: the configured provider, prompt cache, ledger and policies.
+
+    ``batcher``: one ``RequestBatcher`` for every batched request (the caller keeps the
+    requests homogeneous). Without it the client keeps one batcher per event loop and per
+    (model, temperature, max_tokens, system, masterplan), reading ``BatchPolicy`` live.
+    """
+
+    def __init__(
+        self,
+        provider: LLMProvider | None = None,
+        *,
+        prompt_cache: LLMPromptCache | None = None,
+        batcher: Any = None,
+        pricing: SavingsLedger | None = None,
+        singleflight: SingleFlight | None = None,
+        policies: PolicySource | None = None,
+    ) -> None:
+        self._provider = provider
+        self.prompt_cache = prompt_cache or LLMPromptCache()
+        self._batcher = batcher
+        self._ledger = pricing
+        self._policies = policies
+        self.singleflight = singleflight or SingleFlight(
+            encode=asdict, decode=lambda data: _Generated(**data), redis=None
+        )
+        self._batchers: dict[tuple, Any] = {}
+
+    @property
+    def provider(self) -> LLMProvider:
+        return self._provider if self._provider is not None else get_provider()
+
+    @property
+    def ledger(self) -> SavingsLedger:
+        return self._ledger if self._ledger is not None else get_ledger()
+
+    @property
+    def policies(self) -> PolicySource:
+        return self._policies if self._policies is not None else get_policy_source()
+
+    async def generate(
+        self,
+        prompt: str,
+        model: str | None = None,
+        temperature: float = 0.7,
+        *,
+        max_tokens: int | None = None,
+        system: str | None = None,
+        use_cache: bool = True,
+        use_batching: bool = False,
+        atom_id: UUID | None = None,
+        masterplan_id: UUID | None = None,
+    ) -> LLMResponse:
+        """Answer ``prompt``. Bad arguments raise ValueError; provider errors reach the caller, uncached."""
+        started = time.perf_counter()
+        model = model or conf.get("LLM_DEFAULT_MODEL")
+        _validate(prompt, model, temperature, max_tokens, system)
+        mp = keys.normalize_masterplan_id(masterplan_id)
+        atom = None if atom_id is None else UUID(str(atom_id))
+        params: dict[str, Any] = {}
+        if system is not None:
+            params["system"] = system
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        provider = self.provider
+
+        if use_cache:
+            hit = await self.prompt_cache.aget(prompt, model, temperature, masterplan_id=mp, **params)
+            if hit is not None:
+                saved = self.ledger.record_saving(
+                    "llm", model, hit.prompt_tokens, hit.completion_tokens, masterplan_id=mp
+                )
+                metrics.LLM_REQUESTS.labels(provider.name, "hit").inc()
+                return LLMResponse(
+                    text=hit.text,
+                    model=hit.model,
+                    prompt_tokens=hit.prompt_tokens,
+                    completion_tokens=hit.completion_tokens,
+                    cached=True,
+                    cache_layer="llm",
+                    cost_usd=0.0,
+                    saved_usd=saved,
+                    latency_s=time.perf_counter() - started,
+                    finish_reason=getattr(hit, "finish_reason", None),
+                    provider=provider.name,
+                    simulated=provider.simulated,
+                )
+
+        led = False
+
+        async def work() -> _Generated:
+            nonlocal led
+            led = True
+            generated = await self._call(
+                provider, prompt, model, temperature, max_tokens, system, use_batching, atom, mp
+            )
+            if use_cache:
+                await self.prompt_cache.aset(
+                    prompt,
+                    model,
+                    temperature,
+                    generated.text,
+                    prompt_tokens=generated.prompt_tokens,
+                    completion_tokens=generated.completion_tokens,
+                    masterplan_id=mp,
+                    finish_reason=generated.finish_reason,
+                    **params,
+                )
+            return generated
+
+        if use_cache:
+            key = self.prompt_cache.key_for(prompt, model, temperature, masterplan_id=mp, **params)
+            generated = await self.singleflight.run(key, work)
+        else:
+            generated = await work()
+
+        if led:
+            cost, saved, layer = generated.cost_usd, 0.0, None
+        else:
+            cost, layer = 0.0, "singleflight"
+            saved = self.ledger.record_saving(
+                layer, model, generated.prompt_tokens, generated.completion_tokens, masterplan_id=mp
+            )
+            metrics.LLM_REQUESTS.labels(provider.name, "merged").inc()
+        return LLMResponse(
+            text=generated.text,
+            model=generated.model,
+            prompt_tokens=generated.prompt_tokens,
+            completion_tokens=generated.completion_tokens,
+            cached=not led,
+            cache_layer=layer,
+            cost_usd=cost,
+            saved_usd=saved,
+            latency_s=time.perf_counter() - started,
+            finish_reason=generated.finish_reason,
+            provider=provider.name,
+            simulated=provider.simulated,
+        )
+
+    async def _call(
+        self,
+        provider: LLMProvider,
+        prompt: str,
+        model: str,
+        temperature: float,
+        max_tokens: int | None,
+        system: str | None,
+        use_batching: bool,
+        atom_id: UUID | None,
+        masterplan_id: str | None,
+    ) -> _Generated:
+        if use_batching and atom_id is not None:
+            batcher = self._batcher_for(provider, model, temperature, max_tokens, system, masterplan_id)
+            text = await batcher.execute_with_batching(atom_id, prompt)
+            # The combined call's real spend was recorded by the batch; this atom's share is estimated.
+            prompt_tokens = estimate_tokens((system or "") + prompt)
+            completion_tokens = estimate_tokens(text)
+            cost = self.ledger.prices.cost_usd(model, prompt_tokens, completion_tokens)
+            return _Generated(text, model, prompt_tokens, completion_tokens, None, cost)
+        response = await self._complete(provider, ProviderRequest(prompt, model, temperature, max_tokens, system))
+        cost = self.ledger.record_spend(
+            model, response.prompt_tokens, response.completion_tokens, masterplan_id=masterplan_id
+        )
+        return _Generated(
+            response.text,
+            response.model,
+            response.prompt_tokens,
+            response.completion_tokens,
+            response.finish_reason,
+            cost,
+        )
+
+    async def _complete(self, provider: LLMProvider, request: ProviderRequest) -> Any:
+        started = time.perf_counter()
+        try:
+            response = await provider.complete(request)
+        except Exception:
+            metrics.LLM_REQUESTS.labels(provider.name, "error").inc()
+            raise
+        finally:
+            metrics.LLM_PROVIDER_SECONDS.labels(provider.name).observe(time.perf_counter() - started)
+        metrics.LLM_REQUESTS.labels(provider.name, "miss").inc()
+        return response
+
+    def _batcher_for(
+        self,
+        provider: LLMProvider,
+        model: str,
+        temperature: float,
+        max_tokens: int | None,
+        system: str | None,
+        masterplan_id: str | None,
+    ) -> Any:
+        if self._batcher is not None:
+            return self._batcher
+        batcher_class = import_string(conf.get("LLM_BATCHER"))
+        loop = asyncio.get_running_loop()
+        key = (id(loop), model, temperature, max_tokens, system, masterplan_id)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+
+            async def combined_call(combined_prompt: str) -> str:
+                # A combined prompt answers several atoms: give it room for all of them.
+                budget = None if max_tokens is None else max_tokens * self.policies.batch().max_batch_size
+                request = ProviderRequest(combined_prompt, model, temperature, budget, system)
+                response = await self._complete(provider, request)
+                self.ledger.record_spend(
+                    model, response.prompt_tokens, response.completion_tokens, masterplan_id=masterplan_id
+                )
+                return response.text
+
+            batcher = batcher_class(combined_call, policies=self._policies)
+            self._batchers[key] = batcher
+        return batcher
+
+    async def aclose(self) -> None:
+        """Send what the batchers of this event loop hold, then stop them."""
+        loop_id = id(asyncio.get_running_loop())
+        mine = [k for k in self._batchers if k[0] == loop_id]
+        for key in mine:
+            await self._batchers.pop(key).aclose()
+
+
+def _validate(prompt: Any, model: Any, temperature: Any, max_tokens: Any, system: Any) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt must be a non-empty string")
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError("model must be a non-empty string")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number, got {temperature!r}")
+    if not 0 <= temperature <= 2:
+        raise ValueError(f"temperature must be between 0 and 2, got {temperature!r}")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+    if system is not None and not isinstance(system, str):
+        raise ValueError("system must be a string")
+
+
+async def provider_llm_call(prompt: str) -> str:
+    """prompt -> text through the configured provider (the Celery wave path's ``BATCH_LLM_CALL``)."""
+    provider = get_provider()
+    request = ProviderRequest(prompt, conf.get("LLM_DEFAULT_MODEL"))
+    response = await provider.complete(request)
+    get_ledger().record_spend(request.model, response.prompt_tokens, response.completion_tokens)
+    return response.text
+
+
+_default_client: LLMClient | None = None
+
+
+def get_llm_client() -> LLMClient:
+    """The process-wide client (the API's; one set of batchers and single-flight state per process)."""
+    global _default_client
+    if _default_client is None:
+        _default_client = LLMClient()
+    return _default_client
+
+
+class _BackgroundLoop:
+    """One event loop per process, in a daemon thread, for synchronous callers (WSGI views, shells).
+
+    Concurrent requests from many threads meet on this loop, so the batcher can combine
+    them and single-flight can merge them; a fresh loop per request could do neither.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            with self._lock:
+                if self._loop is None:
+                    loop = asyncio.new_event_loop()
+                    threading.Thread(target=loop.run_forever, name="mgecache-client-loop", daemon=True).start()
+                    self._loop = loop
+        return self._loop
+
+
+_background = _BackgroundLoop()
+
+
+def run_sync(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
+    """Run ``coro`` on the process's client loop and wait for it (from synchronous code)."""
+    future = asyncio.run_coroutine_threadsafe(coro, _background.loop())
+    try:
+        return future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError("the LLM request did not finish in time") from None

@@ -1,0 +1,18 @@
+"""The RAG query cache (issue 4). Design, key layout, memory and consistency: docs/rag_cache.md."""
+
+from cache_app.llm.cache import CacheUnavailableError
+from cache_app.rag.cache.cache import HIT_FIELDS, LAYER, SIMILARITY_LAYER, RAGQueryCache
+from cache_app.rag.cache.codec import CachedRAGResult, CorruptEntryError
+from cache_app.rag.cache.index import RAGIndex, get_rag_index
+
+__all__ = [
+    "HIT_FIELDS",
+    "LAYER",
+    "SIMILARITY_LAYER",
+    "CacheUnavailableError",
+    "CachedRAGResult",
+    "CorruptEntryError",
+    "RAGIndex",
+    "RAGQueryCache",
+    "get_rag_index",
+]

@@ -1,0 +1,560 @@
+"""RAGQueryCache: exact and embedding-similarity hits for RAG retrievals, fail-open.
+
+Hot path (see docs/rag_cache.md):
+
+* a lookup is ONE pipelined round trip: ``MGET(epoch, generation, entry, log head)``, the
+  namespace's dimension (``HGET``) and ``GETRANGE`` of what was appended to the
+  namespace's vector log since this process last looked. An exact hit ends there.
+* on an exact miss the local index (index.py) is brought up to date with those bytes and
+  searched in memory; the best candidates are confirmed with one more ``MGET`` (an
+  expired or invalidated entry never matches, even if the index still holds it).
+* no lookup ever issues SCAN or KEYS. Invalidation is one INCR (the LLM layer's tag scheme).
+
+Every Redis exchange is written once, as a generator that yields the commands of one
+round trip and receives their replies; a sync and an async driver run the same flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cache_app.core import conf, keys, metrics
+from cache_app.core.layer import RedisCacheLayer
+from cache_app.core.scripts import SET_LUA
+from cache_app.rag.cache.codec import (
+    CachedRAGResult,
+    CorruptEntryError,
+    as_vector,
+    decode_entry,
+    documents_json,
+    encode_entry,
+    load_documents,
+    make_tag,
+    pack_record,
+    validate_model,
+    validate_query,
+    validate_top_k,
+)
+from cache_app.rag.cache.index import Horizon, NamespaceIndex, Position, RAGIndex, get_rag_index
+from cache_app.rag.cache.reclaim import reclaim_layer, reclaim_scope
+from cache_app.rag.cache.scripts import LOG_APPEND_LUA
+
+logger = logging.getLogger(__name__)
+
+LAYER = "rag"
+SIMILARITY_LAYER = "rag_similarity"
+HIT_FIELDS = ("hits", "similar_hits")
+# Candidates confirmed per round trip, and round trips at most, on a similarity lookup.
+CONFIRM_BATCH = 4
+CONFIRM_ROUNDS = 3
+# Log segments fetched per round trip when a process rebuilds a namespace (8 x 2 MiB).
+REBUILD_BATCH_SEGMENTS = 8
+# A lookup that finds another caller fetching the namespace's log waits for it at most this
+# long (polling every PAUSE_SECONDS), then fetches what is still missing; after
+# SYNC_ATTEMPTS - 1 waits it fetches without waiting for its turn.
+LOADER_WAIT_SECONDS = 3.0
+PAUSE_SECONDS = 0.002
+SYNC_ATTEMPTS = 3
+
+_ANY_TAG = re.compile(rb"e\d+g\d+\|")
+_HITS = metrics.CACHE_HITS.labels(LAYER)
+_SIMILAR_HITS = metrics.CACHE_HITS.labels(SIMILARITY_LAYER)
+_MISSES = metrics.CACHE_MISSES.labels(LAYER)
+_SIMILAR_MISSES = metrics.CACHE_MISSES.labels(SIMILARITY_LAYER)
+_WRITES = metrics.CACHE_WRITES.labels(LAYER)
+_RECLAIMED = metrics.CACHE_KEYS_RECLAIMED.labels(LAYER)
+_LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
+
+Commands = list[tuple[Any, ...]]
+Flow = Generator[Commands, list[Any], Any]
+
+
+def _int(raw: Any) -> int:
+    return 0 if raw is None else int(raw)
+
+
+def _int_or_none(raw: Any) -> int | None:
+    return None if raw is None else int(raw)
+
+
+@dataclass
+class _Request:
+    """Everything one call needs, validated, with its keys built once."""
+
+    query: str
+    model: str
+    top_k: int
+    masterplan_id: str | None
+    embedding: np.ndarray  # float32 as given
+    unit: np.ndarray  # float32, L2-normalised
+    digest: str
+    entry_key: str
+    epoch_key: str
+    gen_key: str
+    registry_key: str
+    nsid: str
+    log_base: str
+    head_key: str
+    first_key: str
+    ns: NamespaceIndex
+
+    @property
+    def dim(self) -> int:
+        return int(self.unit.shape[0])
+
+    def segment(self, number: int) -> str:
+        return keys.rag_log_segment(self.log_base, number)
+
+
+@dataclass
+class _Outcome:
+    result: CachedRAGResult | None = None
+    corrupt: tuple[str, ...] = ()
+    tag: bytes = b""  # the scope's tag seen by a miss (for the miss -> set handshake)
+
+
+class RAGQueryCache(RedisCacheLayer):
+    """Exact + similarity cache of RAG retrievals. Collaborators are injected; defaults from settings.
+
+    ``index``: the in-memory vector index (default: the process-wide one, shared by every
+    instance; pass ``RAGIndex()`` for a private one, e.g. to simulate a restarted process).
+    ``clock``: wall-clock seconds, used for cached_at and local expiry.
+    """
+
+    layer = LAYER
+    reclaim_scope_task = "reclaim_rag_masterplan"
+    reclaim_layer_task = "reclaim_rag_dead_keys"
+
+    def __init__(self, redis: Any = None, *, index: RAGIndex | None = None, **kwargs: Any) -> None:
+        super().__init__(redis, **kwargs)
+        self._index = index
+
+    @property
+    def index(self) -> RAGIndex:
+        return self._index if self._index is not None else get_rag_index()
+
+    # --- drivers: run a flow's round trips on a sync or an async client ----------------------
+    @staticmethod
+    def _drive(client: Any, flow: Flow) -> Any:
+        try:
+            commands = next(flow)
+            while True:
+                if not commands:  # the flow waits for another caller (polling with a deadline)
+                    time.sleep(PAUSE_SECONDS)
+                    commands = flow.send([])
+                    continue
+                pipe = client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                commands = flow.send(pipe.execute())
+        except StopIteration as stop:
+            return stop.value
+
+    @staticmethod
+    async def _adrive(client: Any, flow: Flow) -> Any:
+        try:
+            commands = next(flow)
+            while True:
+                if not commands:
+                    await asyncio.sleep(PAUSE_SECONDS)
+                    commands = flow.send([])
+                    continue
+                pipe = client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                commands = flow.send(await pipe.execute())
+        except StopIteration as stop:
+            return stop.value
+
+    # --- requests --------------------------------------------------------------------------
+    def _request(
+        self, query: Any, query_embedding: Any, embedding_model: Any, top_k: Any, masterplan_id: Any
+    ) -> _Request:
+        query = validate_query(query)
+        model = validate_model(embedding_model)
+        top_k = validate_top_k(top_k)
+        embedding, unit = as_vector(query_embedding)
+        normalized_mp = keys.normalize_masterplan_id(masterplan_id)
+        digest = keys.rag_entry_digest(query, model, top_k, normalized_mp)
+        nsid = keys.rag_namespace_id(model, top_k)
+        epoch_key, gen_key, entry_key, registry_key, log_base, head_key = keys.rag_lookup(
+            normalized_mp, digest, nsid, int(unit.shape[0])
+        )
+        return _Request(
+            query=query,
+            model=model,
+            top_k=top_k,
+            masterplan_id=normalized_mp,
+            embedding=embedding,
+            unit=unit,
+            digest=digest,
+            entry_key=entry_key,
+            epoch_key=epoch_key,
+            gen_key=gen_key,
+            registry_key=registry_key,
+            nsid=nsid,
+            log_base=log_base,
+            head_key=head_key,
+            first_key=keys.rag_log_first(log_base),
+            ns=self.index.namespace(log_base, int(unit.shape[0])),
+        )
+
+    @staticmethod
+    def _check_dim(req: _Request, recorded: Any) -> None:
+        if recorded is not None and int(recorded) != req.dim:
+            raise ValueError(
+                f"query_embedding has {req.dim} dimensions but namespace (embedding_model={req.model!r}, "
+                f"top_k={req.top_k}, scope={keys.scope(req.masterplan_id)}) holds {int(recorded)}-dimension vectors"
+            )
+
+    # --- lookups -----------------------------------------------------------------------------
+    def _get_flow(self, req: _Request, threshold: float) -> Flow:
+        ns = req.ns
+        pos = ns.position()
+        commands: Commands = [
+            ("MGET", req.epoch_key, req.gen_key, req.entry_key, req.head_key, req.first_key),
+            ("HGET", req.registry_key, req.nsid),
+            *self._tail_reads(req, pos),
+        ]
+        replies = yield commands
+        (epoch_raw, gen_raw, raw, head_raw, first_raw), recorded_dim, *tails = replies
+        self._check_dim(req, recorded_dim)
+        horizon = Horizon(_int_or_none(head_raw), _int_or_none(first_raw))
+        tag = make_tag(epoch_raw, gen_raw)
+        now = self._clock()
+        corrupt: list[str] = []
+        if raw is not None:
+            if raw.startswith(tag):
+                try:
+                    entry = decode_entry(raw[len(tag) :], model=req.model, top_k=req.top_k)
+                    if entry.expires_at > now:
+                        documents = load_documents(entry.documents_json)
+                        result = CachedRAGResult(
+                            entry.query, entry.embedding.tolist(), documents, entry.cached_at, "exact", 1.0
+                        )
+                        ns.advance(pos, horizon, tails, now)
+                        return _Outcome(result)
+                except CorruptEntryError as exc:
+                    corrupt.append(req.entry_key)
+                    self._count_corrupt(req.entry_key, exc)
+            elif not _ANY_TAG.match(raw):
+                corrupt.append(req.entry_key)
+                self._count_corrupt(req.entry_key, CorruptEntryError("no generation tag"))
+
+        # Exact miss: bring the mirror up to date (usually with the bytes already read), then search.
+        epoch, gen = _int(epoch_raw), _int(gen_raw)
+        ns.observe_tag(epoch, gen)
+        yield from self._sync(req, pos, horizon, tails, now)
+        found = ns.search(req.unit, threshold, now=now, tag=(epoch, gen))
+        if found.best_score is not None:
+            metrics.RAG_SIMILARITY_SCORE.observe(max(0.0, found.best_score))
+        for round_number in range(CONFIRM_ROUNDS):
+            batch = found.candidates[round_number * CONFIRM_BATCH : (round_number + 1) * CONFIRM_BATCH]
+            if not batch:
+                break
+            entry_keys = [keys.rag_entry(req.masterplan_id, c.digest) for c in batch]
+            (reply,) = yield [("MGET", req.epoch_key, req.gen_key, *entry_keys)]
+            current = make_tag(reply[0], reply[1])
+            dead: list[int] = []
+            for candidate, key, value in zip(batch, entry_keys, reply[2:], strict=True):
+                if value is None or not value.startswith(current):
+                    dead.append(candidate.row)  # expired, reclaimed or invalidated in Redis
+                    continue
+                try:
+                    entry = decode_entry(value[len(current) :], model=req.model, top_k=req.top_k)
+                    documents = load_documents(entry.documents_json)
+                except CorruptEntryError as exc:
+                    dead.append(candidate.row)
+                    corrupt.append(key)
+                    self._count_corrupt(key, exc)
+                    continue
+                if entry.expires_at <= now:
+                    dead.append(candidate.row)
+                    continue
+                similarity = _cosine(entry.embedding, req.unit)
+                if similarity < threshold:
+                    continue  # the entry was rewritten with another vector; its newer row decides
+                ns.drop(found.layout, dead)
+                result = CachedRAGResult(
+                    entry.query, entry.embedding.tolist(), documents, entry.cached_at, "similar", similarity
+                )
+                return _Outcome(result, tuple(corrupt))
+            ns.drop(found.layout, dead)
+        return _Outcome(None, tuple(corrupt), tag)
+
+    @staticmethod
+    def _tail_reads(req: _Request, pos: Position) -> Commands:
+        if pos.segment is None:
+            return []
+        return [
+            ("GETRANGE", req.segment(pos.segment), pos.offset, -1),
+            ("GETRANGE", req.segment(pos.segment + 1), 0, -1),
+        ]
+
+    def _sync(self, req: _Request, pos: Position, horizon: Horizon, tails: list[bytes], now: float) -> Flow:
+        """Bring the namespace's mirror up to ``horizon`` before a search (usually with bytes already read).
+
+        Whatever another caller did to the shared mirror meanwhile, the search runs only once
+        the mirror holds every record appended before this lookup read the log head (the
+        index's ``plan`` says what is still lacking). Fetching is done by one caller at a
+        time; the others wait for it, then fetch only what it did not cover. A caller still
+        short after SYNC_ATTEMPTS - 1 waits fetches without the claim: bytes applied twice are
+        skipped, so concurrent fetches never double a row.
+        """
+        ns = req.ns
+        version, reads = ns.advance(pos, horizon, tails, now)
+        for attempt in range(SYNC_ATTEMPTS):
+            if not reads:
+                return
+            claim = ns.claim_loading()
+            if claim is None and attempt < SYNC_ATTEMPTS - 1:
+                # Another caller is fetching this namespace: wait for it (bounded), then see
+                # what is still missing (usually nothing).
+                deadline = time.monotonic() + LOADER_WAIT_SECONDS
+                while ns.loading() and time.monotonic() < deadline:
+                    yield []  # the driver pauses briefly (sleep / asyncio.sleep)
+                version, reads = ns.plan(horizon)
+                continue
+            try:
+                # A few segments per round trip: each reply stays a few MB, far from the socket
+                # timeout even on a busy server, and progress is kept if a later batch fails
+                # (the next lookup continues from there).
+                for start in range(0, len(reads), REBUILD_BATCH_SEGMENTS):
+                    batch = reads[start : start + REBUILD_BATCH_SEGMENTS]
+                    blobs = yield [("GETRANGE", req.segment(number), offset, -1) for number, offset in batch]
+                    loaded = ns.load_segments(
+                        version, [(n, o, b) for (n, o), b in zip(batch, blobs, strict=True)], now, horizon
+                    )
+                    if loaded is False:
+                        return  # corrupt bytes: the mirror was reset; search what is left, rebuild next time
+                    if loaded is None:
+                        break  # the mirror restarted meanwhile: plan again
+            finally:
+                if claim is not None:
+                    ns.release_loading(claim)
+            self.index.enforce_budget()
+            version, reads = ns.plan(horizon)
+
+    def _begin_get(self, query: Any, query_embedding: Any, embedding_model: str, top_k: int, masterplan_id: Any):
+        req = self._request(query, query_embedding, embedding_model, top_k, masterplan_id)
+        policy = self.policies.rag()
+        if not policy.enabled:
+            self.counters.incr(LAYER, "bypassed", masterplan_id=req.masterplan_id)
+            return req, None
+        return req, policy.similarity_threshold
+
+    def _finish_get(self, req: _Request, outcome: _Outcome | None) -> CachedRAGResult | None:
+        result = None if outcome is None else outcome.result
+        if result is None:
+            _MISSES.inc()
+            _SIMILAR_MISSES.inc()
+            self.counters.incr(LAYER, "misses", masterplan_id=req.masterplan_id)
+            if outcome is not None:
+                self._remember_tag(req.entry_key, outcome.tag)
+        elif result.match == "exact":
+            _HITS.inc()
+            self.counters.incr(LAYER, "hits", masterplan_id=req.masterplan_id)
+        else:
+            _MISSES.inc()  # the exact layer missed; the similarity layer answered
+            _SIMILAR_HITS.inc()
+            self.counters.incr(LAYER, "similar_hits", masterplan_id=req.masterplan_id)
+        return result
+
+    def get(
+        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
+    ) -> CachedRAGResult | None:
+        """The cached retrieval for this query (exact) or the most similar live one, else None.
+
+        Invalid arguments raise ValueError; Redis errors never raise (they count and miss).
+        """
+        started = time.perf_counter()
+        req, threshold = self._begin_get(query, query_embedding, embedding_model, top_k, masterplan_id)
+        if threshold is None:
+            return None
+        client = self.redis
+        outcome = self.guard.run("get", lambda: self._drive(client, self._get_flow(req, threshold)), None)
+        if outcome is not None and outcome.corrupt:
+            self.guard.run("delete", lambda: client.unlink(*outcome.corrupt), None)
+        result = self._finish_get(req, outcome)
+        _LOOKUP.observe(time.perf_counter() - started)
+        return result
+
+    async def aget(
+        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
+    ) -> CachedRAGResult | None:
+        started = time.perf_counter()
+        req, threshold = self._begin_get(query, query_embedding, embedding_model, top_k, masterplan_id)
+        if threshold is None:
+            return None
+        client = self.async_client()
+        outcome = await self.guard.arun("get", lambda: self._adrive(client, self._get_flow(req, threshold)), None)
+        if outcome is not None and outcome.corrupt:
+            await self.guard.arun("delete", lambda: client.unlink(*outcome.corrupt), None)
+        result = self._finish_get(req, outcome)
+        _LOOKUP.observe(time.perf_counter() - started)
+        return result
+
+    def _count_corrupt(self, key: str, exc: Exception) -> None:
+        metrics.CACHE_ERRORS.labels(LAYER, "corrupt").inc()
+        logger.warning("RAG cache entry %s is corrupt (%s); deleting it", key, exc)
+
+    # --- the miss -> set handshake (as in the LLM layer) ---------------------------------------
+    # --- writes ------------------------------------------------------------------------------
+    def _set_flow(self, req: _Request, payload: bytes, ttl: int, expected: bytes) -> Flow:
+        replies = yield [("MGET", req.epoch_key, req.gen_key), ("HGET", req.registry_key, req.nsid)]
+        (epoch_raw, gen_raw), recorded_dim = replies
+        self._check_dim(req, recorded_dim)
+        tag = make_tag(epoch_raw, gen_raw)
+        if expected and expected != tag:
+            return "stale_generation"  # retrieved for a generation that was invalidated meanwhile
+        record = pack_record(req.digest, self._clock() + ttl, _int(epoch_raw), _int(gen_raw), req.unit)
+        # A new log starts at a time-based segment number, so a reader still positioned in an
+        # older, expired log of this namespace sees a jump and rebuilds (index.advance).
+        first_head = int(time.time() * 1000)
+        replies = yield [
+            ("EVAL", SET_LUA, 3, req.epoch_key, req.gen_key, req.entry_key, payload, ttl, tag),
+            (
+                "EVAL",
+                LOG_APPEND_LUA,
+                2,
+                req.head_key,
+                req.first_key,
+                req.log_base,
+                record,
+                int(conf.get("RAG_LOG_SEGMENT_BYTES")),
+                ttl,
+                first_head,
+                self.index.retention_segments(req.dim),
+            ),
+            ("HSETNX", req.registry_key, req.nsid, req.dim),
+            *_extend_ttl(req.registry_key, ttl),
+        ]
+        return "stored" if int(replies[0]) == 1 else "stale_generation"
+
+    def _begin_set(
+        self,
+        query: Any,
+        query_embedding: Any,
+        documents: Any,
+        embedding_model: Any,
+        top_k: Any,
+        masterplan_id: Any,
+        ttl: Any,
+    ) -> tuple[_Request, bytes, int] | None:
+        req = self._request(query, query_embedding, embedding_model, top_k, masterplan_id)
+        docs = documents_json(documents)
+        policy = self.policies.rag()
+        seconds = policy.ttl_seconds if ttl is None else ttl
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+            raise ValueError(f"ttl must be a positive int (seconds), got {seconds!r}")
+        if not policy.enabled:
+            metrics.CACHE_SKIPPED_WRITES.labels(LAYER, "disabled").inc()
+            return None
+        now = self._clock()
+        payload = encode_entry(
+            req.query, req.embedding, docs, cached_at=now, expires_at=now + seconds, model=req.model, top_k=req.top_k
+        )
+        if len(payload) > int(conf.get("RAG_MAX_ENTRY_BYTES")):
+            metrics.CACHE_SKIPPED_WRITES.labels(LAYER, "too_large").inc()
+            logger.info("RAG cache entry of %d bytes not stored (RAG_MAX_ENTRY_BYTES)", len(payload))
+            return None
+        return req, payload, seconds
+
+    def _written(self, req: _Request, status: str | None) -> None:
+        if status == "stored":
+            _WRITES.inc()
+            self.counters.incr(LAYER, "writes", masterplan_id=req.masterplan_id)
+        elif status is not None:
+            metrics.CACHE_SKIPPED_WRITES.labels(LAYER, status).inc()
+
+    def set(
+        self,
+        query: str,
+        query_embedding: Any,
+        documents: list[dict],
+        *,
+        embedding_model: str,
+        top_k: int,
+        masterplan_id: Any = None,
+        ttl: int | None = None,
+    ) -> None:
+        """Store a retrieval (if the policy allows it). Invalid arguments raise; Redis errors never do."""
+        plan = self._begin_set(query, query_embedding, documents, embedding_model, top_k, masterplan_id, ttl)
+        if plan is None:
+            return
+        req, payload, seconds = plan
+        client, expected = self.redis, self._take_tag(req.entry_key)
+        status = self.guard.run(
+            "set", lambda: self._drive(client, self._set_flow(req, payload, seconds, expected)), None
+        )
+        self._written(req, status)
+
+    async def aset(
+        self,
+        query: str,
+        query_embedding: Any,
+        documents: list[dict],
+        *,
+        embedding_model: str,
+        top_k: int,
+        masterplan_id: Any = None,
+        ttl: int | None = None,
+    ) -> None:
+        plan = self._begin_set(query, query_embedding, documents, embedding_model, top_k, masterplan_id, ttl)
+        if plan is None:
+            return
+        req, payload, seconds = plan
+        client, expected = self.async_client(), self._take_tag(req.entry_key)
+        status = await self.guard.arun(
+            "set", lambda: self._adrive(client, self._set_flow(req, payload, seconds, expected)), None
+        )
+        self._written(req, status)
+
+    # --- invalidation ------------------------------------------------------------------------
+    def _generation_key(self, masterplan_id: str | None) -> str:
+        return keys.rag_generation(masterplan_id)
+
+    def _epoch_key(self) -> str:
+        return keys.rag_epoch()
+
+    # --- physical deletion (raises on Redis errors: callers retry) ---------------------------
+    def reclaim_masterplan(self, masterplan_id: Any) -> int:
+        """Delete the dead entries and dead log segments of one scope; returns the entries deleted."""
+        removed = reclaim_scope(self.redis, self.index, keys.normalize_masterplan_id(masterplan_id))
+        _RECLAIMED.inc(removed)
+        return removed
+
+    def reclaim_dead_keys(self) -> int:
+        """Delete the dead entries and log segments of every scope of the layer (periodic sweep)."""
+        removed = reclaim_layer(self.redis, self.index)
+        _RECLAIMED.inc(removed)
+        return removed
+
+    # --- statistics ------------------------------------------------------------------------
+    def hit_rate(self) -> float:
+        """(Exact + similar hits) / lookups over every process (durable counters); 0.0 without lookups."""
+        return self.counters.hit_rate(LAYER, hit_fields=HIT_FIELDS)
+
+    def stats(self, masterplan_id: Any = None) -> dict[str, float]:
+        """Durable totals (hits, similar_hits, misses, writes, invalidations, bypassed)."""
+        return self.counters.read(LAYER, masterplan_id=keys.normalize_masterplan_id(masterplan_id))
+
+
+def _cosine(embedding: np.ndarray, unit: np.ndarray) -> float:
+    if embedding.shape != unit.shape:
+        return -1.0
+    norm = float(np.linalg.norm(embedding))
+    return float(np.dot(embedding, unit) / norm) if norm > 0 else -1.0
+
+
+def _extend_ttl(key: str, ttl: int) -> Commands:
+    """Set the TTL if the key has none, else raise it if ``ttl`` is longer (never shorten it)."""
+    return [("EXPIRE", key, ttl, "NX"), ("EXPIRE", key, ttl, "GT")]

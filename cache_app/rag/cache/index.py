@@ -1,0 +1,501 @@
+"""The per-process similarity index: one numpy matrix per namespace, mirrored from a Redis log.
+
+A namespace (embedding model, top_k, scope) has an append-only log in Redis made of
+segments (``keys.rag_log_segment``): every ``set`` APPENDs one fixed-size record (see
+codec.py). A process keeps, per namespace, its position in the log (segment, byte offset)
+and reads what was appended since with ``GETRANGE`` inside the lookup's single round trip,
+so an entry written by another process is searchable on the very next lookup. A process
+that has never seen the namespace (or fell too far behind) rebuilds it from the retained
+segments with one pipelined GET and one ``np.frombuffer``.
+
+Search is exact (no approximate index): the first ``k`` dimensions of every row are
+scored with one BLAS matrix-vector product; by Cauchy-Schwarz ``score <= head_score +
+|row_tail| * |query_tail|``, so only rows whose bound reaches the cutoff are scored in
+full. That reads about a sixth of the matrix instead of all of it (the search is memory-bound)
+and never misses a row that could pass. Liveness (local expiry, generation) is checked
+on the few candidates only; a candidate is still confirmed against Redis before it is
+returned (cache.py), so the index may be stale but never produces a false hit.
+
+Memory per row: 4 * dim (vector) + 4 (tail norm) + 8 (expiry) + 16 (generation tag) +
+32 (digest) + 1 (alive) bytes, i.e. 1 597 bytes at 384 dimensions, plus up to 1/8 slack
+before a compaction. Bounds: RAG_INDEX_MAX_ENTRIES per namespace (the oldest rows go
+first), RAG_INDEX_MAX_TOTAL_ENTRIES per process (least recently used namespaces go first).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cache_app.core import conf, metrics
+from cache_app.rag.cache.codec import record_dtype
+
+# Scores within this distance count as a tie (the newest row wins); float32 dot products
+# of identical rows can differ in the last bit depending on their position in the matrix.
+TIE_EPSILON = 1e-6
+# Scores at or above this are always computed exactly (for the score histogram), even
+# when the policy threshold is higher; below it only an upper bound is known. Lower
+# floors prune less (every row whose bound reaches the floor is scored in full).
+SCORE_FLOOR = 0.9
+# A caller fetching whole segments (a rebuild) holds the namespace's loader claim at most
+# this long; concurrent callers wait for it instead of fetching the same segments again.
+LOADER_CLAIM_SECONDS = 10.0
+# Above this share of surviving rows, the second pass multiplies the whole tail matrix
+# instead of gathering rows (a gather copies; a dense product streams).
+DENSE_SECOND_PASS = 0.25
+
+
+def head_dims(dim: int) -> int:
+    """How many leading dimensions the first pass reads: a sixth (64 of 384); all of small vectors."""
+    if dim < 96:
+        return dim
+    return max(16, (dim // 6) // 16 * 16)
+
+
+@dataclass(frozen=True)
+class Position:
+    version: int
+    segment: int | None
+    offset: int
+
+
+@dataclass
+class Horizon:
+    """What one lookup must find in the mirror: every record appended before it read the log head.
+
+    ``head`` and ``first`` are the log's head and first segment as the lookup read them;
+    ``length`` is the size of segment ``head`` as seen by a read the lookup made after
+    that (None until it made one). Records of segments below ``head``, and the first
+    ``length`` bytes of ``head``, are what the lookup is owed.
+    """
+
+    head: int | None
+    first: int | None
+    length: int | None = None
+
+    def saw(self, number: int, start: int, data: bytes) -> None:
+        if number == self.head:
+            self.length = max(self.length or 0, start + len(data))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    row: int
+    digest: str
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    candidates: list[Candidate]  # live rows scoring >= threshold, best first (ties: newest first)
+    best_score: float | None  # best exact score, or an upper bound when nothing came near
+    layout: int  # pass back to drop() so a compaction in between is detected
+
+
+class NamespaceIndex:
+    """The rows of one namespace. All methods take ``self.lock`` themselves."""
+
+    def __init__(self, dim: int, *, max_entries: int, retention_segments: int) -> None:
+        self.dim = dim
+        self.k = head_dims(dim)
+        self.dtype = record_dtype(dim)
+        self.max_entries = max_entries
+        self.retention_segments = retention_segments
+        self.lock = threading.Lock()
+        self.version = 0  # bumped when the mirror restarts from scratch
+        self.layout = 0  # bumped when rows are renumbered (compaction)
+        self.segment: int | None = None  # None: not loaded yet
+        self.offset = 0
+        # True once every record of ``segment`` is held (it was read after the head moved
+        # past it). Only then may the mirror move on to the next segment: moving on from a
+        # segment read halfway would skip the records appended to it since.
+        self.sealed = False
+        self.log_first: int | None = None  # the log's first segment when loaded: identifies the log
+        self.tag = (0, 0)  # newest (epoch, generation) seen
+        self.n = 0
+        self.dead = 0
+        self._loader: object | None = None
+        self._loader_until = 0.0
+        self._alloc(0)
+
+    # --- storage ---------------------------------------------------------------------------
+    def _alloc(self, cap: int) -> None:
+        self.cap = cap
+        self.head = np.empty((cap, self.k), dtype=np.float32)
+        self.tail = np.empty((cap, self.dim - self.k), dtype=np.float32)
+        self.tail_norm = np.empty(cap, dtype=np.float32)
+        self.expires = np.empty(cap, dtype=np.float64)
+        self.epoch = np.empty(cap, dtype=np.int64)
+        self.gen = np.empty(cap, dtype=np.int64)
+        self.digest = np.empty((cap, 32), dtype=np.uint8)
+        self.alive = np.empty(cap, dtype=bool)
+
+    _FIELDS = ("head", "tail", "tail_norm", "expires", "epoch", "gen", "digest", "alive")
+
+    def _keep(self, rows: np.ndarray, cap: int) -> None:
+        """Keep only ``rows`` (in order), in arrays of capacity ``cap``."""
+        old = {name: getattr(self, name) for name in self._FIELDS}
+        self._alloc(cap)
+        m = len(rows)
+        for name in self._FIELDS:
+            getattr(self, name)[:m] = old[name][rows]
+        metrics.RAG_INDEX_ENTRIES.dec(self.n - m)
+        self.n, self.dead = m, 0
+        self.layout += 1
+
+    def _limit(self) -> int:
+        return self.max_entries + max(64, self.max_entries // 8)
+
+    def _make_room(self, incoming: int, now: float) -> None:
+        """Grow or compact so that ``incoming`` more rows fit (incoming <= max_entries)."""
+        if self.n + incoming <= self.cap:
+            return
+        live = np.flatnonzero(self.alive[: self.n] & (self.expires[: self.n] > now))
+        room = max(0, self.max_entries - incoming)
+        live = live[max(0, len(live) - room) :]  # over the bound: the oldest rows go first
+        # Capacity grows by half up to max_entries + 1/8 slack, so trimming is amortised.
+        self._keep(live, min(self._limit(), max(len(live) + incoming, 1024, int(self.cap * 1.5))))
+
+    def _append(self, data: bytes, now: float) -> None:
+        records = np.frombuffer(data, dtype=self.dtype)
+        if len(records) > self.max_entries:
+            records = records[len(records) - self.max_entries :]
+        m = len(records)
+        if m == 0:
+            return
+        self._make_room(m, now)
+        start, stop = self.n, self.n + m
+        vectors = records["vec"]
+        self.head[start:stop] = vectors[:, : self.k]
+        self.tail[start:stop] = vectors[:, self.k :]
+        self.tail_norm[start:stop] = np.linalg.norm(self.tail[start:stop], axis=1) if self.k < self.dim else 0.0
+        self.expires[start:stop] = records["expires"]
+        self.epoch[start:stop] = records["epoch"]
+        self.gen[start:stop] = records["gen"]
+        self.digest[start:stop] = np.frombuffer(records["digest"].tobytes(), dtype=np.uint8).reshape(m, 32)
+        alive = (self.epoch[start:stop] >= self.tag[0]) & (self.gen[start:stop] >= self.tag[1])
+        self.alive[start:stop] = alive
+        self.dead += int(m - alive.sum())
+        self.n = stop
+        metrics.RAG_INDEX_ENTRIES.inc(m)
+
+    def _reset(self) -> None:
+        metrics.RAG_INDEX_ENTRIES.dec(self.n)
+        self._alloc(0)
+        self.n = self.dead = 0
+        self.segment, self.offset, self.sealed, self.log_first = None, 0, False, None
+        self.version += 1
+        self.layout += 1
+
+    def reset(self) -> None:
+        with self.lock:
+            self._reset()
+
+    # --- mirroring the Redis log -------------------------------------------------------------
+    def position(self) -> Position:
+        with self.lock:
+            return Position(self.version, self.segment, self.offset)
+
+    def _apply_segment(self, number: int, start: int, data: bytes, now: float, complete: bool = False) -> bool:
+        """Apply bytes read from segment ``number`` at ``start``. False if they are misaligned (corrupt).
+
+        ``complete``: the bytes run to the end of a segment that can grow no more (read after
+        the head moved past it). Bytes another caller already applied are skipped, so
+        overlapping catch-ups never double a row.
+        """
+        if len(data) % self.dtype.itemsize or start % self.dtype.itemsize:
+            return False
+        if self.segment is not None and number == self.segment + 1 and start == 0 and self.sealed:
+            self.segment, self.offset, self.sealed = number, 0, False
+        if number != self.segment or start > self.offset:
+            return True  # not contiguous with what we hold: ignore (the caller's catch-up plan repairs it)
+        skip = self.offset - start  # another caller applied part of this already
+        if skip < len(data):
+            self._append(data[skip:], now)
+            self.offset = start + len(data)
+        if complete:
+            self.sealed = True
+        return True
+
+    def advance(
+        self, requested: Position, horizon: Horizon, tail_reads: list[bytes], now: float
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """Apply the incremental reads of a lookup; return what the mirror still lacks for ``horizon``.
+
+        ``tail_reads`` are ``GETRANGE(segment, offset)`` and ``GETRANGE(segment + 1, 0)`` made at
+        ``requested``, after the head was read. They are applied only if the mirror has not
+        restarted since. Returns ``(version, reads)``: the ``(segment, start)`` ranges to fetch
+        (see ``plan``). Misaligned (corrupt) bytes reset the mirror, which then rebuilds.
+        """
+        with self.lock:
+            head = horizon.head
+            if head is not None and requested.segment is not None and tail_reads:
+                horizon.saw(requested.segment, requested.offset, tail_reads[0])
+                if head > requested.segment and len(tail_reads) > 1:
+                    horizon.saw(requested.segment + 1, 0, tail_reads[1])
+                if requested.version == self.version and self.segment is not None:
+                    ok = self._apply_segment(
+                        requested.segment, requested.offset, tail_reads[0], now, complete=head > requested.segment
+                    )
+                    if ok and head > requested.segment and len(tail_reads) > 1:
+                        ok = self._apply_segment(
+                            requested.segment + 1, 0, tail_reads[1], now, complete=head > requested.segment + 1
+                        )
+                    if not ok:
+                        self._reset()
+            return self.version, self._plan(horizon)
+
+    def plan(self, horizon: Horizon) -> tuple[int, list[tuple[int, int]]]:
+        """``(version, reads)``: the ``(segment, start)`` ranges to fetch (in order) to cover ``horizon``.
+
+        Empty when the mirror already holds everything the lookup is owed, whichever caller
+        fetched it: it moved past the lookup's head segment (segments are only left sealed),
+        or it holds at least ``horizon.length`` bytes of it.
+        """
+        with self.lock:
+            return self.version, self._plan(horizon)
+
+    def _plan(self, horizon: Horizon) -> list[tuple[int, int]]:
+        head, first = horizon.head, horizon.first
+        if head is None:
+            if self.segment is not None:
+                self._reset()  # the log is gone: every entry in it expired or was reclaimed
+            return []
+        if self.segment is not None:
+            if first is not None and self.log_first is not None:
+                same_log = first == self.log_first
+            else:
+                same_log = head >= self.segment  # cannot tell: a head below ours means a new log
+            # A head below our segment, in the same log, is only an older reading than another
+            # caller's: nothing to do. A different log, or too far behind: rebuild.
+            if not same_log or head > self.segment + self.retention_segments:
+                self._reset()
+        if self.segment is None:
+            # First use, a log that restarted, or too far behind: rebuild from the retained segments.
+            start = head - self.retention_segments + 1
+            if first is not None and start < first <= head:
+                start = first
+            self.segment, self.offset, self.sealed, self.log_first = start - 1, 0, True, first
+        if self.segment > head:
+            return []
+        if self.segment == head:
+            if self.sealed or (horizon.length is not None and self.offset >= horizon.length):
+                return []
+            return [(head, self.offset)]
+        reads = [] if self.sealed else [(self.segment, self.offset)]  # the rest of a segment read halfway
+        return reads + [(number, 0) for number in range(self.segment + 1, head + 1)]
+
+    # --- one loader at a time ----------------------------------------------------------------
+    def claim_loading(self, seconds: float = LOADER_CLAIM_SECONDS) -> object | None:
+        """Become the one caller fetching segments (others wait for it), or None if taken."""
+        with self.lock:
+            now = time.monotonic()
+            if self._loader is not None and now < self._loader_until:
+                return None
+            self._loader, self._loader_until = object(), now + seconds
+            return self._loader
+
+    def release_loading(self, claim: object) -> None:
+        with self.lock:
+            if self._loader is claim:
+                self._loader = None
+
+    def loading(self) -> bool:
+        with self.lock:
+            return self._loader is not None and time.monotonic() < self._loader_until
+
+    def load_segments(
+        self,
+        version: int,
+        segments: list[tuple[int, int, bytes | None]],
+        now: float,
+        horizon: Horizon | None = None,
+    ) -> bool | None:
+        """Apply ``(segment, start, bytes)`` read (in order) for a plan made at ``version``.
+
+        True: applied. None: the mirror restarted since the plan (nothing applied; plan again).
+        False: corrupt bytes (the mirror was reset). Segments below ``horizon.head`` were read
+        after the head moved past them, so they are complete.
+        """
+        with self.lock:
+            if version != self.version:
+                return None
+            for number, start, data in segments:
+                data = data or b""
+                if horizon is not None:
+                    horizon.saw(number, start, data)
+                complete = horizon is not None and horizon.head is not None and number < horizon.head
+                if not self._apply_segment(number, start, data, now, complete=complete):
+                    self._reset()
+                    return False
+            return True
+
+    # --- search ------------------------------------------------------------------------------
+    def observe_tag(self, epoch: int, gen: int) -> None:
+        """Rows written under an older epoch or generation are dead for good."""
+        with self.lock:
+            if epoch <= self.tag[0] and gen <= self.tag[1]:
+                return
+            self.tag = (max(epoch, self.tag[0]), max(gen, self.tag[1]))
+            n = self.n
+            stale = self.alive[:n] & ((self.epoch[:n] < self.tag[0]) | (self.gen[:n] < self.tag[1]))
+            count = int(stale.sum())
+            if count:
+                self.alive[:n][stale] = False
+                self.dead += count
+                self._maybe_compact(time.time())
+
+    def _maybe_compact(self, now: float) -> None:
+        if self.dead > max(1024, self.n // 4):
+            self._keep(np.flatnonzero(self.alive[: self.n] & (self.expires[: self.n] > now)), self.cap)
+
+    def search(self, unit: np.ndarray, threshold: float, *, now: float, tag: tuple[int, int]) -> SearchResult:
+        with self.lock:
+            n = self.n
+            if n == 0:
+                return SearchResult([], None, self.layout)
+            k = self.k
+            first = self.head[:n] @ unit[:k]
+            if k < self.dim:
+                tail_q = unit[k:]
+                bound = first + self.tail_norm[:n] * np.float32(np.linalg.norm(tail_q))
+            else:
+                tail_q, bound = None, first
+            cutoff = min(threshold, SCORE_FLOOR) - 1e-5  # slack for float32 rounding in the bound
+            rows = np.flatnonzero(bound >= cutoff)
+            if len(rows):
+                expired = rows[self.alive[rows] & (self.expires[rows] <= now)]
+                if len(expired):
+                    self.alive[expired] = False
+                    self.dead += len(expired)
+                rows = rows[self.alive[rows] & (self.epoch[rows] == tag[0]) & (self.gen[rows] == tag[1])]
+            if len(rows) == 0:
+                return SearchResult([], min(float(bound.max()), cutoff), self.layout)
+            if tail_q is None:
+                scores = first[rows]
+            elif len(rows) > DENSE_SECOND_PASS * n:
+                scores = first[rows] + (self.tail[:n] @ tail_q)[rows]
+            else:
+                scores = first[rows] + self.tail[rows] @ tail_q
+            best = float(scores.max())
+            passing = scores >= threshold
+            rows, scores = rows[passing], scores[passing]
+            # Best first. Scores within TIE_EPSILON of the best are a tie: newest (highest) row first.
+            tied = scores >= best - TIE_EPSILON
+            order = np.concatenate(
+                [np.flatnonzero(tied)[np.argsort(-rows[tied])], np.flatnonzero(~tied)[np.argsort(-scores[~tied])]]
+            )
+            digests = self.digest[rows[order]]
+            candidates = [
+                Candidate(int(row), digests[i].tobytes().hex(), float(score))
+                for i, (row, score) in enumerate(zip(rows[order], scores[order], strict=True))
+            ]
+            return SearchResult(candidates, best, self.layout)
+
+    def drop(self, layout: int, rows: list[int]) -> None:
+        """Forget rows whose entry turned out dead in Redis (expired, invalidated, deleted)."""
+        with self.lock:
+            if layout != self.layout or not rows:
+                return
+            index = np.asarray(rows, dtype=np.int64)
+            index = index[self.alive[index]]
+            self.alive[index] = False
+            self.dead += len(index)
+            self._maybe_compact(time.time())
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {"rows": self.n, "dead": self.dead, "capacity": self.cap, "segment": self.segment}
+
+
+_blas_configured = False
+
+
+def configure_blas() -> None:
+    """Apply RAG_INDEX_BLAS_THREADS once per process (see conf.py for why one thread is the default)."""
+    global _blas_configured
+    if _blas_configured:
+        return
+    _blas_configured = True
+    threads = conf.get("RAG_INDEX_BLAS_THREADS")
+    if threads is None:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a pinned runtime dependency
+        return
+    threadpool_limits(limits=int(threads), user_api="blas")
+
+
+class RAGIndex:
+    """Namespace indexes of one process, least recently used first out beyond the row budget."""
+
+    def __init__(self, *, max_entries: int | None = None, max_total_entries: int | None = None) -> None:
+        configure_blas()
+        self._max_entries = max_entries
+        self._max_total = max_total_entries
+        self._lock = threading.Lock()
+        self._namespaces: OrderedDict[str, NamespaceIndex] = OrderedDict()
+
+    @property
+    def max_entries(self) -> int:
+        return int(conf.get("RAG_INDEX_MAX_ENTRIES") if self._max_entries is None else self._max_entries)
+
+    @property
+    def max_total_entries(self) -> int:
+        return int(conf.get("RAG_INDEX_MAX_TOTAL_ENTRIES") if self._max_total is None else self._max_total)
+
+    def retention_segments(self, dim: int) -> int:
+        """How many log segments hold max_entries records (+2: the open one and a partial one)."""
+        per_segment = max(1, int(conf.get("RAG_LOG_SEGMENT_BYTES")) // record_dtype(dim).itemsize)
+        return math.ceil(self.max_entries / per_segment) + 2
+
+    def namespace(self, log_base: str, dim: int) -> NamespaceIndex:
+        with self._lock:
+            index = self._namespaces.get(log_base)
+            if index is None:
+                index = NamespaceIndex(
+                    dim, max_entries=self.max_entries, retention_segments=self.retention_segments(dim)
+                )
+                self._namespaces[log_base] = index
+            self._namespaces.move_to_end(log_base)
+            return index
+
+    def enforce_budget(self) -> None:
+        """Drop least recently used namespaces while the process holds more rows than allowed."""
+        with self._lock:
+            total = sum(ns.n for ns in self._namespaces.values())
+            while total > self.max_total_entries and len(self._namespaces) > 1:
+                _, oldest = self._namespaces.popitem(last=False)
+                total -= oldest.n
+                oldest.reset()
+
+    def clear(self) -> None:
+        with self._lock:
+            for ns in self._namespaces.values():
+                ns.reset()
+            self._namespaces.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(ns.n for ns in self._namespaces.values())
+
+
+_default_index: RAGIndex | None = None
+_default_lock = threading.Lock()
+
+
+def get_rag_index() -> RAGIndex:
+    """The process-wide index shared by every RAGQueryCache that is not given its own."""
+    global _default_index
+    if _default_index is None:
+        with _default_lock:
+            if _default_index is None:
+                _default_index = RAGIndex()
+    return _default_index

@@ -1,0 +1,31 @@
+import pytest
+
+from cache_app.core.checks import check_mgecache_settings
+
+
+def ids(settings_value, settings):
+    settings.MGECACHE = settings_value
+    return sorted(e.id for e in check_mgecache_settings())
+
+
+def test_defaults_pass(settings):
+    assert check_mgecache_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("override", "error_id"),
+    [
+        ({"NO_SUCH_SETTING": 1}, "cache_app.E002"),
+        ({"KEY_PREFIX": "bad prefix*"}, "cache_app.E003"),
+        ({"POLICY_REFRESH_SECONDS": 10}, "cache_app.E004"),
+        ({"BREAKER_FAILURE_THRESHOLD": 0}, "cache_app.E005"),
+        ({"LLM_PROVIDER": "gemini"}, "cache_app.E006"),
+        ({"EMBEDDER": "cache_app.rag.embedders.NoSuchEmbedder"}, "cache_app.E007"),
+    ],
+)
+def test_invalid_values_are_reported(settings, override, error_id):
+    assert error_id in ids({**settings.MGECACHE, **override}, settings)
+
+
+def test_not_a_dict(settings):
+    assert ids(["KEY_PREFIX"], settings) == ["cache_app.E001"]

@@ -1,0 +1,51 @@
+import uuid
+
+import pytest
+import redis as redis_lib
+
+from cache_app.core import keys
+from cache_app.core.counters import DurableCounters
+from cache_app.core.redis_client import CircuitBreaker, RedisGuard
+
+MP = uuid.UUID("66666666-6666-4666-8666-666666666666")
+
+
+def test_increments_are_buffered_until_the_flush_interval(redis, clock):
+    counters = DurableCounters(redis, flush_seconds=0.5, clock=clock)
+    counters.incr("llm", "hits")
+    counters.incr("llm", "hits", 2, masterplan_id=MP)
+    assert redis.hgetall(keys.stats("llm")) == {}  # nothing written yet: no round trip per count
+    clock.advance(0.5)
+    counters.incr("llm", "misses")  # the next count after the interval flushes everything
+    assert redis.hgetall(keys.stats("llm")) == {b"hits": b"3", b"misses": b"1"}
+    assert redis.hgetall(keys.stats("llm", MP)) == {b"hits": b"2"}
+
+
+def test_read_sums_processes_through_redis(redis, clock):
+    a = DurableCounters(redis, flush_seconds=60, clock=clock)
+    b = DurableCounters(redis, flush_seconds=60, clock=clock)
+    a.incr("rag", "hits", masterplan_id=str(MP))
+    b.incr("rag", "misses", masterplan_id=MP)
+    b.flush()
+    assert a.read("rag") == {"hits": 1.0, "misses": 1.0}  # a's own unflushed delta is flushed first
+    assert b.read("rag", masterplan_id=MP) == {"hits": 1.0, "misses": 1.0}
+    assert a.hit_rate("rag") == pytest.approx(0.5)
+
+
+def test_a_failed_flush_keeps_the_deltas_and_reads_still_count_them(redis, clock, blackhole_port):
+    dead = redis_lib.Redis(host="127.0.0.1", port=blackhole_port, socket_timeout=0.05, socket_connect_timeout=0.05)
+    counters = DurableCounters(dead, guard=RedisGuard(CircuitBreaker(name="t"), layer="stats"), clock=clock)
+    counters.incr("llm", "hits", 5)
+    assert counters.flush() is False
+    assert counters.read("llm") == {"hits": 5.0}  # Redis is down, the local deltas still count
+    counters._redis = redis
+    counters._guard = RedisGuard(CircuitBreaker(name="t2"), layer="stats")
+    assert counters.flush() is True
+    assert redis.hgetall(keys.stats("llm")) == {b"hits": b"5"}
+
+
+def test_an_invalid_masterplan_id_is_dropped_not_fatal(redis, clock):
+    counters = DurableCounters(redis, flush_seconds=60, clock=clock)
+    counters.incr("llm", "hits", masterplan_id="not-a-uuid")
+    assert counters.flush() is True
+    assert redis.hgetall(keys.stats("llm")) == {b"hits": b"1"}
