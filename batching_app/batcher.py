@@ -27,7 +27,14 @@ from typing import Any
 from uuid import UUID
 
 from cache_app.core import metrics
-from cache_app.core.policies import DEFAULT_BATCH, BatchSettings, get_policy_source
+from cache_app.core.policies import (
+    DEFAULT_BATCH,
+    DEFAULT_LAYERS,
+    BatchSettings,
+    LayerPolicy,
+    PolicySource,
+    get_policy_source,
+)
 from cache_app.llm import prompt_format
 from cache_app.llm.prompt_format import BatchedRequest
 
@@ -68,13 +75,25 @@ class _Batch:
 
 
 class StaticBatchPolicy:
-    """A fixed policy source (``.batch()`` only), for scripts and tests that run without Django's database."""
+    """A PolicySource with a fixed batch policy (default layer policies), for scripts without a database."""
 
     def __init__(self, settings: BatchSettings = DEFAULT_BATCH) -> None:
         self.settings = settings
 
+    def layer(self, name: str) -> LayerPolicy:
+        return DEFAULT_LAYERS.get(name) or LayerPolicy(layer=name)
+
+    def llm(self) -> LayerPolicy:
+        return self.layer("llm")
+
+    def rag(self) -> LayerPolicy:
+        return self.layer("rag")
+
     def batch(self) -> BatchSettings:
         return self.settings
+
+    def invalidate(self) -> None:
+        pass
 
 
 class RequestBatcher:
@@ -94,7 +113,7 @@ class RequestBatcher:
         max_batch_size: int | None = None,
         batch_window_ms: int | None = None,
         clock: Callable[[], float] | None = None,
-        policies: Any = None,
+        policies: PolicySource | None = None,
         sleep: Sleep | None = None,
     ) -> None:
         if max_batch_size is not None and max_batch_size < 1:

@@ -19,15 +19,15 @@ import subprocess
 import sys
 import threading
 import uuid
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
 
-from cache_app.core import counters as counters_module
 from cache_app.core import keys, policies, redis_client
-from cache_app.llm import client as llm_client
-from cache_app.rag import engine as rag_engine
+from cache_app.core.state import reset_process_state
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -68,15 +68,12 @@ def _isolated_mgecache(settings) -> str:
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     settings.MGECACHE = {**settings.MGECACHE, "KEY_PREFIX": prefix}
-    policies._default_source = None
-    redis_client._default_breaker = None
-    counters_module._default = None
-    llm_client._default_client = None
-    rag_engine._default_engine = None
+    reset_process_state()
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True
     yield prefix
     celery_app.conf.task_always_eager = eager
+    reset_process_state()
     _delete_prefix(prefix)
 
 
@@ -106,10 +103,38 @@ def key_prefix(_isolated_mgecache) -> str:
     return keys.prefix()
 
 
+class StaticPolicies:
+    """The tests' one static PolicySource: fixed values, no database.
+
+    Every layer gets its default policy (``policies.DEFAULT_LAYERS``) with ``fields``
+    replaced, e.g. ``StaticPolicies(ttl_seconds=900)``; ``batch`` is the batch policy.
+    """
+
+    def __init__(self, *, batch: policies.BatchSettings = policies.DEFAULT_BATCH, **fields: Any) -> None:
+        self.fields = fields
+        self.layers = {name: replace(policy, **fields) for name, policy in policies.DEFAULT_LAYERS.items()}
+        self.batch_settings = batch
+
+    def layer(self, name: str) -> policies.LayerPolicy:
+        return self.layers.get(name) or policies.LayerPolicy(layer=name, **self.fields)
+
+    def llm(self) -> policies.LayerPolicy:
+        return self.layers["llm"]
+
+    def rag(self) -> policies.LayerPolicy:
+        return self.layers["rag"]
+
+    def batch(self) -> policies.BatchSettings:
+        return self.batch_settings
+
+    def invalidate(self) -> None:
+        pass
+
+
 @pytest.fixture
-def policy_source() -> policies.PolicySource:
-    """A PolicySource that always re-reads the database (no refresh delay)."""
-    return policies.PolicySource(refresh_seconds=0)
+def policy_source() -> policies.DatabasePolicySource:
+    """A DatabasePolicySource that always re-reads the database (no refresh delay)."""
+    return policies.DatabasePolicySource(refresh_seconds=0)
 
 
 class FakeClock:

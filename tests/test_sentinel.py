@@ -40,13 +40,9 @@ import asyncio
 from django.conf import settings
 from cache_app.health import check_redis
 from cache_app.llm.cache import LLMPromptCache
-from cache_app.core.policies import LayerPolicy
+from tests.conftest import StaticPolicies
 
-class Policies:
-    def llm(self):
-        return LayerPolicy(layer="llm")
-
-cache = LLMPromptCache(policies=Policies())
+cache = LLMPromptCache(policies=StaticPolicies())
 cache.set("through sentinel", "m", 0.0, "answer via sentinel", prompt_tokens=1, completion_tokens=1)
 print(cache.get("through sentinel", "m", 0.0).text)
 async def main():

@@ -20,6 +20,7 @@ from typing import Any
 
 from cache_app.core import conf, keys
 from cache_app.core.redis_client import RedisGuard, get_breaker, get_redis
+from cache_app.core.state import process_wide
 
 logger = logging.getLogger(__name__)
 _instances: weakref.WeakSet[DurableCounters] = weakref.WeakSet()
@@ -142,14 +143,10 @@ class DurableCounters:
         return hits / lookups if lookups else 0.0
 
 
-_default: DurableCounters | None = None
-
-
+@process_wide
 def get_counters() -> DurableCounters:
-    global _default
-    if _default is None:
-        _default = DurableCounters()
-    return _default
+    """The process-wide counters (one buffer, flushed together)."""
+    return DurableCounters()
 
 
 @atexit.register

@@ -12,13 +12,14 @@ are served: a policy read must never take the pipeline down.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cache_app.core import conf
 from cache_app.core.dbread import RefreshingSnapshot
+from cache_app.core.state import process_wide
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,23 @@ DEFAULT_LAYERS = {
 DEFAULT_BATCH = BatchSettings()
 
 
-class PolicySource:
-    """Reads CachePolicy/BatchPolicy rows with a short per-process cache.
+class PolicySource(Protocol):
+    """What the caches and the batcher read policies from (injected; tests pass a static fake)."""
+
+    def layer(self, name: str) -> LayerPolicy: ...
+
+    def llm(self) -> LayerPolicy: ...
+
+    def rag(self) -> LayerPolicy: ...
+
+    def batch(self) -> BatchSettings: ...
+
+    def invalidate(self) -> None:
+        """Forget any copy held in memory; the next read is fresh."""
+
+
+class DatabasePolicySource:
+    """The default PolicySource: CachePolicy/BatchPolicy rows with a short per-process cache.
 
     ``clock`` is injectable (monotonic seconds) so tests need not sleep.
     """
@@ -112,15 +128,7 @@ def _load_from_db() -> tuple[dict[str, LayerPolicy], BatchSettings]:
     return layers, batch
 
 
-_default_source: PolicySource | None = None
-_default_lock = threading.Lock()
-
-
+@process_wide
 def get_policy_source() -> PolicySource:
     """The process-wide PolicySource. Domain objects take one as an injected collaborator."""
-    global _default_source
-    if _default_source is None:
-        with _default_lock:
-            if _default_source is None:
-                _default_source = PolicySource()
-    return _default_source
+    return DatabasePolicySource()

@@ -26,6 +26,7 @@ import redis.asyncio
 from django.conf import settings
 
 from cache_app.core import conf, metrics
+from cache_app.core.state import process_wide
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -226,12 +227,7 @@ class RedisGuard:
         return result
 
 
-_default_breaker: CircuitBreaker | None = None
-
-
+@process_wide
 def get_breaker() -> CircuitBreaker:
     """The process-wide breaker for the configured Redis server (shared by sync and async paths)."""
-    global _default_breaker
-    if _default_breaker is None:
-        _default_breaker = CircuitBreaker(probe=lambda: get_redis().ping(), name="default")
-    return _default_breaker
+    return CircuitBreaker(probe=lambda: get_redis().ping(), name="default")

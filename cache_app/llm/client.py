@@ -30,6 +30,7 @@ from django.utils.module_loading import import_string
 
 from cache_app.core import conf, keys, metrics
 from cache_app.core.policies import PolicySource, get_policy_source
+from cache_app.core.state import process_wide
 from cache_app.llm.cache import LLMPromptCache
 from cache_app.llm.pricing import SavingsLedger, get_ledger
 from cache_app.llm.providers import LLMProvider, ProviderRequest, estimate_tokens, get_provider
@@ -317,15 +318,10 @@ async def provider_llm_call(prompt: str) -> str:
     return response.text
 
 
-_default_client: LLMClient | None = None
-
-
+@process_wide
 def get_llm_client() -> LLMClient:
     """The process-wide client (the API's; one set of batchers and single-flight state per process)."""
-    global _default_client
-    if _default_client is None:
-        _default_client = LLMClient()
-    return _default_client
+    return LLMClient()
 
 
 class _BackgroundLoop:

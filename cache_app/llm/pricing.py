@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 from cache_app.core import conf, metrics
 from cache_app.core.counters import DurableCounters, get_counters
 from cache_app.core.dbread import RefreshingSnapshot
+from cache_app.core.state import process_wide
 
 logger = logging.getLogger(__name__)
 
@@ -108,17 +108,10 @@ class PriceTable:
         return float(price.cost(prompt_tokens, completion_tokens))
 
 
-_default_table: PriceTable | None = None
-_default_lock = threading.Lock()
-
-
+@process_wide
 def get_price_table() -> PriceTable:
-    global _default_table
-    if _default_table is None:
-        with _default_lock:
-            if _default_table is None:
-                _default_table = PriceTable()
-    return _default_table
+    """The process-wide price table (one in-memory copy of ModelPricing)."""
+    return PriceTable()
 
 
 def cost_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:
@@ -234,12 +227,7 @@ class SavingsLedger:
         )
 
 
-_default_ledger: SavingsLedger | None = None
-
-
+@process_wide
 def get_ledger() -> SavingsLedger:
     """The process-wide ledger (on the default counters and price table)."""
-    global _default_ledger
-    if _default_ledger is None:
-        _default_ledger = SavingsLedger()
-    return _default_ledger
+    return SavingsLedger()

@@ -36,6 +36,7 @@ from django.dispatch import Signal, receiver
 
 from cache_app.core import conf, keys
 from cache_app.core.dbread import arun_orm, run_orm
+from cache_app.core.state import process_wide
 from cache_app.models import Document
 from cache_app.rag.embedders import Embedder, load_embedder
 
@@ -257,12 +258,7 @@ class DocumentStore:
         return len(rows)
 
 
-_default_store: DocumentStore | None = None
-
-
+@process_wide
 def get_document_store() -> DocumentStore:
     """The process-wide store (one set of in-memory matrices per process)."""
-    global _default_store
-    if _default_store is None:
-        _default_store = DocumentStore()
-    return _default_store
+    return DocumentStore()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cache_app.core import keys
+from cache_app.core.state import process_wide
 from cache_app.rag.cache import RAGQueryCache
 from cache_app.rag.documents import DocumentStore, get_document_store
 from cache_app.rag.embedders import Embedder, load_embedder
@@ -115,12 +116,7 @@ class RAGEngine:
         return self._result(query, started, documents=documents)
 
 
-_default_engine: RAGEngine | None = None
-
-
+@process_wide
 def get_rag_engine() -> RAGEngine:
     """The process-wide engine on the configured embedder, store and cache."""
-    global _default_engine
-    if _default_engine is None:
-        _default_engine = RAGEngine()
-    return _default_engine
+    return RAGEngine()

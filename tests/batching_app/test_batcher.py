@@ -10,18 +10,21 @@ import pytest
 from prometheus_client import REGISTRY
 
 from batching_app import batcher as batcher_module
-from batching_app.batcher import BatcherClosedError, RequestBatcher, StaticBatchPolicy
+from batching_app.batcher import BatcherClosedError, RequestBatcher
 from cache_app.core.policies import BatchSettings
 from cache_app.llm import prompt_format
 from tests.batching_app.fakes import FakeLLM, ManualClock, answer_for, settle, well_behaved
+from tests.conftest import StaticPolicies
 
 
-def make(llm, clock: ManualClock, *, size: int = 5, window_ms: int = 500, enabled: bool = True) -> RequestBatcher:
+def make(
+    llm, clock: ManualClock, *, size: int = 5, window_ms: int = 500, enabled: bool = True, sleep=None
+) -> RequestBatcher:
     return RequestBatcher(
         llm,
         clock=clock,
-        sleep=clock.sleep,
-        policies=StaticBatchPolicy(BatchSettings(enabled=enabled, max_batch_size=size, batch_window_ms=window_ms)),
+        sleep=sleep or clock.sleep,
+        policies=StaticPolicies(batch=BatchSettings(enabled=enabled, max_batch_size=size, batch_window_ms=window_ms)),
     )
 
 
@@ -254,12 +257,12 @@ async def test_identical_prompts_in_one_window_are_sent_once(clock):
 
 async def test_disabled_policy_is_pass_through_and_policy_is_read_live(clock):
     llm = FakeLLM()
-    policy = StaticBatchPolicy(BatchSettings(enabled=False, max_batch_size=5, batch_window_ms=500))
+    policy = StaticPolicies(batch=BatchSettings(enabled=False, max_batch_size=5, batch_window_ms=500))
     b = RequestBatcher(llm, clock=clock, sleep=clock.sleep, policies=policy)
     results = await asyncio.gather(*(b.execute_with_batching(uuid.uuid4(), p) for p in "abc"))
     assert llm.prompts == ["a", "b", "c"]  # one plain call per request, no window
     assert results == [answer_for(p) for p in "abc"]
-    policy.settings = BatchSettings(enabled=True, max_batch_size=2, batch_window_ms=500)
+    policy.batch_settings = BatchSettings(enabled=True, max_batch_size=2, batch_window_ms=500)
     tasks = submit(b, ["d", "e"])
     await settle()
     assert llm.calls == 4  # the live max_batch_size of 2 flushed at once
@@ -272,7 +275,12 @@ STAGES = ["combine", "call", "parse", "fallback", "timer"]
 @pytest.mark.parametrize("stage", STAGES)
 async def test_a_failure_at_any_stage_resolves_every_future_and_keeps_the_loop_alive(stage, clock, monkeypatch):
     llm = FakeLLM()
-    b = make(llm, clock, size=3)
+    timer = {"sleep": clock.sleep}
+
+    async def switchable_sleep(seconds: float) -> None:
+        await timer["sleep"](seconds)
+
+    b = make(llm, clock, size=3, sleep=switchable_sleep)
     if stage == "combine":
         monkeypatch.setattr(prompt_format, "combine_prompts", lambda reqs: 1 / 0)
     elif stage == "call":
@@ -287,7 +295,7 @@ async def test_a_failure_at_any_stage_resolves_every_future_and_keeps_the_loop_a
         async def broken_sleep(seconds: float) -> None:
             raise OSError("timer broke")
 
-        b._sleep = broken_sleep
+        timer["sleep"] = broken_sleep
     tasks = submit(b, ["x", "y", "z"] if stage != "timer" else ["x", "y"])
     await settle()
     await clock.advance(0.5)
@@ -305,7 +313,7 @@ async def test_a_failure_at_any_stage_resolves_every_future_and_keeps_the_loop_a
     monkeypatch.undo()
     llm.fail = None
     llm.respond = well_behaved
-    b._sleep = clock.sleep
+    timer["sleep"] = clock.sleep
     later = submit(b, ["x2", "y2", "z2"])
     await settle()
     assert [t.result() for t in later] == [answer_for(p) for p in ["x2", "y2", "z2"]]
@@ -394,7 +402,7 @@ async def test_metrics_are_emitted(clock):
 
 def test_a_batcher_reused_across_event_loops_never_strands_a_request():
     llm = FakeLLM()
-    b = RequestBatcher(llm, batch_window_ms=60_000, max_batch_size=5, policies=StaticBatchPolicy())
+    b = RequestBatcher(llm, batch_window_ms=60_000, max_batch_size=5, policies=StaticPolicies())
     orphans = []
 
     async def first_run() -> None:

@@ -9,20 +9,20 @@ import pytest
 from celery.exceptions import MaxRetriesExceededError
 
 from batching_app import tasks
-from batching_app.batcher import StaticBatchPolicy
 from batching_app.llm import TransientLLMError, get_llm_call
 from batching_app.wave import BatchResultStore, WaveBatchRunner, claim_key
-from cache_app.core import keys, policies
+from cache_app.core import keys
 from cache_app.core.counters import get_counters
-from cache_app.core.policies import BatchSettings
+from cache_app.core.policies import BatchSettings, get_policy_source
 from mgecache_site.celery import app as celery_app
 from tests.batching_app.fakes import FakeLLM, answer_for, recording_llm_call
+from tests.conftest import StaticPolicies
 
 LLM_PATH = "tests.batching_app.fakes.recording_llm_call"
 
 
 @pytest.fixture
-def recorded(settings, monkeypatch):
+def recorded(settings):
     """run_batch talks to the recording LLM; the batch policy is fixed (no database read).
 
     Eager retries only chain when eager errors are not propagated (Celery re-raises Retry
@@ -31,7 +31,7 @@ def recorded(settings, monkeypatch):
     settings.MGECACHE = {**settings.MGECACHE, "BATCH_LLM_CALL": LLM_PATH}
     propagates = celery_app.conf.task_eager_propagates
     celery_app.conf.task_eager_propagates = False
-    monkeypatch.setattr(policies, "_default_source", StaticBatchPolicy(BatchSettings(True, 5, 500)))
+    get_policy_source.set(StaticPolicies(batch=BatchSettings(True, 5, 500)))  # reset after the test
     recording_llm_call.reset()
     yield recording_llm_call
     recording_llm_call.reset()
@@ -159,7 +159,7 @@ async def test_atoms_claimed_by_another_run_are_not_called(redis):
     store = BatchResultStore()
     busy, free = uuid.uuid4(), uuid.uuid4()
     assert store.claim(busy, "other-worker", 60)
-    runner = WaveBatchRunner(llm, store=store, policies=StaticBatchPolicy(BatchSettings(True, 5, 500)))
+    runner = WaveBatchRunner(llm, store=store, policies=StaticPolicies(batch=BatchSettings(True, 5, 500)))
     report = await runner.run([(busy, "p-busy"), (free, "p-free")], batch_id="b1")
     assert llm.prompts == ["p-free"]
     assert report.in_progress == [busy]

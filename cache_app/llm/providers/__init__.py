@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from cache_app.core import conf
+from cache_app.core.state import process_wide
 from cache_app.llm.providers.anthropic_provider import AnthropicProvider
 from cache_app.llm.providers.base import (
     CHARS_PER_TOKEN,
@@ -95,18 +96,29 @@ def build_provider(name: str | None = None) -> LLMProvider:
     return SimulatedProvider()
 
 
-_lock = threading.Lock()
-_cached: tuple[tuple, LLMProvider] | None = None
+class _ProviderSlot:
+    """The provider built for one configuration; a changed configuration builds a new one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: tuple[tuple, LLMProvider] | None = None
+
+    def get(self) -> LLMProvider:
+        config = _config(conf.get("LLM_PROVIDER"))
+        current = self._current
+        if current is not None and current[0] == config:
+            return current[1]
+        with self._lock:
+            if self._current is None or self._current[0] != config:
+                self._current = (config, build_provider(config[0]))
+            return self._current[1]
+
+
+@process_wide
+def _provider_slot() -> _ProviderSlot:
+    return _ProviderSlot()
 
 
 def get_provider() -> LLMProvider:
     """The process-wide provider for the current settings (rebuilt if they change)."""
-    global _cached
-    config = _config(conf.get("LLM_PROVIDER"))
-    current = _cached
-    if current is not None and current[0] == config:
-        return current[1]
-    with _lock:
-        if _cached is None or _cached[0] != config:
-            _cached = (config, build_provider(config[0]))
-        return _cached[1]
+    return _provider_slot().get()

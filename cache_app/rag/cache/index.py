@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from cache_app.core import conf, metrics
+from cache_app.core.state import process_wide
 from cache_app.rag.cache.codec import record_dtype
 
 # Scores within this distance count as a tie (the newest row wins); float32 dot products
@@ -487,15 +488,7 @@ class RAGIndex:
             return sum(ns.n for ns in self._namespaces.values())
 
 
-_default_index: RAGIndex | None = None
-_default_lock = threading.Lock()
-
-
+@process_wide
 def get_rag_index() -> RAGIndex:
     """The process-wide index shared by every RAGQueryCache that is not given its own."""
-    global _default_index
-    if _default_index is None:
-        with _default_lock:
-            if _default_index is None:
-                _default_index = RAGIndex()
-    return _default_index
+    return RAGIndex()

@@ -32,14 +32,25 @@ def test_read_sums_processes_through_redis(redis, clock):
     assert a.hit_rate("rag") == pytest.approx(0.5)
 
 
+class Switchable:
+    """A Redis client whose server the test can swap (down, then up again)."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def __getattr__(self, name: str):
+        return getattr(self.target, name)
+
+
 def test_a_failed_flush_keeps_the_deltas_and_reads_still_count_them(redis, clock, blackhole_port):
     dead = redis_lib.Redis(host="127.0.0.1", port=blackhole_port, socket_timeout=0.05, socket_connect_timeout=0.05)
-    counters = DurableCounters(dead, guard=RedisGuard(CircuitBreaker(name="t"), layer="stats"), clock=clock)
+    server = Switchable(dead)
+    breaker = CircuitBreaker(name="t", failure_threshold=100)  # stays closed: this test is about the buffer
+    counters = DurableCounters(server, guard=RedisGuard(breaker, layer="stats"), clock=clock)
     counters.incr("llm", "hits", 5)
     assert counters.flush() is False
     assert counters.read("llm") == {"hits": 5.0}  # Redis is down, the local deltas still count
-    counters._redis = redis
-    counters._guard = RedisGuard(CircuitBreaker(name="t2"), layer="stats")
+    server.target = redis  # Redis is back
     assert counters.flush() is True
     assert redis.hgetall(keys.stats("llm")) == {b"hits": b"5"}
 

@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from cache_app.core.policies import PolicySource
+from cache_app.core.policies import DatabasePolicySource
 from cache_app.models import BatchPolicy, CachePolicy
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +45,7 @@ def test_batch_policy_rejects_out_of_range(field, value):
 
 
 def test_cached_until_refresh_then_reloaded(clock):
-    source = PolicySource(refresh_seconds=2.0, clock=clock)
+    source = DatabasePolicySource(refresh_seconds=2.0, clock=clock)
     assert source.llm().ttl_seconds == 86400
     CachePolicy.objects.filter(layer="llm").update(ttl_seconds=60)  # bypasses signals, like another process
     assert source.llm().ttl_seconds == 86400  # still within the refresh window

@@ -14,23 +14,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from cache_app.core import keys
-from cache_app.core.policies import LayerPolicy, PolicySource
+from cache_app.core.policies import DatabasePolicySource
 from cache_app.llm.cache import CachedLLMResponse, LLMPromptCache, normalize_temperature
 from cache_app.models import CachePolicy
 from cache_app.tasks import reclaim_dead_keys, reclaim_llm_masterplan
-from tests.conftest import run_python
+from tests.conftest import StaticPolicies, run_python
 
 MODEL = "claude-3-5-sonnet"
-
-
-class StaticPolicies:
-    """A policy source with fixed values (tests that are not about policy need no database)."""
-
-    def __init__(self, **fields) -> None:
-        self.policy = LayerPolicy(layer="llm", **fields)
-
-    def llm(self) -> LayerPolicy:
-        return self.policy
 
 
 def sample(name: str, **labels: str) -> float:
@@ -177,7 +167,7 @@ def test_ttl_follows_the_policy_and_can_be_overridden(redis):
 
 @pytest.mark.django_db
 def test_policy_edit_is_picked_up_within_the_refresh_bound(redis, clock):
-    source = PolicySource(refresh_seconds=2.0, clock=clock)  # the production bound is <= 5 s
+    source = DatabasePolicySource(refresh_seconds=2.0, clock=clock)  # the production bound is <= 5 s
     cache = LLMPromptCache(redis, policies=source)
     put(cache, "before")
     assert redis.ttl(cache.key_for("before", MODEL, 0)) in (86399, 86400)  # the seeded 24 h default

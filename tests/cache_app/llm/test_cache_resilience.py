@@ -16,20 +16,11 @@ import pytest
 import redis as redis_lib
 from prometheus_client import REGISTRY
 
-from cache_app.core.policies import LayerPolicy
 from cache_app.core.redis_client import CircuitBreaker, RedisGuard
 from cache_app.llm.cache import CacheUnavailableError, LLMPromptCache
-from tests.conftest import run_python
+from tests.conftest import StaticPolicies, run_python
 
 MODEL = "claude-3-5-sonnet"
-
-
-class StaticPolicies:
-    def __init__(self, **fields) -> None:
-        self.policy = LayerPolicy(layer="llm", **fields)
-
-    def llm(self) -> LayerPolicy:
-        return self.policy
 
 
 def errors(operation: str) -> float:

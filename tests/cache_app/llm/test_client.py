@@ -101,8 +101,10 @@ async def test_twenty_concurrent_identical_prompts_make_one_call():
     gate = asyncio.Event()
     provider = CountingProvider(gate=gate)
     client = LLMClient(provider)
+    waiting = _metric("mgecache_singleflight_waiters_total", {"scope": "process"})
     tasks = [asyncio.create_task(client.generate("same prompt", SONNET, 0.0)) for _ in range(20)]
-    while not provider.calls:
+    # Open the gate once the leader called and the 19 others wait for it (not for the cache).
+    while not provider.calls or _metric("mgecache_singleflight_waiters_total", {"scope": "process"}) - waiting < 19:
         await asyncio.sleep(0)
     gate.set()
     results = await asyncio.gather(*tasks)
@@ -199,25 +201,24 @@ async def test_rejects_bad_arguments():
 
 @pytest.mark.redis_server
 async def test_redis_stopped_mid_run_keeps_answering_through_the_provider(private_redis):
+    from dataclasses import asdict
+
+    from cache_app.llm.client import _Generated
+
     def client_on(url):
         sync = redis_lib.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
         breaker = CircuitBreaker(probe=sync.ping, name="test-outage")
         async_client = redis_lib.asyncio.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
         cache = LLMPromptCache(sync, breaker=breaker, async_redis=async_client)
         sf = SingleFlight(
-            encode=lambda g: g.__dict__,
-            decode=lambda d: d,
+            encode=asdict,
+            decode=lambda d: _Generated(**d),
             redis=async_client,
             guard=RedisGuard(breaker, layer="singleflight"),
         )
         return cache, sf, breaker
 
     cache, sf, breaker = client_on(private_redis.url)
-    from dataclasses import asdict
-
-    from cache_app.llm.client import _Generated
-
-    sf._encode, sf._decode = asdict, lambda d: _Generated(**d)
     provider = CountingProvider()
     client = LLMClient(provider, prompt_cache=cache, singleflight=sf)
     await client.generate("before the outage", SONNET, 0.0)

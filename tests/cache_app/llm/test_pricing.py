@@ -21,15 +21,6 @@ def sample(name: str, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-@pytest.fixture(autouse=True)
-def _fresh_price_table():
-    pricing._default_table = None
-    pricing._default_ledger = None
-    yield
-    pricing._default_table = None
-    pricing._default_ledger = None
-
-
 def static_table(prices: dict[str, tuple[str, str]]) -> PriceTable:
     return PriceTable(
         refresh_seconds=3600, loader=lambda: {m: Price(Decimal(i), Decimal(o)) for m, (i, o) in prices.items()}

@@ -30,13 +30,6 @@ class RecordingSleep:
         self.calls.append(seconds)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_provider_cache():
-    providers._cached = None
-    yield
-    providers._cached = None
-
-
 # --- simulated ---------------------------------------------------------------------------------
 
 

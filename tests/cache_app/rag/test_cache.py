@@ -15,24 +15,15 @@ import pytest
 from prometheus_client import REGISTRY
 
 from cache_app.core import keys
-from cache_app.core.policies import LayerPolicy, PolicySource
+from cache_app.core.policies import DatabasePolicySource
 from cache_app.models import CachePolicy
 from cache_app.rag.cache import CachedRAGResult, RAGIndex, RAGQueryCache
 from cache_app.tasks import reclaim_rag_dead_keys, reclaim_rag_masterplan
+from tests.conftest import StaticPolicies
 
 MODEL = "hashed-ngram-384-v1"
 DIM = 384
 DOCS = [{"content": "Paris is the capital of France.", "metadata": {"source": "atlas", "page": 3}, "score": 0.91}]
-
-
-class StaticPolicies:
-    """A policy source with fixed values (tests that are not about policy need no database)."""
-
-    def __init__(self, **fields) -> None:
-        self.policy = LayerPolicy(layer="rag", **{"ttl_seconds": 3600, **fields})
-
-    def rag(self) -> LayerPolicy:
-        return self.policy
 
 
 def sample(name: str, layer: str = "rag", **labels: str) -> float:
@@ -107,7 +98,7 @@ def test_threshold_boundary_just_below_misses_just_above_hits(cache, rng):
 
 @pytest.mark.django_db
 def test_threshold_comes_live_from_the_policy(redis, rng):
-    cache = RAGQueryCache(redis, policies=PolicySource(refresh_seconds=0), index=RAGIndex())
+    cache = RAGQueryCache(redis, policies=DatabasePolicySource(refresh_seconds=0), index=RAGIndex())
     base = unit(rng)
     put(cache, "stored", base)
     probe = at_cosine(base, 0.93, rng)

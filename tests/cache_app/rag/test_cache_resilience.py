@@ -19,21 +19,12 @@ import redis as redis_lib
 from prometheus_client import REGISTRY
 
 from cache_app.core import keys
-from cache_app.core.policies import LayerPolicy
 from cache_app.core.redis_client import CircuitBreaker, RedisGuard
 from cache_app.rag.cache import RAGIndex, RAGQueryCache
 from cache_app.rag.cache.index import Horizon, NamespaceIndex, Position
-from tests.conftest import run_python
+from tests.conftest import StaticPolicies, run_python
 
 MODEL = "hashed-ngram-384-v1"
-
-
-class StaticPolicies:
-    def __init__(self, **fields) -> None:
-        self.policy = LayerPolicy(layer="rag", **{"ttl_seconds": 3600, **fields})
-
-    def rag(self) -> LayerPolicy:
-        return self.policy
 
 
 def errors(operation: str) -> float:

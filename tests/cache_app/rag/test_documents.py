@@ -196,6 +196,4 @@ def test_documents_added_by_another_process_are_found(subprocess_env, clock):
 
 
 def test_process_wide_store_is_shared():
-    document_store._default_store = None
     assert document_store.get_document_store() is document_store.get_document_store()
-    document_store._default_store = None
