@@ -87,33 +87,20 @@ class DurableCounters:
         pending = self._take()
         if not pending:
             return True
-        current = keys.prefix()
-        writes: dict[str, dict[str, float]] = {}
-        for (base, layer, masterplan_id), fields in pending.items():
-            if base != current:  # counted under a prefix no longer configured (tests only)
-                continue
-            try:
-                key = keys.stats(layer, masterplan_id)
-            except ValueError:
-                logger.warning("dropping counters of an invalid masterplan id %r", masterplan_id)
-                continue
-            bucket = writes.setdefault(key, {})
-            for field, amount in fields.items():
-                bucket[field] = bucket.get(field, 0.0) + amount
-
-        def write() -> bool:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, fields in writes.items():
-                for field, amount in fields.items():
-                    if amount:
-                        pipe.hincrbyfloat(key, field, amount)
-            pipe.execute()
-            return True
-
-        if not writes or self._guard.run("stats_flush", write, False):
+        writes = _by_key(pending)
+        if not writes or self._guard.run("stats_flush", lambda: self._write(writes), False):
             return True
         self._give_back(pending)  # for the next attempt
         return False
+
+    def _write(self, writes: dict[str, dict[str, float]]) -> bool:
+        pipe = self.redis.pipeline(transaction=False)
+        for key, fields in writes.items():
+            for field, amount in fields.items():
+                if amount:
+                    pipe.hincrbyfloat(key, field, amount)
+        pipe.execute()
+        return True
 
     def read(self, layer: str, *, masterplan_id: Any = None) -> dict[str, float]:
         """Totals for a layer (or one masterplan), including this process's unflushed deltas."""
@@ -141,6 +128,24 @@ class DurableCounters:
         hits = sum(totals.get(f, 0.0) for f in hit_fields)
         lookups = hits + totals.get("misses", 0.0)
         return hits / lookups if lookups else 0.0
+
+
+def _by_key(pending: dict[tuple[str, str, Any], dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Buffered deltas summed per Redis key, under the key prefix configured now."""
+    current = keys.prefix()
+    writes: dict[str, dict[str, float]] = {}
+    for (base, layer, masterplan_id), fields in pending.items():
+        if base != current:  # counted under a prefix no longer configured (tests only)
+            continue
+        try:
+            key = keys.stats(layer, masterplan_id)
+        except ValueError:
+            logger.warning("dropping counters of an invalid masterplan id %r", masterplan_id)
+            continue
+        bucket = writes.setdefault(key, {})
+        for field, amount in fields.items():
+            bucket[field] = bucket.get(field, 0.0) + amount
+    return writes
 
 
 @process_wide

@@ -31,7 +31,7 @@ from django.utils.module_loading import import_string
 from cache_app.core import conf, keys, metrics
 from cache_app.core.policies import PolicySource, get_policy_source
 from cache_app.core.state import process_wide
-from cache_app.llm.cache import LLMPromptCache
+from cache_app.llm.cache import CachedLLMResponse, LLMPromptCache
 from cache_app.llm.pricing import SavingsLedger, get_ledger
 from cache_app.llm.providers import LLMProvider, ProviderRequest, estimate_tokens, get_provider
 from cache_app.llm.singleflight import SingleFlight
@@ -57,6 +57,47 @@ class LLMResponse:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One generate() request, validated and normalised."""
+
+    prompt: str
+    model: str
+    temperature: float
+    max_tokens: int | None
+    system: str | None
+    atom_id: UUID | None
+    masterplan_id: str | None
+
+    @classmethod
+    def parse(
+        cls,
+        prompt: Any,
+        model: Any,
+        temperature: Any,
+        max_tokens: Any,
+        system: Any,
+        atom_id: Any,
+        masterplan_id: Any,
+    ) -> _Call:
+        """Raises ValueError for a bad argument. ``model`` defaults to LLM_DEFAULT_MODEL."""
+        model = model or conf.get("LLM_DEFAULT_MODEL")
+        _validate(prompt, model, temperature, max_tokens, system)
+        mp = keys.normalize_masterplan_id(masterplan_id)
+        atom = None if atom_id is None else UUID(str(atom_id))
+        return cls(prompt, model, temperature, max_tokens, system, atom, mp)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The generation parameters that are part of the answer's identity."""
+        params: dict[str, Any] = {}
+        if self.system is not None:
+            params["system"] = self.system
+        if self.max_tokens is not None:
+            params["max_tokens"] = self.max_tokens
+        return params
 
 
 @dataclass(frozen=True)
@@ -126,73 +167,82 @@ class LLMClient:
     ) -> LLMResponse:
         """Answer ``prompt``. Bad arguments raise ValueError; provider errors reach the caller, uncached."""
         started = time.perf_counter()
-        model = model or conf.get("LLM_DEFAULT_MODEL")
-        _validate(prompt, model, temperature, max_tokens, system)
-        mp = keys.normalize_masterplan_id(masterplan_id)
-        atom = None if atom_id is None else UUID(str(atom_id))
-        params: dict[str, Any] = {}
-        if system is not None:
-            params["system"] = system
-        if max_tokens is not None:
-            params["max_tokens"] = max_tokens
+        call = _Call.parse(prompt, model, temperature, max_tokens, system, atom_id, masterplan_id)
         provider = self.provider
-
         if use_cache:
-            hit = await self.prompt_cache.aget(prompt, model, temperature, masterplan_id=mp, **params)
+            hit = await self.prompt_cache.aget(
+                call.prompt, call.model, call.temperature, masterplan_id=call.masterplan_id, **call.params
+            )
             if hit is not None:
-                saved = self.ledger.record_saving(
-                    "llm", model, hit.prompt_tokens, hit.completion_tokens, masterplan_id=mp
-                )
-                metrics.LLM_REQUESTS.labels(provider.name, "hit").inc()
-                return LLMResponse(
-                    text=hit.text,
-                    model=hit.model,
-                    prompt_tokens=hit.prompt_tokens,
-                    completion_tokens=hit.completion_tokens,
-                    cached=True,
-                    cache_layer="llm",
-                    cost_usd=0.0,
-                    saved_usd=saved,
-                    latency_s=time.perf_counter() - started,
-                    finish_reason=getattr(hit, "finish_reason", None),
-                    provider=provider.name,
-                    simulated=provider.simulated,
-                )
+                return self._hit_response(hit, call, provider, started)
+        generated, led = await self._produce(provider, call, use_cache=use_cache, use_batching=use_batching)
+        return self._generated_response(generated, led, call, provider, started)
 
+    async def _produce(
+        self, provider: LLMProvider, call: _Call, *, use_cache: bool, use_batching: bool
+    ) -> tuple[_Generated, bool]:
+        """The answer, and whether this caller made the call (False: it shared an identical caller's)."""
         led = False
 
         async def work() -> _Generated:
             nonlocal led
             led = True
-            generated = await self._call(
-                provider, prompt, model, temperature, max_tokens, system, use_batching, atom, mp
-            )
+            generated = await self._call(provider, call, use_batching)
             if use_cache:
                 await self.prompt_cache.aset(
-                    prompt,
-                    model,
-                    temperature,
+                    call.prompt,
+                    call.model,
+                    call.temperature,
                     generated.text,
                     prompt_tokens=generated.prompt_tokens,
                     completion_tokens=generated.completion_tokens,
-                    masterplan_id=mp,
+                    masterplan_id=call.masterplan_id,
                     finish_reason=generated.finish_reason,
-                    **params,
+                    **call.params,
                 )
             return generated
 
-        if use_cache:
-            key = self.prompt_cache.key_for(prompt, model, temperature, masterplan_id=mp, **params)
-            generated = await self.singleflight.run(key, work)
-        else:
-            generated = await work()
+        if not use_cache:
+            return await work(), True
+        key = self.prompt_cache.key_for(
+            call.prompt, call.model, call.temperature, masterplan_id=call.masterplan_id, **call.params
+        )
+        generated = await self.singleflight.run(key, work)
+        return generated, led
 
+    def _hit_response(self, hit: CachedLLMResponse, call: _Call, provider: LLMProvider, started: float) -> LLMResponse:
+        saved = self.ledger.record_saving(
+            "llm", call.model, hit.prompt_tokens, hit.completion_tokens, masterplan_id=call.masterplan_id
+        )
+        metrics.LLM_REQUESTS.labels(provider.name, "hit").inc()
+        return LLMResponse(
+            text=hit.text,
+            model=hit.model,
+            prompt_tokens=hit.prompt_tokens,
+            completion_tokens=hit.completion_tokens,
+            cached=True,
+            cache_layer="llm",
+            cost_usd=0.0,
+            saved_usd=saved,
+            latency_s=time.perf_counter() - started,
+            finish_reason=hit.finish_reason,
+            provider=provider.name,
+            simulated=provider.simulated,
+        )
+
+    def _generated_response(
+        self, generated: _Generated, led: bool, call: _Call, provider: LLMProvider, started: float
+    ) -> LLMResponse:
         if led:
             cost, saved, layer = generated.cost_usd, 0.0, None
-        else:
+        else:  # a merged duplicate: no call made, the money it saved is recorded under single-flight
             cost, layer = 0.0, "singleflight"
             saved = self.ledger.record_saving(
-                layer, model, generated.prompt_tokens, generated.completion_tokens, masterplan_id=mp
+                layer,
+                call.model,
+                generated.prompt_tokens,
+                generated.completion_tokens,
+                masterplan_id=call.masterplan_id,
             )
             metrics.LLM_REQUESTS.labels(provider.name, "merged").inc()
         return LLMResponse(
@@ -210,29 +260,19 @@ class LLMClient:
             simulated=provider.simulated,
         )
 
-    async def _call(
-        self,
-        provider: LLMProvider,
-        prompt: str,
-        model: str,
-        temperature: float,
-        max_tokens: int | None,
-        system: str | None,
-        use_batching: bool,
-        atom_id: UUID | None,
-        masterplan_id: str | None,
-    ) -> _Generated:
-        if use_batching and atom_id is not None:
-            batcher = self._batcher_for(provider, model, temperature, max_tokens, system, masterplan_id)
-            text = await batcher.execute_with_batching(atom_id, prompt)
+    async def _call(self, provider: LLMProvider, call: _Call, use_batching: bool) -> _Generated:
+        if use_batching and call.atom_id is not None:
+            batcher = self._batcher_for(provider, call)
+            text = await batcher.execute_with_batching(call.atom_id, call.prompt)
             # The combined call's real spend was recorded by the batch; this atom's share is estimated.
-            prompt_tokens = estimate_tokens((system or "") + prompt)
+            prompt_tokens = estimate_tokens((call.system or "") + call.prompt)
             completion_tokens = estimate_tokens(text)
-            cost = self.ledger.prices.cost_usd(model, prompt_tokens, completion_tokens)
-            return _Generated(text, model, prompt_tokens, completion_tokens, None, cost)
-        response = await self._complete(provider, ProviderRequest(prompt, model, temperature, max_tokens, system))
+            cost = self.ledger.prices.cost_usd(call.model, prompt_tokens, completion_tokens)
+            return _Generated(text, call.model, prompt_tokens, completion_tokens, None, cost)
+        request = ProviderRequest(call.prompt, call.model, call.temperature, call.max_tokens, call.system)
+        response = await self._complete(provider, request)
         cost = self.ledger.record_spend(
-            model, response.prompt_tokens, response.completion_tokens, masterplan_id=masterplan_id
+            call.model, response.prompt_tokens, response.completion_tokens, masterplan_id=call.masterplan_id
         )
         return _Generated(
             response.text,
@@ -255,20 +295,13 @@ class LLMClient:
         metrics.LLM_REQUESTS.labels(provider.name, "miss").inc()
         return response
 
-    def _batcher_for(
-        self,
-        provider: LLMProvider,
-        model: str,
-        temperature: float,
-        max_tokens: int | None,
-        system: str | None,
-        masterplan_id: str | None,
-    ) -> Any:
+    def _batcher_for(self, provider: LLMProvider, call: _Call) -> Any:
         if self._batcher is not None:
             return self._batcher
         batcher_class = import_string(conf.get("LLM_BATCHER"))
         loop = asyncio.get_running_loop()
-        key = (id(loop), model, temperature, max_tokens, system, masterplan_id)
+        model, temperature, max_tokens, system = call.model, call.temperature, call.max_tokens, call.system
+        key = (id(loop), model, temperature, max_tokens, system, call.masterplan_id)
         batcher = self._batchers.get(key)
         if batcher is None:
 
@@ -278,7 +311,7 @@ class LLMClient:
                 request = ProviderRequest(combined_prompt, model, temperature, budget, system)
                 response = await self._complete(provider, request)
                 self.ledger.record_spend(
-                    model, response.prompt_tokens, response.completion_tokens, masterplan_id=masterplan_id
+                    model, response.prompt_tokens, response.completion_tokens, masterplan_id=call.masterplan_id
                 )
                 return response.text
 

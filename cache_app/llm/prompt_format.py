@@ -36,8 +36,10 @@ import asyncio
 import hmac
 import re
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from uuid import UUID
 
 NONCE_LENGTH = 8
@@ -142,6 +144,48 @@ def _clean(segment: str) -> str:
     return _TRAILING_RULE.sub("", segment).strip()
 
 
+class _Boundary(NamedTuple):
+    start: int
+    end: int
+    kind: str  # "response" or "prompt"
+    number: int
+
+
+def _boundaries(text: str, nonce: str) -> list[_Boundary]:
+    """Every marker of this batch, in text order.
+
+    A marker tag with any other value is plain text. PROMPT markers (a model echoing the
+    prompts) end the previous answer but start none.
+    """
+    found = [
+        _Boundary(match.start(), match.end(), kind, int(match.group(1)))
+        for kind, regex in (("response", _RESPONSE_RE), ("prompt", _PROMPT_RE))
+        for match in regex.finditer(text)
+        if match.group(2).lower() == nonce
+    ]
+    return sorted(found)
+
+
+def _judge(
+    text: str, boundary: _Boundary, following: _Boundary | None, seen: Counter[int], count: int
+) -> tuple[str | None, str | None]:
+    """(answer, None) for the section after ``boundary``, or (None, why it cannot be attributed)."""
+    if seen[boundary.number] > 1:
+        return None, "duplicated"
+    segment = _clean(text[boundary.end : following.start if following else len(text)])
+    if not segment:
+        return None, "empty"
+    if following is not None and _suspicious(following, seen, count):
+        return None, "truncated"
+    return segment, None
+
+
+def _suspicious(boundary: _Boundary, seen: Counter[int], count: int) -> bool:
+    """A RESPONSE marker that is repeated or numbered outside the batch: it may have been
+    planted inside the answer before it, and cut that answer short."""
+    return boundary.kind == "response" and (not 1 <= boundary.number <= count or seen[boundary.number] > 1)
+
+
 def analyse_batched_response(text: str, requests: Sequence[BatchedRequest]) -> ParsedBatch:
     """Attribute the sections of ``text`` to ``requests`` by marker number (see ParsedBatch).
 
@@ -151,43 +195,18 @@ def analyse_batched_response(text: str, requests: Sequence[BatchedRequest]) -> P
         return ParsedBatch(nonce="", answers=[text], problems={})
     nonce = batch_nonce(requests)
     count = len(requests)
-    # Every marker with this batch's nonce is a boundary; a tag with any other value is
-    # plain text. PROMPT markers (a model echoing the prompts) end the previous answer but
-    # start none.
-    boundaries: list[tuple[int, int, str, int]] = []  # (start, end, kind, number)
-    for kind, regex in (("response", _RESPONSE_RE), ("prompt", _PROMPT_RE)):
-        for match in regex.finditer(text):
-            if match.group(2).lower() == nonce:
-                boundaries.append((match.start(), match.end(), kind, int(match.group(1))))
-    boundaries.sort()
-
-    seen: dict[int, int] = {}
-    for _, _, kind, number in boundaries:
-        if kind == "response":
-            seen[number] = seen.get(number, 0) + 1
-
+    boundaries = _boundaries(text, nonce)
+    seen = Counter(b.number for b in boundaries if b.kind == "response")
     answers: list[str | None] = [None] * count
     problems: dict[int, str] = {}
-    for position, (_, end, kind, number) in enumerate(boundaries):
-        if kind != "response" or not 1 <= number <= count:
+    for position, boundary in enumerate(boundaries):
+        if boundary.kind != "response" or not 1 <= boundary.number <= count:
             continue
         following = boundaries[position + 1] if position + 1 < len(boundaries) else None
-        segment = _clean(text[end : following[0] if following else len(text)])
-        index = number - 1
-        if seen[number] > 1:
-            problems[index] = "duplicated"
-            continue
-        if not segment:
-            problems[index] = "empty"
-            continue
-        answers[index] = segment
-        # A marker that is itself suspicious (repeated, or numbered outside the batch)
-        # may have been planted inside this answer and cut it short.
-        if following is not None and following[2] == "response":
-            next_number = following[3]
-            if not 1 <= next_number <= count or seen.get(next_number, 0) > 1:
-                answers[index] = None
-                problems[index] = "truncated"
+        answer, problem = _judge(text, boundary, following, seen, count)
+        answers[boundary.number - 1] = answer
+        if problem is not None:
+            problems[boundary.number - 1] = problem
     for index in range(count):
         if answers[index] is None and index not in problems:
             problems[index] = "missing"
