@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -256,7 +256,7 @@ class RequestBatcher:
         if slots:
             self._spawn(self._send(slots))
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)  # a strong reference until done
         task.add_done_callback(self._tasks.discard)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
 
+from redis import Redis
+
 from batching_app.batcher import RequestBatcher
 from batching_app.llm import TRANSIENT_ERRORS, LLMCall, TransientLLMError
 from cache_app.core import conf, keys
@@ -47,12 +49,12 @@ def claim_key(atom_id: UUID) -> str:
 class BatchResultStore:
     """Per-atom answers in Redis: ``{"atom_id", "answer", "batch_id", "stored_at"}`` as JSON."""
 
-    def __init__(self, redis: Any = None, *, ttl_seconds: int | None = None) -> None:
+    def __init__(self, redis: Redis | None = None, *, ttl_seconds: int | None = None) -> None:
         self._redis = redis
         self._ttl = ttl_seconds
 
     @property
-    def redis(self) -> Any:
+    def redis(self) -> Redis:
         return self._redis if self._redis is not None else get_redis()
 
     @property

@@ -35,7 +35,7 @@ def check_redis() -> Check:
     return Check("redis", True, "embedded (fakeredis, not for production)" if settings.REDIS_EMBEDDED else "ok")
 
 
-def check_broker(timeout: float = 1.0) -> Check:
+def check_broker(timeout: int = 1) -> Check:
     if not settings.CELERY_BROKER_URL:
         return Check("broker", True, "none: tasks run in-process (embedded default)")
     from mgecache_site.celery import app

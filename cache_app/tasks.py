@@ -11,7 +11,7 @@ from typing import Any
 import redis
 from celery import shared_task
 
-_RETRY = {
+_RETRY: dict[str, Any] = {
     "acks_late": True,
     "autoretry_for": (redis.RedisError, OSError),
     "retry_backoff": 2,

@@ -142,6 +142,7 @@ _redis_options: dict = {
     "IGNORE_EXCEPTIONS": True,
     "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
 }
+EMBEDDED_REDIS_SERVER: fakeredis.FakeServer | None
 if REDIS_EMBEDDED:
     import fakeredis
 

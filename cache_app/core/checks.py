@@ -74,7 +74,7 @@ def check_llm_provider_settings(app_configs=None, **kwargs) -> list[checks.Check
     """Provider credentials and knobs (ids cache_app.E020-E029)."""
     errors: list[checks.CheckMessage] = []
     s = conf.app_settings()
-    provider = s.get("LLM_PROVIDER")
+    provider = s["LLM_PROVIDER"]
     key_setting = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}.get(provider)
     if key_setting and not getattr(settings, key_setting, ""):
         errors.append(

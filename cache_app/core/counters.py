@@ -18,6 +18,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from redis import Redis
+
 from cache_app.core import conf, keys
 from cache_app.core.redis_client import RedisGuard, get_breaker, get_redis
 from cache_app.core.state import process_wide
@@ -35,7 +37,7 @@ class DurableCounters:
 
     def __init__(
         self,
-        redis: Any = None,
+        redis: Redis | None = None,
         *,
         guard: RedisGuard | None = None,
         flush_seconds: float | None = None,
@@ -54,7 +56,7 @@ class DurableCounters:
         return float(conf.get("COUNTER_FLUSH_SECONDS") if self._flush_seconds is None else self._flush_seconds)
 
     @property
-    def redis(self) -> Any:
+    def redis(self) -> Redis:
         return self._redis if self._redis is not None else get_redis()
 
     def incr(self, layer: str, field: str, amount: float = 1, *, masterplan_id: Any = None) -> None:
@@ -106,7 +108,7 @@ class DurableCounters:
         """Totals for a layer (or one masterplan), including this process's unflushed deltas."""
         self.flush()
         key = keys.stats(layer, masterplan_id)
-        raw = self._guard.run("stats_read", lambda: self.redis.hgetall(key), {}) or {}
+        raw: dict[Any, Any] = self._guard.run("stats_read", lambda: self.redis.hgetall(key), {}) or {}
         totals = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
         wanted = keys.normalize_masterplan_id(masterplan_id)
         base = keys.prefix()

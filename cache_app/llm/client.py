@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from django.utils.module_loading import import_string
@@ -33,11 +33,19 @@ from cache_app.core.policies import PolicySource, get_policy_source
 from cache_app.core.state import process_wide
 from cache_app.llm.cache import CachedLLMResponse, LLMPromptCache
 from cache_app.llm.pricing import SavingsLedger, get_ledger
-from cache_app.llm.providers import LLMProvider, ProviderRequest, estimate_tokens, get_provider
+from cache_app.llm.providers import LLMProvider, ProviderRequest, ProviderResponse, estimate_tokens, get_provider
 from cache_app.llm.singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class Batcher(Protocol):
+    """What the client needs of a batcher (``MGECACHE['LLM_BATCHER']``, batching_app's RequestBatcher)."""
+
+    async def execute_with_batching(self, atom_id: UUID, prompt: str) -> str: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,7 @@ class LLMClient:
         provider: LLMProvider | None = None,
         *,
         prompt_cache: LLMPromptCache | None = None,
-        batcher: Any = None,
+        batcher: Batcher | None = None,
         pricing: SavingsLedger | None = None,
         singleflight: SingleFlight | None = None,
         policies: PolicySource | None = None,
@@ -138,7 +146,7 @@ class LLMClient:
         self.singleflight = singleflight or SingleFlight(
             encode=asdict, decode=lambda data: _Generated(**data), redis=None
         )
-        self._batchers: dict[tuple, Any] = {}
+        self._batchers: dict[tuple, Batcher] = {}
 
     @property
     def provider(self) -> LLMProvider:
@@ -283,7 +291,7 @@ class LLMClient:
             cost,
         )
 
-    async def _complete(self, provider: LLMProvider, request: ProviderRequest) -> Any:
+    async def _complete(self, provider: LLMProvider, request: ProviderRequest) -> ProviderResponse:
         started = time.perf_counter()
         try:
             response = await provider.complete(request)
@@ -295,7 +303,7 @@ class LLMClient:
         metrics.LLM_REQUESTS.labels(provider.name, "miss").inc()
         return response
 
-    def _batcher_for(self, provider: LLMProvider, call: _Call) -> Any:
+    def _batcher_for(self, provider: LLMProvider, call: _Call) -> Batcher:
         if self._batcher is not None:
             return self._batcher
         batcher_class = import_string(conf.get("LLM_BATCHER"))

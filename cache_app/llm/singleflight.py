@@ -25,6 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+from redis.asyncio import Redis as AsyncRedis
+
 from cache_app.core import keys, metrics
 from cache_app.core.redis_client import RedisGuard, get_async_redis, get_breaker
 
@@ -58,7 +60,7 @@ class SingleFlight(Generic[T]):
         *,
         encode: Callable[[T], Any],
         decode: Callable[[Any], T],
-        redis: Any = None,
+        redis: AsyncRedis | None = None,
         guard: RedisGuard | None = None,
         lock_ttl: float = 30.0,
         max_wait: float = 60.0,
@@ -79,7 +81,7 @@ class SingleFlight(Generic[T]):
         self._clock = clock
         self._inflight: dict[tuple[int, str], asyncio.Future] = {}
 
-    def _client(self) -> Any:
+    def _client(self) -> AsyncRedis:
         return self._redis if self._redis is not None else get_async_redis()
 
     async def run(self, key: str, work: Callable[[], Awaitable[T]]) -> T:

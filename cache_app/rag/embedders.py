@@ -114,7 +114,10 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
-        self.dim = int(get_dim())
+        dim = get_dim()
+        if dim is None:
+            raise ImproperlyConfigured(f"{model_path} reports no embedding dimension")
+        self.dim = int(dim)
         # One encode at a time: torch already uses every core for one batch.
         self._lock = threading.Lock()
         logger.info("Loaded %s (%d-d) from %s", self.model_name, self.dim, model_path)

@@ -16,6 +16,7 @@ silent fallback to the simulator.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -51,6 +52,7 @@ __all__ = [
 
 def _config(name: str) -> tuple:
     """Everything that decides how ``name`` is built; a change means a new instance."""
+    secrets: tuple[Any, ...]
     if name == "anthropic":
         secrets = (getattr(settings, "ANTHROPIC_API_KEY", ""), getattr(settings, "ANTHROPIC_BASE_URL", ""))
     elif name == "openai":
