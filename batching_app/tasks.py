@@ -12,7 +12,7 @@ from celery.result import AsyncResult
 from django.conf import settings
 
 from batching_app.llm import TRANSIENT_ERRORS, get_llm_call
-from batching_app.wave import BatchIncompleteError, BatchResultStore, WaveBatchRunner, is_transient, run_coroutine_sync
+from batching_app.wave import BatchResultStore, WaveBatchRunner, run_coroutine_sync
 from cache_app.core.policies import get_policy_source
 
 MAX_RETRIES = 5
@@ -47,18 +47,12 @@ def run_batch(self, atom_ids: list[str], prompts: list[str], batch_id: str | Non
         get_llm_call(), store=BatchResultStore(), claim_seconds=float(settings.CELERY_TASK_TIME_LIMIT)
     )
     report = run_coroutine_sync(lambda: runner.run(atoms, batch_id=batch_id))
-    transient = [exc for exc in report.failed.values() if is_transient(exc)]
-    if report.failed and len(transient) < len(report.failed):
-        # A permanent error (bad request, ...) is not retried; the other answers are stored.
-        raise next(exc for exc in report.failed.values() if not is_transient(exc))
-    if transient:
-        raise BatchIncompleteError(
-            f"{len(transient)} of {len(atoms)} atoms failed transiently ({transient[0]!r}); retrying"
-        ) from transient[0]
+    failure = report.failure()
+    if failure is not None:
+        raise failure  # transient ones (BatchIncompleteError) are retried by autoretry_for
     if report.in_progress:
         # Another run holds these atoms; come back once its claim has run out (or it finished).
-        wait = max(runner.store.claim_remaining_seconds(a) for a in report.in_progress)
-        raise self.retry(countdown=min(max(1.0, wait), float(settings.CELERY_TASK_TIME_LIMIT)))
+        raise self.retry(countdown=runner.retry_countdown(report, limit=float(settings.CELERY_TASK_TIME_LIMIT)))
     return report.as_json()
 
 

@@ -96,6 +96,7 @@ class WaveReport:
     """What one run did. ``in_progress`` atoms are claimed by another run; retry later for them."""
 
     batch_id: str
+    atom_count: int = 0  # atoms asked for (duplicates included)
     answered: list[UUID] = field(default_factory=list)
     skipped: list[UUID] = field(default_factory=list)
     in_progress: list[UUID] = field(default_factory=list)
@@ -111,6 +112,21 @@ class WaveReport:
             "failed": {str(a): f"{type(e).__name__}: {e}" for a, e in self.failed.items()},
             "upstream_calls": self.upstream_calls,
         }
+
+    def failure(self) -> BaseException | None:
+        """The error a task ends with, or None: the first permanent error (not worth a retry;
+        the other answers are stored), else a BatchIncompleteError over the transient ones."""
+        if not self.failed:
+            return None
+        permanent = [exc for exc in self.failed.values() if not is_transient(exc)]
+        if permanent:
+            return permanent[0]
+        transient = list(self.failed.values())
+        error = BatchIncompleteError(
+            f"{len(transient)} of {self.atom_count} atoms failed transiently ({transient[0]!r}); retrying"
+        )
+        error.__cause__ = transient[0]
+        return error
 
 
 class BatchIncompleteError(TransientLLMError):
@@ -136,7 +152,7 @@ class WaveBatchRunner:
         self._counters = counters
 
     async def run(self, atoms: Sequence[tuple[UUID, str]], *, batch_id: str) -> WaveReport:
-        report = WaveReport(batch_id=batch_id)
+        report = WaveReport(batch_id=batch_id, atom_count=len(atoms))
         prompts: dict[UUID, str] = {}
         for atom_id, prompt in atoms:
             prompts.setdefault(atom_id, prompt)  # one answer per atom id
@@ -183,6 +199,11 @@ class WaveBatchRunner:
             counters.incr("batch", "atoms_answered", len(report.answered))
             counters.incr("batch", "atoms_skipped", len(report.skipped))
         return report
+
+    def retry_countdown(self, report: WaveReport, *, limit: float) -> float:
+        """Seconds until the claims of the atoms another run holds run out (at least 1, at most ``limit``)."""
+        wait = max(self.store.claim_remaining_seconds(a) for a in report.in_progress)
+        return min(max(1.0, wait), limit)
 
 
 def is_transient(exc: BaseException) -> bool:

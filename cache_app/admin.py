@@ -8,7 +8,7 @@ from django.utils.html import format_html
 from cache_app import actions
 from cache_app.llm.cache import CacheUnavailableError
 from cache_app.models import BatchPolicy, CachePolicy, Document, Masterplan, ModelPricing
-from cache_app.rag.embedders import load_embedder
+from cache_app.rag.documents import embed_document
 from cache_app.statistics import cache_statistics
 
 
@@ -139,9 +139,5 @@ class DocumentAdmin(admin.ModelAdmin):
     readonly_fields = ("embedding_model", "created_at", "updated_at")
 
     def save_model(self, request, obj: Document, form, change: bool) -> None:
-        # The vector follows the text: (re-)embed with the configured embedder when content changes.
-        if not change or "content" in form.changed_data or not obj.embedding:
-            embedder = load_embedder()
-            obj.set_embedding(embedder.embed([obj.content])[0])
-            obj.embedding_model = embedder.model_name
+        embed_document(obj, content_changed=not change or "content" in form.changed_data)
         super().save_model(request, obj, form, change)

@@ -11,9 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cache_app import actions
-from cache_app.core import conf
 from cache_app.llm.cache import CacheUnavailableError
-from cache_app.llm.client import get_llm_client, run_sync
+from cache_app.llm.client import get_llm_client
 from cache_app.rag.engine import get_rag_engine
 from cache_app.serializers import (
     GenerateSerializer,
@@ -73,8 +72,7 @@ class GenerateView(APIView):
     def post(self, request: Request) -> Response:
         serializer = GenerateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        timeout = float(conf.get("LLM_TIMEOUT_SECONDS")) * (int(conf.get("LLM_MAX_RETRIES")) + 2)
-        response = run_sync(get_llm_client().generate(**serializer.validated_data), timeout=timeout)
+        response = get_llm_client().generate_sync(**serializer.validated_data)
         return Response(response.as_dict())
 
 

@@ -186,6 +186,11 @@ class LLMClient:
         generated, led = await self._produce(provider, call, use_cache=use_cache, use_batching=use_batching)
         return self._generated_response(generated, led, call, provider, started)
 
+    def generate_sync(self, *args: Any, **kwargs: Any) -> LLMResponse:
+        """:meth:`generate` (same arguments) for synchronous callers such as WSGI views, bounded by
+        :func:`request_timeout`; it runs on the process's client loop, where concurrent callers meet."""
+        return run_sync(self.generate(*args, **kwargs), timeout=request_timeout())
+
     async def _produce(
         self, provider: LLMProvider, call: _Call, *, use_cache: bool, use_batching: bool
     ) -> tuple[_Generated, bool]:
@@ -387,6 +392,12 @@ class _BackgroundLoop:
 
 
 _background = _BackgroundLoop()
+
+
+def request_timeout() -> float:
+    """How long a synchronous caller waits for an answer: each provider attempt (the first and
+    LLM_MAX_RETRIES retries) may take LLM_TIMEOUT_SECONDS, plus one more for the cache and batching."""
+    return float(conf.get("LLM_TIMEOUT_SECONDS")) * (int(conf.get("LLM_MAX_RETRIES")) + 2)
 
 
 def run_sync(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:

@@ -21,11 +21,13 @@ whenever this process changes documents, so a RAG cache can drop results that ar
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -256,6 +258,80 @@ class DocumentStore:
             Document.objects.bulk_create(rows, batch_size=500)
             notify_changed(scope)  # bulk_create sends no post_save
         return len(rows)
+
+
+def embed_document(document: Document, *, content_changed: bool, embedder: Embedder | None = None) -> None:
+    """The vector follows the text: (re-)embed ``document`` if its content changed or it has no vector yet.
+
+    ``embedder`` defaults to the configured one. The caller saves the document.
+    """
+    if not content_changed and document.embedding:
+        return
+    embedder = embedder or load_embedder()
+    document.set_embedding(embedder.embed([document.content])[0])
+    document.embedding_model = embedder.model_name
+
+
+# --- document files (manage.py load_documents) ----------------------------------------------
+
+
+class DocumentFileError(ValueError):
+    """A document file or folder that cannot be loaded; the message names the file (and line)."""
+
+
+def read_documents(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(content, metadata)`` pairs from a JSONL file or a folder of ``*.txt`` files, all validated.
+
+    JSONL: one object per line, ``content`` (a non-empty string), ``metadata`` (an object,
+    optional); any other keys are folded into metadata. A folder: each ``*.txt`` file
+    (recursively, sorted) is one document, with ``{"source": <relative path>, "title": <stem>}``.
+    Raises DocumentFileError, before anything is embedded, for the first problem found.
+    """
+    if not path.exists():
+        raise DocumentFileError(f"{path} does not exist.")
+    documents = _read_text_folder(path) if path.is_dir() else _read_jsonl(path)
+    if not documents:
+        what = "no non-empty .txt files" if path.is_dir() else "no documents"
+        raise DocumentFileError(f"{path}: {what} to load.")
+    return documents
+
+
+def _read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DocumentFileError(f"{path}: not UTF-8 text ({exc})") from None
+    return [_jsonl_record(line, f"{path}, line {number}") for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _jsonl_record(line: str, where: str) -> tuple[str, dict[str, Any]]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DocumentFileError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise DocumentFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    content = record.pop("content", None)
+    if not isinstance(content, str) or not content.strip():
+        raise DocumentFileError(f"{where}: 'content' must be a non-empty string")
+    metadata = record.pop("metadata", {})
+    if not isinstance(metadata, dict):
+        raise DocumentFileError(f"{where}: 'metadata' must be a JSON object")
+    return content, {**record, **metadata}
+
+
+def _read_text_folder(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    documents = []
+    for file in sorted(folder.rglob("*.txt")):
+        if not file.is_file():
+            continue
+        try:
+            content = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DocumentFileError(f"{file}: not UTF-8 text ({exc})") from None
+        if content.strip():
+            documents.append((content.strip(), {"source": str(file.relative_to(folder)), "title": file.stem}))
+    return documents
 
 
 @process_wide

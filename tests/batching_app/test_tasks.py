@@ -10,7 +10,7 @@ from celery.exceptions import MaxRetriesExceededError
 
 from batching_app import tasks
 from batching_app.llm import TransientLLMError, get_llm_call
-from batching_app.wave import BatchResultStore, WaveBatchRunner, claim_key
+from batching_app.wave import BatchIncompleteError, BatchResultStore, WaveBatchRunner, WaveReport, claim_key
 from cache_app.core import keys
 from cache_app.core.counters import get_counters
 from cache_app.core.policies import BatchSettings, get_policy_source
@@ -183,3 +183,18 @@ def test_real_worker_runs_the_batch_and_a_redelivery_never_calls_twice(celery_wo
     assert get_counters().read("batch")["upstream_calls"] == 2.0  # durable, cross-process count agrees
     stored = BatchResultStore().get_many([uuid.UUID(a) for a in ids])
     assert stored == {uuid.UUID(a): answer_for(p) for a, p in zip(ids, prompts, strict=True)}
+
+
+def test_a_report_fails_with_its_first_permanent_error_else_a_retryable_one():
+    a, b = uuid.uuid4(), uuid.uuid4()
+    assert WaveReport(batch_id="x", atom_count=2).failure() is None
+    permanent = ValueError("bad request")
+    mixed = WaveReport(batch_id="x", atom_count=2, failed={a: TransientLLMError("429"), b: permanent})
+    assert mixed.failure() is permanent
+    timeout = TimeoutError("slow")
+    transient = WaveReport(batch_id="x", atom_count=3, failed={a: timeout, b: TransientLLMError("429")})
+    failure = transient.failure()
+    assert isinstance(failure, BatchIncompleteError)
+    assert isinstance(failure, tasks.TRANSIENT_ERRORS)  # retried by run_batch's autoretry_for
+    assert failure.__cause__ is timeout
+    assert str(failure).startswith("2 of 3 atoms failed transiently")

@@ -4,13 +4,13 @@ PATH is either a JSONL file (one JSON object per line: ``content`` (required, no
 string), ``metadata`` (optional object); any other keys are folded into metadata) or a
 folder whose ``*.txt`` files (recursively, sorted) become one document each, with
 ``{"source": <relative path>, "title": <file stem>}`` as metadata. Every input is
-validated before anything is embedded; documents are embedded in batches with the
-configured embedder (a progress bar on stderr) and inserted in one transaction.
+validated before anything is embedded (``cache_app.rag.documents.read_documents``);
+documents are embedded in batches with the configured embedder (a progress bar on stderr)
+and inserted in one transaction.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,47 +21,8 @@ from tqdm import tqdm
 
 from cache_app.core import keys
 from cache_app.models import Masterplan
-from cache_app.rag.documents import DocumentStore
+from cache_app.rag.documents import DocumentFileError, DocumentStore, read_documents
 from cache_app.rag.embedders import load_embedder
-
-
-def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    documents = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise CommandError(f"{path}: not UTF-8 text ({exc})")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"{path}, line {number}: invalid JSON ({exc.msg} at column {exc.colno})")
-        if not isinstance(record, dict):
-            raise CommandError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
-        content = record.pop("content", None)
-        if not isinstance(content, str) or not content.strip():
-            raise CommandError(f"{path}, line {number}: 'content' must be a non-empty string")
-        metadata = record.pop("metadata", {})
-        if not isinstance(metadata, dict):
-            raise CommandError(f"{path}, line {number}: 'metadata' must be a JSON object")
-        documents.append((content, {**record, **metadata}))
-    return documents
-
-
-def read_text_folder(folder: Path) -> list[tuple[str, dict[str, Any]]]:
-    documents = []
-    for file in sorted(folder.rglob("*.txt")):
-        if not file.is_file():
-            continue
-        try:
-            content = file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise CommandError(f"{file}: not UTF-8 text ({exc})")
-        if content.strip():
-            documents.append((content.strip(), {"source": str(file.relative_to(folder)), "title": file.stem}))
-    return documents
 
 
 class Command(BaseCommand):
@@ -83,25 +44,12 @@ class Command(BaseCommand):
             raise CommandError(f"{path} does not exist.")
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
-        masterplan_id = None
-        if options["masterplan"]:
-            try:
-                masterplan_id = keys.normalize_masterplan_id(options["masterplan"])
-            except ValueError:
-                raise CommandError(f"--masterplan must be a UUID, got {options['masterplan']!r}.")
-            if not Masterplan.objects.filter(pk=masterplan_id).exists():
-                raise CommandError(f"No masterplan with id {masterplan_id}; create it first (admin or API).")
-
-        documents = read_text_folder(path) if path.is_dir() else read_jsonl(path)
-        if not documents:
-            what = "no non-empty .txt files" if path.is_dir() else "no documents"
-            raise CommandError(f"{path}: {what} to load.")
-
+        masterplan_id = _masterplan(options["masterplan"])
         try:
+            documents = read_documents(path)
             embedder = load_embedder(options["embedder"])
-        except ImproperlyConfigured as exc:
+        except (DocumentFileError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc))
-        store = DocumentStore(embedder=embedder)
         with tqdm(
             total=len(documents),
             unit="doc",
@@ -109,8 +57,21 @@ class Command(BaseCommand):
             file=sys.stderr,
             disable=options["verbosity"] == 0,
         ) as bar:
-            created = store.add(
+            created = DocumentStore(embedder=embedder).add(
                 documents, masterplan_id=masterplan_id, batch_size=options["batch_size"], progress=bar.update
             )
         scope = f"masterplan {masterplan_id}" if masterplan_id else "the global corpus"
         self.stdout.write(self.style.SUCCESS(f"Loaded {created} documents into {scope} ({embedder.model_name})."))
+
+
+def _masterplan(raw: str | None) -> str | None:
+    """The canonical id of an existing masterplan, None for the global corpus."""
+    if not raw:
+        return None
+    try:
+        masterplan_id = keys.normalize_masterplan_id(raw)
+    except ValueError:
+        raise CommandError(f"--masterplan must be a UUID, got {raw!r}.")
+    if masterplan_id is None or not Masterplan.objects.filter(pk=masterplan_id).exists():
+        raise CommandError(f"No masterplan with id {masterplan_id}; create it first (admin or API).")
+    return masterplan_id

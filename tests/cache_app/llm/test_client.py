@@ -13,7 +13,7 @@ from batching_app.llm import SimulatedLLM
 from cache_app import actions
 from cache_app.core.redis_client import CircuitBreaker, RedisGuard
 from cache_app.llm.cache import LLMPromptCache
-from cache_app.llm.client import LLMClient
+from cache_app.llm.client import LLMClient, request_timeout
 from cache_app.llm.pricing import get_ledger
 from cache_app.llm.providers import AnthropicProvider, OpenAIProvider, ProviderRequest, ProviderResponse
 from cache_app.llm.providers.simulated import SimulatedProvider
@@ -267,7 +267,7 @@ async def test_sdk_429_is_retried_and_persistent_500_reaches_caller_uncached(llm
 
 CHILD = """
 import asyncio, sys
-from cache_app.llm.client import LLMClient
+from cache_app.llm.client import LLMClient, request_timeout
 from cache_app.llm.providers import AnthropicProvider
 provider = AnthropicProvider(api_key="k", base_url=sys.argv[1], max_retries=0, timeout=20)
 print("ready", flush=True)
@@ -331,3 +331,12 @@ async def test_simulated_provider_answers_a_combined_batch_in_one_call():
     assert len(provider.calls) == 1  # parsed completely: no per-atom fallback calls
     assert len({r.text for r in results}) == 4
     assert all(r.text.startswith("[simulated") for r in results)
+
+
+def test_a_synchronous_caller_waits_for_every_provider_attempt_and_one_more(settings):
+    settings.MGECACHE = {**settings.MGECACHE, "LLM_TIMEOUT_SECONDS": 10.0, "LLM_MAX_RETRIES": 2}
+    assert request_timeout() == 40.0
+    client = LLMClient(CountingProvider())
+    response = client.generate_sync("answered from a WSGI thread", SONNET, 0.0)
+    assert (response.cached, response.model) == (False, SONNET)
+    assert client.generate_sync("answered from a WSGI thread", SONNET, 0.0).cached

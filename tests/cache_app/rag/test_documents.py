@@ -10,7 +10,7 @@ import pytest
 
 from cache_app.models import Document, Masterplan
 from cache_app.rag import documents as document_store
-from cache_app.rag.documents import DocumentStore, documents_changed
+from cache_app.rag.documents import DocumentFileError, DocumentStore, documents_changed, embed_document, read_documents
 from cache_app.rag.embedders import HashedNgramEmbedder
 from tests.conftest import run_python
 
@@ -197,3 +197,45 @@ def test_documents_added_by_another_process_are_found(subprocess_env, clock):
 
 def test_process_wide_store_is_shared():
     assert document_store.get_document_store() is document_store.get_document_store()
+
+
+class CountingEmbedder(HashedNgramEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def embed(self, texts):
+        self.calls += 1
+        return super().embed(texts)
+
+
+def test_the_vector_follows_the_text():
+    embedder = CountingEmbedder()
+    doc = Document(content="first text", metadata={})
+    embed_document(doc, content_changed=True, embedder=embedder)
+    first = doc.embedding
+    assert (embedder.calls, doc.embedding_model) == (1, embedder.model_name)
+    embed_document(doc, content_changed=False, embedder=embedder)
+    assert (embedder.calls, doc.embedding) == (1, first)  # unchanged text: no new embedding
+    doc.content = "another text"
+    embed_document(doc, content_changed=True, embedder=embedder)
+    assert embedder.calls == 2
+    assert doc.embedding != first
+
+
+def test_document_files_name_the_file_and_line_of_a_problem(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"content": "one", "metadata": {"a": 1}, "page": 2}\n\n{"content": ""}\n', encoding="utf-8")
+    with pytest.raises(DocumentFileError, match=r"docs\.jsonl, line 3: 'content' must be a non-empty string"):
+        read_documents(path)
+    path.write_text('{"content": "one", "metadata": {"a": 1}, "page": 2}\n', encoding="utf-8")
+    assert read_documents(path) == [("one", {"page": 2, "a": 1})]
+    folder = tmp_path / "texts"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "b.txt").write_text(" second \n", encoding="utf-8")
+    (folder / "a.txt").write_text("first", encoding="utf-8")
+    (folder / "empty.txt").write_text("  ", encoding="utf-8")
+    assert read_documents(folder) == [
+        ("first", {"source": "a.txt", "title": "a"}),
+        ("second", {"source": "sub/b.txt", "title": "b"}),
+    ]
