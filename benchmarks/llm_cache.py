@@ -1,4 +1,4 @@
-"""LLM prompt cache benchmark (issue 3). Every baseline is measured in the same run.
+"""LLM prompt cache benchmark. Every baseline is measured in the same run.
 
     .venv/bin/python benchmarks/llm_cache.py            # REDIS_URL, else redis://127.0.0.1:6379/12
 

@@ -1,4 +1,4 @@
-"""RAG query cache benchmark (issue 4). Every baseline is measured in the same run.
+"""RAG query cache benchmark. Every baseline is measured in the same run.
 
     .venv/bin/python benchmarks/rag_cache.py            # REDIS_URL, else redis://127.0.0.1:6379/12
 

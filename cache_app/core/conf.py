@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     # Every Redis key starts with f"{KEY_PREFIX}:v1:" (see cache_app.core.keys).
     "KEY_PREFIX": "mgecache",
     # How long a process may serve a policy it read from the database. An admin edit
-    # is seen by every process within this many seconds (the issue asks for <= 5 s).
+    # is seen by every process within this many seconds (the contract is <= 5 s).
     "POLICY_REFRESH_SECONDS": 2.0,
     # Circuit breaker around Redis: after this many consecutive failures the breaker
     # opens and calls skip Redis entirely; after RESET seconds one probe is let through.

@@ -158,9 +158,9 @@ _llm_base_cache: tuple[Any, str] = (object(), "")
 def llm_base() -> str:
     """``P llm:``, memoised on the configured KEY_PREFIX value.
 
-    ``conf.get`` merges the settings dict on every call (~2 us); a cache hit costs about
-    a hundred microseconds in total, so the hot path reads the raw setting instead and
-    rebuilds the prefix whenever it changes (tests give every test its own prefix).
+    Every LLM lookup builds three keys from it: reading the raw setting and comparing it
+    skips ``prefix()``'s settings lookup and string formatting on the hot path. The prefix
+    is rebuilt whenever the setting changes (tests give every test its own prefix).
     """
     global _llm_base_cache
     raw = getattr(settings, "MGECACHE", None)
