@@ -16,9 +16,8 @@ take these as injected collaborators; the getters are only their defaults.
 :func:`reset_process_state` forgets every such object; the next call builds a fresh one.
 Tests call it between tests (``tests/conftest.py``). Not process state in this sense:
 memos keyed on their own inputs, which follow the settings by themselves
-(``conf.app_settings``, ``keys.llm_base``, the provider per configuration, the embedders
-per dotted path, which are kept because a model takes seconds to load), and threads
-(the client loop, the ORM thread).
+(``conf.app_settings``, ``keys.llm_base``, the embedders per dotted path, kept because a
+model takes seconds to load), and threads (the client loop, the ORM thread).
 """
 
 from __future__ import annotations
