@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from celery import shared_task
+from celery import Task, shared_task
 from celery.result import AsyncResult
 from django.conf import settings
 
@@ -32,7 +32,7 @@ MAX_RETRIES = 5
     retry_jitter=True,
     max_retries=MAX_RETRIES,
 )
-def run_batch(self, atom_ids: list[str], prompts: list[str], batch_id: str | None = None) -> dict[str, Any]:
+def run_batch(self: Task, atom_ids: list[str], prompts: list[str], batch_id: str | None = None) -> dict[str, Any]:
     """Answer each (atom, prompt) once; answers land under ``keys.batch_result(atom_id)``.
 
     Arguments are JSON-serialisable: atom ids as UUID strings, prompts as strings, in the

@@ -1,8 +1,14 @@
+from __future__ import annotations
+
+from uuid import UUID
+
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from cache_app import actions
@@ -26,7 +32,7 @@ class MasterplanAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">view</a>', url)
 
     @admin.action(description="Invalidate cached LLM and RAG answers", permissions=["change"])
-    def invalidate_cached_answers(self, request: HttpRequest, queryset) -> HttpResponse | None:
+    def invalidate_cached_answers(self, request: HttpRequest, queryset: QuerySet[Masterplan]) -> HttpResponse | None:
         # Destructive: the first submission shows a confirmation page, like "delete selected".
         if request.POST.get("post") != "yes":
             context = {
@@ -54,7 +60,7 @@ class MasterplanAdmin(admin.ModelAdmin):
             self.message_user(request, f"Invalidated the cached answers of {done} masterplan(s).", messages.SUCCESS)
         return None
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         custom = [
             path(
                 "statistics/",
@@ -69,7 +75,7 @@ class MasterplanAdmin(admin.ModelAdmin):
         ]
         return custom + super().get_urls()
 
-    def statistics_view(self, request: HttpRequest, masterplan_id=None) -> HttpResponse:
+    def statistics_view(self, request: HttpRequest, masterplan_id: UUID | None = None) -> HttpResponse:
         """Read-only: durable counters across every process."""
         if not self.has_view_permission(request):
             from django.core.exceptions import PermissionDenied
@@ -112,11 +118,11 @@ class BatchPolicyAdmin(admin.ModelAdmin):
     list_display = ("__str__", "enabled", "max_batch_size", "batch_window_ms", "updated_at")
     readonly_fields = ("updated_at",)
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         # A single row, seeded by migration.
         return not BatchPolicy.objects.exists()
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: BatchPolicy | None = None) -> bool:
         return False
 
 
@@ -138,6 +144,6 @@ class DocumentAdmin(admin.ModelAdmin):
     fields = ("masterplan", "content", "metadata", "embedding_model", "created_at", "updated_at")
     readonly_fields = ("embedding_model", "created_at", "updated_at")
 
-    def save_model(self, request, obj: Document, form, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Document, form: ModelForm[Document], change: bool) -> None:
         embed_document(obj, content_changed=not change or "content" in form.changed_data)
         super().save_model(request, obj, form, change)

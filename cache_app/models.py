@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike, NDArray
 
 THIRTY_DAYS = 30 * 24 * 3600
 
@@ -68,7 +73,7 @@ class CachePolicy(models.Model):
     def __str__(self) -> str:
         return f"{self.get_layer_display()} policy"
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         # Out-of-range values are refused in code too, not only in forms.
         self.full_clean()
         super().save(*args, **kwargs)
@@ -97,7 +102,7 @@ class BatchPolicy(models.Model):
     def __str__(self) -> str:
         return "Batch policy"
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         self.pk = 1  # singleton
         self.full_clean()
         super().save(*args, **kwargs)
@@ -129,7 +134,7 @@ class ModelPricing(models.Model):
     def __str__(self) -> str:
         return self.model
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         self.full_clean()
         super().save(*args, **kwargs)
 
@@ -164,12 +169,12 @@ class Document(models.Model):
     def __str__(self) -> str:
         return self.content[:60]
 
-    def set_embedding(self, vector) -> None:
+    def set_embedding(self, vector: ArrayLike) -> None:
         import numpy as np
 
         self.embedding = np.asarray(vector, dtype="<f4").reshape(-1).tobytes()
 
-    def get_embedding(self):
+    def get_embedding(self) -> NDArray[np.float32]:
         import numpy as np
 
         return np.frombuffer(bytes(self.embedding), dtype="<f4")

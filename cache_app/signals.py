@@ -1,8 +1,10 @@
 """Signal receivers: policies and prices take effect at once here; document changes drop stale RAG results."""
 
 import logging
+from typing import Any
 
 from django.db import transaction
+from django.db.models import Model
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -15,19 +17,19 @@ logger = logging.getLogger(__name__)
 
 @receiver([post_save, post_delete], sender=CachePolicy)
 @receiver([post_save, post_delete], sender=BatchPolicy)
-def _policy_changed(sender, **kwargs) -> None:
+def _policy_changed(sender: type[Model], **kwargs: Any) -> None:
     transaction.on_commit(get_policy_source().invalidate)
 
 
 @receiver([post_save, post_delete], sender=ModelPricing)
-def _pricing_changed(sender, **kwargs) -> None:
+def _pricing_changed(sender: type[Model], **kwargs: Any) -> None:
     from cache_app.llm.pricing import get_price_table
 
     transaction.on_commit(get_price_table().invalidate)
 
 
 @receiver(document_store.documents_changed)
-def _documents_changed(sender, masterplan_id=None, **kwargs) -> None:
+def _documents_changed(sender: type[Model], masterplan_id: str | None = None, **kwargs: Any) -> None:
     """Cached retrievals of a scope are stale once its documents change: drop them (O(1))."""
     from cache_app.llm.cache import CacheUnavailableError
     from cache_app.rag.cache import RAGQueryCache

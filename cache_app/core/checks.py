@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.conf import settings
 from django.core import checks
@@ -12,7 +13,7 @@ from cache_app.core import conf
 
 
 @checks.register(checks.Tags.compatibility)
-def check_mgecache_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+def check_mgecache_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
     raw = getattr(settings, "MGECACHE", {})
     if not isinstance(raw, dict):
@@ -70,7 +71,7 @@ def check_mgecache_settings(app_configs=None, **kwargs) -> list[checks.CheckMess
 
 
 @checks.register(checks.Tags.compatibility)
-def check_llm_provider_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+def check_llm_provider_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Provider credentials and knobs (ids cache_app.E020-E029)."""
     errors: list[checks.CheckMessage] = []
     s = conf.app_settings()
@@ -103,7 +104,7 @@ def check_llm_provider_settings(app_configs=None, **kwargs) -> list[checks.Check
 
 
 @checks.register(checks.Tags.compatibility)
-def check_batching_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+def check_batching_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Batching's Celery path (ids cache_app.E030-E039)."""
     errors: list[checks.CheckMessage] = []
     s = conf.app_settings()
@@ -124,7 +125,7 @@ def check_batching_settings(app_configs=None, **kwargs) -> list[checks.CheckMess
 
 
 @checks.register(checks.Tags.compatibility)
-def check_rag_index_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+def check_rag_index_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """RAG similarity index bounds (ids cache_app.E040-E049)."""
     errors: list[checks.CheckMessage] = []
     s = conf.app_settings()

@@ -63,7 +63,7 @@ def notify_changed(masterplan_id: Any = None) -> None:
 
 
 @receiver([post_save, post_delete], sender=Document)
-def _document_changed(sender, instance: Document, **kwargs) -> None:
+def _document_changed(sender: type[Document], instance: Document, **kwargs: Any) -> None:
     notify_changed(instance.masterplan_id)
 
 

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from cache_app.core import conf, keys
-from cache_app.llm.prompt_format import response_marker, split_combined_prompt
+from cache_app.llm.prompt_format import SplitPrompt, response_marker, split_combined_prompt
 from cache_app.llm.providers.base import CHARS_PER_TOKEN, ProviderRequest, ProviderResponse, estimate_tokens
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class SimulatedProvider:
         return response
 
 
-def _split_combined(prompt: str):
+def _split_combined(prompt: str) -> SplitPrompt | None:
     return split_combined_prompt(prompt)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -17,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 class Command(BaseCommand):
     help = "Create the admin user if it does not exist (credentials from env, or a generated password)."
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "admin").strip()
         if not username:
             raise CommandError("DJANGO_SUPERUSER_USERNAME is empty.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cache_app import actions
@@ -23,7 +25,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--yes", action="store_true", help="Required with --all.")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         layers = options["layer"] or list(actions.LAYERS)
         try:
             if options["all"]:
