@@ -103,6 +103,8 @@ class DatabasePolicySource:
 
 
 def _load_from_db() -> tuple[dict[str, LayerPolicy], BatchSettings]:
+    # models sit below core (docs/architecture.md); imported here so that core can be imported
+    # before Django's app registry is ready.
     from cache_app.models import BatchPolicy, CachePolicy
 
     layers = dict(DEFAULT_LAYERS)
