@@ -6,7 +6,8 @@
   event loop (asyncio connections cannot cross loops).
 * :class:`CircuitBreaker` bounds the cost of an outage: the first failure costs at most
   the socket timeout; while the breaker is open calls skip Redis in microseconds, and a
-  background probe (never a caller) closes it again once Redis answers.
+  background thread (never a caller) probes Redis and closes the breaker once it answers,
+  whether or not any call comes meanwhile.
 * :class:`RedisGuard` runs one cache operation under the breaker, counts and rate-limits
   the logging of failures, and returns a default instead of raising.
 """
@@ -38,7 +39,7 @@ def get_redis() -> redis.Redis:
     return get_redis_connection("default")
 
 
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
 
 
 def get_async_redis() -> redis.asyncio.Redis:
@@ -84,8 +85,10 @@ def _make_async_client() -> redis.asyncio.Redis:
 class CircuitBreaker:
     """Closed -> (failures >= threshold) -> open -> (probe succeeds) -> closed.
 
-    ``probe`` is called from a background thread at most once per ``reset_seconds``
-    while open, so no caller ever waits on a dead server after the first failure.
+    From the moment it opens until it closes, one background thread per breaker calls
+    ``probe`` every ``reset_seconds``, with no caller needed: a process that sat idle while
+    Redis recovered finds the breaker closed. The thread ends when the breaker closes (or
+    is garbage-collected); no caller ever waits on a dead server after the first failure.
     """
 
     def __init__(
@@ -105,7 +108,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._failures = 0
         self._opened_at: float | None = None
-        self._probing = False
+        self._prober: threading.Thread | None = None
         self._closed = threading.Event()
         self._closed.set()
 
@@ -122,14 +125,15 @@ class CircuitBreaker:
         return self._opened_at is not None
 
     def wait_closed(self, timeout: float | None = None) -> bool:
-        """Block until the breaker is closed (e.g. a background probe succeeded); False on timeout."""
+        """Block until the breaker is closed (e.g. the background probe succeeded); False on timeout."""
         return self._closed.wait(timeout)
 
     def allow(self) -> bool:
-        """True if a call may go to Redis now. While open, schedules a probe when due."""
+        """True if a call may go to Redis now. While open, makes sure the background probe runs."""
         if self._opened_at is None:
             return True
-        if not self._probing and self._clock() - self._opened_at >= self.reset_seconds:
+        prober = self._prober
+        if prober is None or not prober.is_alive():  # e.g. a forked child: threads do not survive fork
             self._start_probe()
         return False
 
@@ -146,36 +150,55 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         with self._lock:
             self._failures += 1
-            if self._opened_at is None and self._failures >= self.failure_threshold:
+            opened = self._opened_at is None and self._failures >= self.failure_threshold
+            if opened:
                 self._opened_at = self._clock()
                 self._closed.clear()
                 metrics.REDIS_BREAKER_OPEN.labels(self.name).set(1)
                 metrics.REDIS_BREAKER_TRIPS.labels(self.name).inc()
             elif self._opened_at is not None:
                 self._opened_at = self._clock()  # a failed probe restarts the wait
+        if opened:
+            self._start_probe()
 
     def _start_probe(self) -> None:
         with self._lock:
-            if self._probing:
+            if self._opened_at is None or (self._prober is not None and self._prober.is_alive()):
                 return
-            self._probing = True
-        threading.Thread(target=self._run_probe, name=f"mgecache-{self.name}-probe", daemon=True).start()
+            # The thread holds the breaker only weakly: a dropped breaker ends its probe.
+            self._prober = threading.Thread(
+                target=_probe_until_closed,
+                args=(weakref.ref(self), self._closed),
+                name=f"mgecache-{self.name}-probe",
+                daemon=True,
+            )
+            self._prober.start()
 
-    def _run_probe(self) -> None:
+    def _probe_once(self) -> bool:
+        """Ping once; True if Redis answered (the breaker is then closed)."""
         try:
-            if self._probe is None:
-                ok = True
-            else:
+            if self._probe is not None:
                 self._probe()
-                ok = True
         except Exception:
-            ok = False
-        finally:
-            self._probing = False
-        if ok:
-            self.record_success()
-        else:
             self.record_failure()
+            return False
+        self.record_success()
+        return True
+
+
+def _probe_until_closed(ref: weakref.ReferenceType[CircuitBreaker], closed: threading.Event) -> None:
+    """The background probe: every ``reset_seconds``, ping until the breaker closes or is dropped."""
+    while True:
+        breaker = ref()
+        if breaker is None:
+            return
+        wait = breaker.reset_seconds
+        del breaker  # not held while waiting
+        if closed.wait(wait):
+            return  # closed meanwhile
+        breaker = ref()
+        if breaker is None or breaker._probe_once():
+            return
 
 
 class RedisGuard:

@@ -136,8 +136,10 @@ class LLMClient:
             params["max_tokens"] = max_tokens
         provider = self.provider
 
+        token = None  # the miss's write token: the answer is refused if the scope is invalidated meanwhile
         if use_cache:
-            hit = await self.prompt_cache.aget(prompt, model, temperature, masterplan_id=mp, **params)
+            found = await self.prompt_cache.alookup(prompt, model, temperature, masterplan_id=mp, **params)
+            hit, token = found.hit, found.token
             if hit is not None:
                 saved = self.ledger.record_saving(
                     "llm", model, hit.prompt_tokens, hit.completion_tokens, masterplan_id=mp
@@ -176,6 +178,7 @@ class LLMClient:
                     completion_tokens=generated.completion_tokens,
                     masterplan_id=mp,
                     finish_reason=generated.finish_reason,
+                    token=token,
                     **params,
                 )
             return generated
