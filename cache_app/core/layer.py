@@ -156,7 +156,7 @@ class RedisCacheLayer:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = derive_async_client(self._redis)
+            client = derive_async_client(self.redis)
             self._async_clients[loop] = client
         return client
 

@@ -174,16 +174,22 @@ class CircuitBreaker:
             )
             self._prober.start()
 
-    def _probe_once(self) -> bool:
-        """Ping once; True if Redis answered (the breaker is then closed)."""
-        try:
-            if self._probe is not None:
-                self._probe()
-        except Exception:
-            self.record_failure()
+    def _probe_step(self) -> bool:
+        """One step of the background probe: ping if still open. True once closed (the probe thread ends)."""
+        if self._opened_at is not None:
+            try:
+                if self._probe is not None:
+                    self._probe()
+            except Exception:
+                self.record_failure()
+            else:
+                self.record_success()
+        with self._lock:
+            # Decided under the lock: a breaker that reopens after this sees no probe and starts one.
+            if self._opened_at is None:
+                self._prober = None
+                return True
             return False
-        self.record_success()
-        return True
 
 
 def _probe_until_closed(ref: weakref.ReferenceType[CircuitBreaker], closed: threading.Event) -> None:
@@ -194,11 +200,11 @@ def _probe_until_closed(ref: weakref.ReferenceType[CircuitBreaker], closed: thre
             return
         wait = breaker.reset_seconds
         del breaker  # not held while waiting
-        if closed.wait(wait):
-            return  # closed meanwhile
+        closed.wait(wait)  # returns at once if the breaker closed meanwhile
         breaker = ref()
-        if breaker is None or breaker._probe_once():
+        if breaker is None or breaker._probe_step():
             return
+        del breaker
 
 
 class RedisGuard:
