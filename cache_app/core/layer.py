@@ -18,8 +18,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
 
 import redis
 import redis.asyncio
@@ -56,12 +55,12 @@ AsyncRedis = redis.asyncio.Redis
 AsyncRedisSource = AsyncRedis | Callable[[], AsyncRedis]
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup(Generic[T]):
+class Lookup(NamedTuple, Generic[T]):
     """What a lookup found: ``hit`` (the cached value), or None and the ``token`` to hand to ``set``.
 
     ``token`` is None on a hit, on a bypass, and when Redis could not be read (a ``set``
-    then writes under the current tag, as a ``set`` without a token always does).
+    then writes under the current tag, as a ``set`` without a token always does). A tuple:
+    it is built on every lookup, hits included.
     """
 
     hit: T | None

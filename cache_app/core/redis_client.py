@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import weakref
@@ -108,9 +109,10 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._failures = 0
         self._opened_at: float | None = None
-        self._prober: threading.Thread | None = None
+        self._prober: threading.Thread | None = None  # the background probe while open (it clears this)
         self._closed = threading.Event()
         self._closed.set()
+        _breakers.add(self)
 
     @property
     def failure_threshold(self) -> int:
@@ -132,8 +134,7 @@ class CircuitBreaker:
         """True if a call may go to Redis now. While open, makes sure the background probe runs."""
         if self._opened_at is None:
             return True
-        prober = self._prober
-        if prober is None or not prober.is_alive():  # e.g. a forked child: threads do not survive fork
+        if self._prober is None:  # e.g. in a forked child (see _after_fork_in_child)
             self._start_probe()
         return False
 
@@ -163,7 +164,7 @@ class CircuitBreaker:
 
     def _start_probe(self) -> None:
         with self._lock:
-            if self._opened_at is None or (self._prober is not None and self._prober.is_alive()):
+            if self._opened_at is None or self._prober is not None:
                 return
             # The thread holds the breaker only weakly: a dropped breaker ends its probe.
             self._prober = threading.Thread(
@@ -190,6 +191,19 @@ class CircuitBreaker:
                 self._prober = None
                 return True
             return False
+
+
+_breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Threads do not survive fork, and a lock held by one of them in the parent stays held.
+    for breaker in list(_breakers):
+        breaker._lock = threading.Lock()
+        breaker._prober = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _probe_until_closed(ref: weakref.ReferenceType[CircuitBreaker], closed: threading.Event) -> None:

@@ -169,6 +169,30 @@ class LLMPromptCache(RedisCacheLayer):
 
         Never raises on Redis errors (they count as a miss, with no token).
         """
+        return self._lookup(prompt, model, temperature, masterplan_id, params)
+
+    async def alookup(
+        self, prompt: str, model: str, temperature: float, *, masterplan_id: Any = None, **params: Any
+    ) -> Lookup[CachedLLMResponse]:
+        return await self._alookup(prompt, model, temperature, masterplan_id, params)
+
+    def get(
+        self, prompt: str, model: str, temperature: float, *, masterplan_id: Any = None, **params: Any
+    ) -> CachedLLMResponse | None:
+        """The cached answer, or None (miss, bypass, or Redis unavailable). Never raises on Redis errors.
+
+        A caller that will ``set`` the answer after a miss uses :meth:`lookup` and passes its token.
+        """
+        return self._lookup(prompt, model, temperature, masterplan_id, params).hit
+
+    async def aget(
+        self, prompt: str, model: str, temperature: float, *, masterplan_id: Any = None, **params: Any
+    ) -> CachedLLMResponse | None:
+        return (await self._alookup(prompt, model, temperature, masterplan_id, params)).hit
+
+    def _lookup(
+        self, prompt: str, model: str, temperature: Any, masterplan_id: Any, params: dict[str, Any]
+    ) -> Lookup[CachedLLMResponse]:
         started = time.perf_counter()
         plan = self._lookup_plan(prompt, model, temperature, masterplan_id, params)
         if plan is None:
@@ -182,8 +206,8 @@ class LLMPromptCache(RedisCacheLayer):
         _LOOKUP.observe(time.perf_counter() - started)
         return found
 
-    async def alookup(
-        self, prompt: str, model: str, temperature: float, *, masterplan_id: Any = None, **params: Any
+    async def _alookup(
+        self, prompt: str, model: str, temperature: Any, masterplan_id: Any, params: dict[str, Any]
     ) -> Lookup[CachedLLMResponse]:
         started = time.perf_counter()
         plan = self._lookup_plan(prompt, model, temperature, masterplan_id, params)
@@ -197,20 +221,6 @@ class LLMPromptCache(RedisCacheLayer):
             await self.guard.arun("delete", lambda: client.unlink(lookup_keys[2]), None)
         _LOOKUP.observe(time.perf_counter() - started)
         return found
-
-    def get(
-        self, prompt: str, model: str, temperature: float, *, masterplan_id: Any = None, **params: Any
-    ) -> CachedLLMResponse | None:
-        """The cached answer, or None (miss, bypass, or Redis unavailable). Never raises on Redis errors.
-
-        A caller that will ``set`` the answer after a miss uses :meth:`lookup` and passes its token.
-        """
-        return self.lookup(prompt, model, temperature, masterplan_id=masterplan_id, **params).hit
-
-    async def aget(
-        self, prompt: str, model: str, temperature: float, *, masterplan_id: Any = None, **params: Any
-    ) -> CachedLLMResponse | None:
-        return (await self.alookup(prompt, model, temperature, masterplan_id=masterplan_id, **params)).hit
 
     # --- writes --------------------------------------------------------------------------
     @staticmethod

@@ -372,7 +372,7 @@ class RAGQueryCache(RedisCacheLayer):
             version, reads = ns.plan(horizon)
 
     def _begin_get(
-        self, query: Any, query_embedding: Any, embedding_model: str, top_k: int, masterplan_id: Any
+        self, query: Any, query_embedding: Any, embedding_model: Any, top_k: Any, masterplan_id: Any
     ) -> tuple[_Request, float | None]:
         req = self._request(query, query_embedding, embedding_model, top_k, masterplan_id)
         policy = self.policies.rag()
@@ -404,6 +404,30 @@ class RAGQueryCache(RedisCacheLayer):
 
         Invalid arguments raise ValueError; Redis errors never raise (they count as a miss, with no token).
         """
+        return self._lookup(query, query_embedding, embedding_model, top_k, masterplan_id)
+
+    async def alookup(
+        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
+    ) -> Lookup[CachedRAGResult]:
+        return await self._alookup(query, query_embedding, embedding_model, top_k, masterplan_id)
+
+    def get(
+        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
+    ) -> CachedRAGResult | None:
+        """The cached retrieval for this query (exact) or the most similar live one, else None.
+
+        A caller that will ``set`` the retrieval after a miss uses :meth:`lookup` and passes its token.
+        """
+        return self._lookup(query, query_embedding, embedding_model, top_k, masterplan_id).hit
+
+    async def aget(
+        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
+    ) -> CachedRAGResult | None:
+        return (await self._alookup(query, query_embedding, embedding_model, top_k, masterplan_id)).hit
+
+    def _lookup(
+        self, query: Any, query_embedding: Any, embedding_model: Any, top_k: Any, masterplan_id: Any
+    ) -> Lookup[CachedRAGResult]:
         started = time.perf_counter()
         req, threshold = self._begin_get(query, query_embedding, embedding_model, top_k, masterplan_id)
         if threshold is None:
@@ -416,8 +440,8 @@ class RAGQueryCache(RedisCacheLayer):
         _LOOKUP.observe(time.perf_counter() - started)
         return found
 
-    async def alookup(
-        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
+    async def _alookup(
+        self, query: Any, query_embedding: Any, embedding_model: Any, top_k: Any, masterplan_id: Any
     ) -> Lookup[CachedRAGResult]:
         started = time.perf_counter()
         req, threshold = self._begin_get(query, query_embedding, embedding_model, top_k, masterplan_id)
@@ -430,25 +454,6 @@ class RAGQueryCache(RedisCacheLayer):
         found = self._finish_get(req, outcome)
         _LOOKUP.observe(time.perf_counter() - started)
         return found
-
-    def get(
-        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
-    ) -> CachedRAGResult | None:
-        """The cached retrieval for this query (exact) or the most similar live one, else None.
-
-        A caller that will ``set`` the retrieval after a miss uses :meth:`lookup` and passes its token.
-        """
-        return self.lookup(
-            query, query_embedding, embedding_model=embedding_model, top_k=top_k, masterplan_id=masterplan_id
-        ).hit
-
-    async def aget(
-        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
-    ) -> CachedRAGResult | None:
-        found = await self.alookup(
-            query, query_embedding, embedding_model=embedding_model, top_k=top_k, masterplan_id=masterplan_id
-        )
-        return found.hit
 
     def _count_corrupt(self, key: str, exc: Exception) -> None:
         metrics.CACHE_ERRORS.labels(LAYER, "corrupt").inc()
