@@ -71,3 +71,9 @@ bench: install-dev
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .mypy_cache
+
+# The bounded cache stress test alone (it also runs once in `make test`): processes x threads,
+# invalidations racing writes, an empty Redis restart; prints its figures. Needs REDIS_URL and redis-server.
+.PHONY: stress
+stress: install-dev
+	$(BIN)/pytest -s -p no:cacheprovider tests/cache_app/test_stress.py $(PYTEST_ARGS)

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from celery import shared_task
 
-_RETRY: dict[str, Any] = {
-    "acks_late": True,
-    "autoretry_for": (redis.RedisError, OSError),
-    "retry_backoff": 2,
-    "retry_backoff_max": 300,
-    "retry_jitter": True,
-    "max_retries": 6,
-}
+from cache_app.core.taskopts import TASK_RETRY as _RETRY
+
+# The per-layer reclaim tasks live beside their caches; importing them here registers them.
+from cache_app.llm.cache.tasks import reclaim_llm_dead_keys, reclaim_llm_masterplan
+from cache_app.rag.cache.tasks import reclaim_rag_dead_keys, reclaim_rag_masterplan
+
+__all__ = [
+    "reclaim_dead_keys",
+    "reclaim_llm_dead_keys",
+    "reclaim_llm_masterplan",
+    "reclaim_rag_dead_keys",
+    "reclaim_rag_masterplan",
+]
 
 
 @shared_task(name="cache_app.tasks.reclaim_dead_keys", **_RETRY)
@@ -28,35 +32,3 @@ def reclaim_dead_keys() -> dict[str, Any]:
     from cache_app.rag.cache import RAGQueryCache
 
     return {"llm": LLMPromptCache().reclaim_dead_keys(), "rag": RAGQueryCache().reclaim_dead_keys()}
-
-
-@shared_task(name="cache_app.tasks.reclaim_llm_dead_keys", **_RETRY)
-def reclaim_llm_dead_keys() -> int:
-    """Delete the dead LLM entries of every scope (after invalidate_all)."""
-    from cache_app.llm.cache import LLMPromptCache
-
-    return LLMPromptCache().reclaim_dead_keys()
-
-
-@shared_task(name="cache_app.tasks.reclaim_llm_masterplan", **_RETRY)
-def reclaim_llm_masterplan(masterplan_id: str | None) -> int:
-    """Delete the dead LLM entries of one masterplan (None: the global scope) after an invalidation."""
-    from cache_app.llm.cache import LLMPromptCache
-
-    return LLMPromptCache().reclaim_masterplan(masterplan_id)
-
-
-@shared_task(name="cache_app.tasks.reclaim_rag_masterplan", **_RETRY)
-def reclaim_rag_masterplan(masterplan_id: str | None) -> int:
-    """Delete the dead RAG entries and log segments of one masterplan (None: the global scope)."""
-    from cache_app.rag.cache import RAGQueryCache
-
-    return RAGQueryCache().reclaim_masterplan(masterplan_id)
-
-
-@shared_task(name="cache_app.tasks.reclaim_rag_dead_keys", **_RETRY)
-def reclaim_rag_dead_keys() -> int:
-    """Delete the dead RAG entries and log segments of every scope (after invalidate_all, or periodically)."""
-    from cache_app.rag.cache import RAGQueryCache
-
-    return RAGQueryCache().reclaim_dead_keys()

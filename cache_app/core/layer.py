@@ -4,17 +4,21 @@
 are injected, with defaults from settings: the sync Redis client, an asyncio client (or a
 factory), the policy source, the durable counters, and the fail-open guard. With an
 injected client and no guard/breaker, a private circuit breaker probes that client.
+
+The miss -> set handshake: ``lookup`` returns a :class:`Lookup`; on a miss it carries a
+:class:`~cache_app.core.tags.WriteToken` (the scope tag the miss saw). The caller passes it
+to ``set``, which is refused if the scope was invalidated since. A ``set`` without a token
+writes under the scope's current tag.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
 
 import redis
 import redis.asyncio
@@ -25,6 +29,7 @@ from cache_app.core import keys, metrics
 from cache_app.core.counters import DurableCounters, get_counters
 from cache_app.core.policies import PolicySource, get_policy_source
 from cache_app.core.redis_client import CircuitBreaker, RedisGuard, get_async_redis, get_breaker, get_redis
+from cache_app.core.tags import WriteToken
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +48,37 @@ class CacheUnavailableError(RuntimeError):
     """An invalidation could not reach Redis. (Lookups and writes never raise; this one must not lie.)"""
 
 
-def derive_async_client(client: Any) -> Any:
+T = TypeVar("T")
+SyncRedis = redis.Redis
+AsyncRedis = redis.asyncio.Redis
+# An asyncio client, or a zero-argument factory of one (called once per use, e.g. per event loop).
+AsyncRedisSource = AsyncRedis | Callable[[], AsyncRedis]
+
+
+class Lookup(NamedTuple, Generic[T]):
+    """What a lookup found: ``hit`` (the cached value), or None and the ``token`` to hand to ``set``.
+
+    ``token`` is None on a hit, on a bypass, and when Redis could not be read (a ``set``
+    then writes under the current tag, as a ``set`` without a token always does). A tuple:
+    it is built on every lookup, hits included.
+    """
+
+    hit: T | None
+    token: WriteToken | None = None
+
+
+def expected_tag(entry_key: str, token: WriteToken | None) -> bytes:
+    """The tag a ``set`` of ``entry_key`` must still find (b"" = whatever is current)."""
+    if token is None:
+        return b""
+    if not isinstance(token, WriteToken):
+        raise TypeError(f"token must be the WriteToken of a lookup or None, got {type(token).__name__}")
+    if token.key != entry_key:
+        raise ValueError("token was handed out by a lookup of another entry")
+    return token.tag
+
+
+def derive_async_client(client: SyncRedis) -> AsyncRedis:
     """An asyncio client on the same server as an injected sync client."""
     kwargs = client.connection_pool.connection_kwargs
     if "server" in kwargs:  # fakeredis
@@ -59,25 +94,17 @@ def derive_async_client(client: Any) -> Any:
 
 class RedisCacheLayer:
     layer: ClassVar[str]
-    # Celery tasks (names in cache_app.tasks) that delete one scope's / the whole layer's dead keys.
-    reclaim_scope_task: ClassVar[str]
-    reclaim_layer_task: ClassVar[str]
-
-    # A miss remembers the scope tag it saw so that the set() it triggers is refused if the
-    # scope was invalidated meanwhile (the answer was computed for a dead generation).
-    pending_max = 10_000
-    pending_max_age_seconds = 900.0
 
     def __init__(
         self,
-        redis: Any = None,
+        redis: SyncRedis | None = None,
         *,
         policies: PolicySource | None = None,
         clock: Callable[[], float] | None = None,
         counters: DurableCounters | None = None,
         guard: RedisGuard | None = None,
         breaker: CircuitBreaker | None = None,
-        async_redis: Any = None,
+        async_redis: AsyncRedisSource | None = None,
     ) -> None:
         self._redis = redis
         self._redis_injected = redis is not None  # `_redis` is also filled lazily with the default
@@ -89,13 +116,13 @@ class RedisCacheLayer:
         self._own_guard = guard or (RedisGuard(breaker, layer=self.layer) if breaker is not None else None)
         self._default_guard: RedisGuard | None = None
         self._async_redis = async_redis
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._pending: dict[str, tuple[bytes, float]] = {}
-        self._pending_lock = threading.Lock()
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # --- collaborators -------------------------------------------------------------------
     @property
-    def redis(self) -> Any:
+    def redis(self) -> SyncRedis:
         if self._redis is None:
             self._redis = get_redis()
         return self._redis
@@ -117,7 +144,7 @@ class RedisCacheLayer:
     def counters(self) -> DurableCounters:
         return self._counters or get_counters()
 
-    def async_client(self) -> Any:
+    def async_client(self) -> AsyncRedis:
         """The asyncio client for the running loop."""
         if self._async_redis is not None:
             if isinstance(self._async_redis, redis.asyncio.Redis):
@@ -128,39 +155,19 @@ class RedisCacheLayer:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = derive_async_client(self._redis)
+            client = derive_async_client(self.redis)
             self._async_clients[loop] = client
         return client
 
-    # --- the miss -> set handshake -------------------------------------------------------
-    def _remember_tag(self, entry_key: str, tag: bytes) -> None:
-        now = time.monotonic()
-        with self._pending_lock:
-            previous = self._pending.get(entry_key)
-            # Keep the OLDEST tag still in flight: of two concurrent misses, the one that
-            # saw a dead generation must not be upgraded by the later one.
-            if previous is not None and now - previous[1] < self.pending_max_age_seconds:
-                return
-            if len(self._pending) >= self.pending_max:
-                self._pending.pop(next(iter(self._pending)))
-            self._pending[entry_key] = (tag, now)
-
-    def _take_tag(self, entry_key: str) -> bytes:
-        with self._pending_lock:
-            item = self._pending.pop(entry_key, None)
-        if item is None or time.monotonic() - item[1] >= self.pending_max_age_seconds:
-            return b""
-        return item[0]
+    # --- reclaim scheduling ----------------------------------------------------------------
+    def _enqueue_reclaim(self, masterplan_id: str | None, *, layer: bool) -> None:
+        """Enqueue the Celery task that deletes one scope's (or, with ``layer``, every scope's) dead keys."""
+        raise NotImplementedError
 
     def _schedule_reclaim(self, masterplan_id: str | None, *, layer: bool = False) -> None:
         """Best effort: hand deletion to Celery (the periodic sweep catches anything this misses)."""
         try:
-            from cache_app import tasks
-
-            if layer:
-                getattr(tasks, self.reclaim_layer_task).delay()
-            else:
-                getattr(tasks, self.reclaim_scope_task).delay(masterplan_id)
+            self._enqueue_reclaim(masterplan_id, layer=layer)
         except Exception as exc:  # broker down too: the periodic sweep will do it
             logger.warning("could not schedule %s cache reclaim: %s: %s", self.layer, type(exc).__name__, exc)
 

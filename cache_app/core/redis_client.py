@@ -6,7 +6,8 @@
   event loop (asyncio connections cannot cross loops).
 * :class:`CircuitBreaker` bounds the cost of an outage: the first failure costs at most
   the socket timeout; while the breaker is open calls skip Redis in microseconds, and a
-  background probe (never a caller) closes it again once Redis answers.
+  background thread (never a caller) probes Redis and closes the breaker once it answers,
+  whether or not any call comes meanwhile.
 * :class:`RedisGuard` runs one cache operation under the breaker, counts and rate-limits
   the logging of failures, and returns a default instead of raising.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import weakref
@@ -39,7 +41,7 @@ def get_redis() -> redis.Redis:
     return get_redis_connection("default")
 
 
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
 
 
 def get_async_redis() -> redis.asyncio.Redis:
@@ -85,8 +87,10 @@ def _make_async_client() -> redis.asyncio.Redis:
 class CircuitBreaker:
     """Closed -> (failures >= threshold) -> open -> (probe succeeds) -> closed.
 
-    ``probe`` is called from a background thread at most once per ``reset_seconds``
-    while open, so no caller ever waits on a dead server after the first failure.
+    From the moment it opens until it closes, one background thread per breaker calls
+    ``probe`` every ``reset_seconds``, with no caller needed: a process that sat idle while
+    Redis recovered finds the breaker closed. The thread ends when the breaker closes (or
+    is garbage-collected); no caller ever waits on a dead server after the first failure.
     """
 
     def __init__(
@@ -106,9 +110,10 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._failures = 0
         self._opened_at: float | None = None
-        self._probing = False
+        self._prober: threading.Thread | None = None  # the background probe while open (it clears this)
         self._closed = threading.Event()
         self._closed.set()
+        _breakers.add(self)
 
     @property
     def failure_threshold(self) -> int:
@@ -123,14 +128,14 @@ class CircuitBreaker:
         return self._opened_at is not None
 
     def wait_closed(self, timeout: float | None = None) -> bool:
-        """Block until the breaker is closed (e.g. a background probe succeeded); False on timeout."""
+        """Block until the breaker is closed (e.g. the background probe succeeded); False on timeout."""
         return self._closed.wait(timeout)
 
     def allow(self) -> bool:
-        """True if a call may go to Redis now. While open, schedules a probe when due."""
+        """True if a call may go to Redis now. While open, makes sure the background probe runs."""
         if self._opened_at is None:
             return True
-        if not self._probing and self._clock() - self._opened_at >= self.reset_seconds:
+        if self._prober is None:  # e.g. in a forked child (see _after_fork_in_child)
             self._start_probe()
         return False
 
@@ -147,36 +152,74 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         with self._lock:
             self._failures += 1
-            if self._opened_at is None and self._failures >= self.failure_threshold:
+            opened = self._opened_at is None and self._failures >= self.failure_threshold
+            if opened:
                 self._opened_at = self._clock()
                 self._closed.clear()
                 metrics.REDIS_BREAKER_OPEN.labels(self.name).set(1)
                 metrics.REDIS_BREAKER_TRIPS.labels(self.name).inc()
             elif self._opened_at is not None:
                 self._opened_at = self._clock()  # a failed probe restarts the wait
+        if opened:
+            self._start_probe()
 
     def _start_probe(self) -> None:
         with self._lock:
-            if self._probing:
+            if self._opened_at is None or self._prober is not None:
                 return
-            self._probing = True
-        threading.Thread(target=self._run_probe, name=f"mgecache-{self.name}-probe", daemon=True).start()
+            # The thread holds the breaker only weakly: a dropped breaker ends its probe.
+            self._prober = threading.Thread(
+                target=_probe_until_closed,
+                args=(weakref.ref(self), self._closed),
+                name=f"mgecache-{self.name}-probe",
+                daemon=True,
+            )
+            self._prober.start()
 
-    def _run_probe(self) -> None:
-        try:
-            if self._probe is None:
-                ok = True
+    def _probe_step(self) -> bool:
+        """One step of the background probe: ping if still open. True once closed (the probe thread ends)."""
+        if self._opened_at is not None:
+            try:
+                if self._probe is not None:
+                    self._probe()
+            except Exception:
+                self.record_failure()
             else:
-                self._probe()
-                ok = True
-        except Exception:
-            ok = False
-        finally:
-            self._probing = False
-        if ok:
-            self.record_success()
-        else:
-            self.record_failure()
+                self.record_success()
+        with self._lock:
+            # Decided under the lock: a breaker that reopens after this sees no probe and starts one.
+            if self._opened_at is None:
+                self._prober = None
+                return True
+            return False
+
+
+_breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Threads do not survive fork, and a lock held by one of them in the parent stays held.
+    for breaker in list(_breakers):
+        breaker._lock = threading.Lock()
+        breaker._prober = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _probe_until_closed(ref: weakref.ReferenceType[CircuitBreaker], closed: threading.Event) -> None:
+    """The background probe: every ``reset_seconds``, ping until the breaker closes or is dropped."""
+    while True:
+        breaker = ref()
+        if breaker is None:
+            return
+        wait = breaker.reset_seconds
+        del breaker  # not held while waiting
+        closed.wait(wait)  # returns at once if the breaker closed meanwhile
+        breaker = ref()
+        if breaker is None or breaker._probe_step():
+            return
+        del breaker
 
 
 class RedisGuard:

@@ -14,8 +14,9 @@ TAG_LUA = (
 # KEYS: epoch, generation, entry. ARGV: payload, ttl seconds, expected tag ('' = whatever is current).
 # The tag is read and written in one atomic step, so a write that loses a race with an
 # invalidation either lands before it (and dies with it) or carries the new tag. With an
-# expected tag (the one seen by the miss that triggered the LLM call) an answer computed
-# before an invalidation is refused instead of being stored under the new generation.
+# expected tag (the write token's: the tag seen by the miss that triggered the call) an
+# answer computed before an invalidation is refused instead of being stored under the new
+# generation.
 SET_LUA = (
     TAG_LUA
     + """if ARGV[3] ~= '' and ARGV[3] ~= tag then return 0 end

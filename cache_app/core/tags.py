@@ -7,6 +7,8 @@ and the entry reads as dead without being touched (O(1) invalidation).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # The field separating the generation tag from the payload inside a stored value.
 TAG_SEPARATOR = b"|"
 
@@ -18,3 +20,18 @@ def make_tag(epoch: bytes | str | int | None, generation: bytes | str | int | No
     if type(generation) is not bytes:
         generation = b"0" if generation is None else str(generation).encode()
     return b"e" + epoch + b"g" + generation + TAG_SEPARATOR
+
+
+@dataclass(frozen=True, slots=True)
+class WriteToken:
+    """What a miss hands its caller for the matching ``set``: the entry it missed and the scope tag it saw.
+
+    A ``set`` carrying the token is stored only while that tag is still the scope's, so an
+    answer computed for a generation invalidated meanwhile is refused. The caller holds the
+    token (the cache keeps no per-key memory), so concurrent lookups of one key in one
+    instance never consume or upgrade each other's tokens, and a miss whose set never
+    comes leaves nothing behind.
+    """
+
+    key: str
+    tag: bytes

@@ -177,13 +177,17 @@ class LLMClient:
         started = time.perf_counter()
         call = _Call.parse(prompt, model, temperature, max_tokens, system, atom_id, masterplan_id)
         provider = self.provider
+        token = None  # the miss's write token: the answer is refused if the scope is invalidated meanwhile
         if use_cache:
-            hit = await self.prompt_cache.aget(
+            found = await self.prompt_cache.alookup(
                 call.prompt, call.model, call.temperature, masterplan_id=call.masterplan_id, **call.params
             )
+            hit, token = found.hit, found.token
             if hit is not None:
                 return self._hit_response(hit, call, provider, started)
-        generated, led = await self._produce(provider, call, use_cache=use_cache, use_batching=use_batching)
+        generated, led = await self._produce(
+            provider, call, use_cache=use_cache, use_batching=use_batching, token=token
+        )
         return self._generated_response(generated, led, call, provider, started)
 
     def generate_sync(self, *args: Any, **kwargs: Any) -> LLMResponse:
@@ -192,7 +196,7 @@ class LLMClient:
         return run_sync(self.generate(*args, **kwargs), timeout=request_timeout())
 
     async def _produce(
-        self, provider: LLMProvider, call: _Call, *, use_cache: bool, use_batching: bool
+        self, provider: LLMProvider, call: _Call, *, use_cache: bool, use_batching: bool, token: Any = None
     ) -> tuple[_Generated, bool]:
         """The answer, and whether this caller made the call (False: it shared an identical caller's)."""
         led = False
@@ -211,6 +215,7 @@ class LLMClient:
                     completion_tokens=generated.completion_tokens,
                     masterplan_id=call.masterplan_id,
                     finish_reason=generated.finish_reason,
+                    token=token,
                     **call.params,
                 )
             return generated

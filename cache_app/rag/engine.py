@@ -96,11 +96,14 @@ class RAGEngine:
         started = time.perf_counter()
         embedding, mp = self._prepare(query, top_k, masterplan_id)
         model = self.embedder.model_name
-        cached = self.cache.get(query, embedding, embedding_model=model, top_k=top_k, masterplan_id=mp)
-        if cached is not None:
-            return self._result(query, started, cached=cached)
+        found = self.cache.lookup(query, embedding, embedding_model=model, top_k=top_k, masterplan_id=mp)
+        if found.hit is not None:
+            return self._result(query, started, cached=found.hit)
         documents = self.store.search(embedding, top_k=top_k, masterplan_id=mp, embedding_model=model)
-        self.cache.set(query, embedding, documents, embedding_model=model, top_k=top_k, masterplan_id=mp)
+        # The miss's token: refused if the scope is invalidated before the store answered.
+        self.cache.set(
+            query, embedding, documents, embedding_model=model, top_k=top_k, masterplan_id=mp, token=found.token
+        )
         return self._result(query, started, documents=documents)
 
     async def aquery(self, query: str, *, top_k: int = 5, masterplan_id: Any = None) -> RAGResult:
@@ -108,11 +111,13 @@ class RAGEngine:
         # Embedding is CPU-bound (a model for MiniLM): keep the event loop free.
         embedding, mp = await asyncio.to_thread(self._prepare, query, top_k, masterplan_id)
         model = self.embedder.model_name
-        cached = await self.cache.aget(query, embedding, embedding_model=model, top_k=top_k, masterplan_id=mp)
-        if cached is not None:
-            return self._result(query, started, cached=cached)
+        found = await self.cache.alookup(query, embedding, embedding_model=model, top_k=top_k, masterplan_id=mp)
+        if found.hit is not None:
+            return self._result(query, started, cached=found.hit)
         documents = await self.store.asearch(embedding, top_k=top_k, masterplan_id=mp, embedding_model=model)
-        await self.cache.aset(query, embedding, documents, embedding_model=model, top_k=top_k, masterplan_id=mp)
+        await self.cache.aset(
+            query, embedding, documents, embedding_model=model, top_k=top_k, masterplan_id=mp, token=found.token
+        )
         return self._result(query, started, documents=documents)
 
 

@@ -1,6 +1,7 @@
-"""The LLM prompt cache (issue 3). Design, key layout and operations: docs/llm_cache.md."""
+"""The LLM prompt cache. Design, key layout and operations: docs/llm_cache.md."""
 
-from cache_app.core.layer import CacheUnavailableError
+from cache_app.core.layer import CacheUnavailableError, Lookup
+from cache_app.core.tags import WriteToken
 from cache_app.llm.cache.cache import LAYER, LLMPromptCache
 from cache_app.llm.cache.codec import CachedLLMResponse, CorruptEntryError, normalize_temperature
 
@@ -10,5 +11,7 @@ __all__ = [
     "CachedLLMResponse",
     "CorruptEntryError",
     "LLMPromptCache",
+    "Lookup",
+    "WriteToken",
     "normalize_temperature",
 ]

@@ -21,6 +21,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import redis
+import redis.asyncio
+from redis.client import Pipeline
+from redis.commands.core import AsyncScript, Script
+
 from cache_app.core import keys
 
 logger = logging.getLogger(__name__)
@@ -45,7 +50,7 @@ def _group_by_scope(page: Iterable[Any]) -> dict[str | None, list[Any]]:
     return groups
 
 
-def _queue(pipe: Any, script: Any, masterplan_id: str | None, entries: list[Any], batch_size: int) -> int:
+def _queue(pipe: Pipeline, script: Script, masterplan_id: str | None, entries: list[Any], batch_size: int) -> int:
     epoch_key, gen_key = keys.llm_epoch(), keys.llm_generation(masterplan_id)
     queued = 0
     for batch in _batches(entries, batch_size):
@@ -55,7 +60,7 @@ def _queue(pipe: Any, script: Any, masterplan_id: str | None, entries: list[Any]
 
 
 def reclaim_scope(
-    client: Any, scan_script: Any, masterplan_id: str | None, *, scan_count: int = SCOPE_SCAN_COUNT
+    client: redis.Redis, scan_script: Script, masterplan_id: str | None, *, scan_count: int = SCOPE_SCAN_COUNT
 ) -> int:
     """Delete the dead entries of one scope (server-side SCAN steps); returns how many were deleted."""
     script_keys = [keys.llm_epoch(), keys.llm_generation(masterplan_id)]
@@ -68,7 +73,9 @@ def reclaim_scope(
             return removed
 
 
-def reclaim_layer(client: Any, script: Any, *, scan_count: int = SCAN_COUNT, batch_size: int = BATCH_SIZE) -> int:
+def reclaim_layer(
+    client: redis.Redis, script: Script, *, scan_count: int = SCAN_COUNT, batch_size: int = BATCH_SIZE
+) -> int:
     """Delete the dead entries of every scope of the layer (after invalidate_all, or the periodic sweep)."""
     pattern = keys.llm_layer_pattern()
     removed, cursor = 0, 0
@@ -84,7 +91,11 @@ def reclaim_layer(client: Any, script: Any, *, scan_count: int = SCAN_COUNT, bat
 
 
 async def areclaim_scope(
-    client: Any, scan_script: Any, masterplan_id: str | None, *, scan_count: int = SCOPE_SCAN_COUNT
+    client: redis.asyncio.Redis,
+    scan_script: AsyncScript,
+    masterplan_id: str | None,
+    *,
+    scan_count: int = SCOPE_SCAN_COUNT,
 ) -> int:
     script_keys = [keys.llm_epoch(), keys.llm_generation(masterplan_id)]
     pattern = keys.llm_scope_pattern(masterplan_id)
@@ -97,7 +108,7 @@ async def areclaim_scope(
 
 
 async def areclaim_layer(
-    client: Any, script: Any, *, scan_count: int = SCAN_COUNT, batch_size: int = BATCH_SIZE
+    client: redis.asyncio.Redis, script: AsyncScript, *, scan_count: int = SCAN_COUNT, batch_size: int = BATCH_SIZE
 ) -> int:
     pattern = keys.llm_layer_pattern()
     removed, cursor = 0, 0

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from cache_app.core import conf, keys, metrics
-from cache_app.core.layer import RedisCacheLayer
+from cache_app.core.layer import AsyncRedis, Lookup, RedisCacheLayer, SyncRedis, expected_tag
 from cache_app.core.scripts import SET_LUA
+from cache_app.core.tags import WriteToken
 from cache_app.rag.cache.codec import (
     CachedRAGResult,
     CorruptEntryError,
@@ -43,7 +44,7 @@ from cache_app.rag.cache.codec import (
     validate_query,
     validate_top_k,
 )
-from cache_app.rag.cache.index import Horizon, NamespaceIndex, Position, RAGIndex, get_rag_index
+from cache_app.rag.cache.index import Horizon, NamespaceIndex, Position, RAGIndex, SearchResult, get_rag_index
 from cache_app.rag.cache.reclaim import reclaim_layer, reclaim_scope
 from cache_app.rag.cache.scripts import LOG_APPEND_LUA
 
@@ -75,6 +76,7 @@ _LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
 
 Commands = list[tuple[Any, ...]]
 Flow = Generator[Commands, list[Any], Any]
+Confirmation = Generator[Commands, list[Any], CachedRAGResult | None]
 
 
 def _int(raw: Any) -> int:
@@ -118,7 +120,7 @@ class _Request:
 class _Outcome:
     result: CachedRAGResult | None = None
     corrupt: tuple[str, ...] = ()
-    tag: bytes = b""  # the scope's tag seen by a miss (for the miss -> set handshake)
+    tag: bytes = b""  # the scope's tag seen by a miss (its write token's)
 
 
 class RAGQueryCache(RedisCacheLayer):
@@ -130,10 +132,8 @@ class RAGQueryCache(RedisCacheLayer):
     """
 
     layer = LAYER
-    reclaim_scope_task = "reclaim_rag_masterplan"
-    reclaim_layer_task = "reclaim_rag_dead_keys"
 
-    def __init__(self, redis: Any = None, *, index: RAGIndex | None = None, **kwargs: Any) -> None:
+    def __init__(self, redis: SyncRedis | None = None, *, index: RAGIndex | None = None, **kwargs: Any) -> None:
         super().__init__(redis, **kwargs)
         self._index = index
 
@@ -143,7 +143,7 @@ class RAGQueryCache(RedisCacheLayer):
 
     # --- drivers: run a flow's round trips on a sync or an async client ----------------------
     @staticmethod
-    def _drive(client: Any, flow: Flow) -> Any:
+    def _drive(client: SyncRedis, flow: Flow) -> Any:
         try:
             commands = next(flow)
             while True:
@@ -159,7 +159,7 @@ class RAGQueryCache(RedisCacheLayer):
             return stop.value
 
     @staticmethod
-    async def _adrive(client: Any, flow: Flow) -> Any:
+    async def _adrive(client: AsyncRedis, flow: Flow) -> Any:
         try:
             commands = next(flow)
             while True:
@@ -228,34 +228,48 @@ class RAGQueryCache(RedisCacheLayer):
         (epoch_raw, gen_raw, raw, head_raw, first_raw), recorded_dim, *tails = replies
         self._check_dim(req, recorded_dim)
         horizon = Horizon(_int_or_none(head_raw), _int_or_none(first_raw))
-        tag = make_tag(epoch_raw, gen_raw)
+        tag, epoch, gen = make_tag(epoch_raw, gen_raw), _int(epoch_raw), _int(gen_raw)
         now = self._clock()
+        ns.observe_tag(epoch, gen, pos.reading)
         corrupt: list[str] = []
-        if raw is not None:
-            if raw.startswith(tag):
-                try:
-                    entry = decode_entry(raw[len(tag) :], model=req.model, top_k=req.top_k)
-                    if entry.expires_at > now:
-                        documents = load_documents(entry.documents_json)
-                        result = CachedRAGResult(
-                            entry.query, entry.embedding.tolist(), documents, entry.cached_at, "exact", 1.0
-                        )
-                        ns.advance(pos, horizon, tails, now)
-                        return _Outcome(result)
-                except CorruptEntryError as exc:
-                    corrupt.append(req.entry_key)
-                    self._count_corrupt(req.entry_key, exc)
-            elif not _ANY_TAG.match(raw):
-                corrupt.append(req.entry_key)
-                self._count_corrupt(req.entry_key, CorruptEntryError("no generation tag"))
-
+        exact = self._exact(req, raw, tag, now, corrupt)
+        if exact is not None:
+            ns.advance(pos, horizon, tails, now)
+            return _Outcome(exact)
         # Exact miss: bring the mirror up to date (usually with the bytes already read), then search.
-        epoch, gen = _int(epoch_raw), _int(gen_raw)
-        ns.observe_tag(epoch, gen)
         yield from self._sync(req, pos, horizon, tails, now)
         found = ns.search(req.unit, threshold, now=now, tag=(epoch, gen))
         if found.best_score is not None:
             metrics.RAG_SIMILARITY_SCORE.observe(max(0.0, found.best_score))
+        result = yield from self._confirm(req, found, threshold, now, corrupt)
+        return _Outcome(result, tuple(corrupt), tag)
+
+    def _exact(
+        self, req: _Request, raw: bytes | None, tag: bytes, now: float, corrupt: list[str]
+    ) -> CachedRAGResult | None:
+        """The exact hit in ``raw`` (the entry's value), or None; a corrupt value is added to ``corrupt``."""
+        if raw is None:
+            return None
+        if not raw.startswith(tag):
+            if not _ANY_TAG.match(raw):
+                corrupt.append(req.entry_key)
+                self._count_corrupt(req.entry_key, CorruptEntryError("no generation tag"))
+            return None  # else written under a dead tag
+        try:
+            entry = decode_entry(raw[len(tag) :], model=req.model, top_k=req.top_k)
+            if entry.expires_at <= now:
+                return None
+            documents = load_documents(entry.documents_json)
+        except CorruptEntryError as exc:
+            corrupt.append(req.entry_key)
+            self._count_corrupt(req.entry_key, exc)
+            return None
+        return CachedRAGResult(entry.query, entry.embedding.tolist(), documents, entry.cached_at, "exact", 1.0)
+
+    def _confirm(
+        self, req: _Request, found: SearchResult, threshold: float, now: float, corrupt: list[str]
+    ) -> Confirmation:
+        """Confirm the best candidates against Redis (CONFIRM_BATCH per round trip); the first live one wins."""
         for round_number in range(CONFIRM_ROUNDS):
             batch = found.candidates[round_number * CONFIRM_BATCH : (round_number + 1) * CONFIRM_BATCH]
             if not batch:
@@ -265,30 +279,44 @@ class RAGQueryCache(RedisCacheLayer):
             current = make_tag(reply[0], reply[1])
             dead: list[int] = []
             for candidate, key, value in zip(batch, entry_keys, reply[2:], strict=True):
-                if value is None or not value.startswith(current):
-                    dead.append(candidate.row)  # expired, reclaimed or invalidated in Redis
-                    continue
-                try:
-                    entry = decode_entry(value[len(current) :], model=req.model, top_k=req.top_k)
-                    documents = load_documents(entry.documents_json)
-                except CorruptEntryError as exc:
+                result, gone = self._candidate(req, key, value, current, now, threshold, corrupt)
+                if gone:
                     dead.append(candidate.row)
-                    corrupt.append(key)
-                    self._count_corrupt(key, exc)
-                    continue
-                if entry.expires_at <= now:
-                    dead.append(candidate.row)
-                    continue
-                similarity = _cosine(entry.embedding, req.unit)
-                if similarity < threshold:
-                    continue  # the entry was rewritten with another vector; its newer row decides
-                ns.drop(found.layout, dead)
-                result = CachedRAGResult(
-                    entry.query, entry.embedding.tolist(), documents, entry.cached_at, "similar", similarity
-                )
-                return _Outcome(result, tuple(corrupt))
-            ns.drop(found.layout, dead)
-        return _Outcome(None, tuple(corrupt), tag)
+                if result is not None:
+                    req.ns.drop(found.layout, dead)
+                    return result
+            req.ns.drop(found.layout, dead)
+        return None
+
+    def _candidate(
+        self,
+        req: _Request,
+        key: str,
+        value: bytes | None,
+        current: bytes,
+        now: float,
+        threshold: float,
+        corrupt: list[str],
+    ) -> tuple[CachedRAGResult | None, bool]:
+        """(the similar hit or None, whether the candidate's row is dead) for one confirmed entry."""
+        if value is None or not value.startswith(current):
+            return None, True  # expired, reclaimed or invalidated in Redis
+        try:
+            entry = decode_entry(value[len(current) :], model=req.model, top_k=req.top_k)
+            documents = load_documents(entry.documents_json)
+        except CorruptEntryError as exc:
+            corrupt.append(key)
+            self._count_corrupt(key, exc)
+            return None, True
+        if entry.expires_at <= now:
+            return None, True
+        similarity = _cosine(entry.embedding, req.unit)
+        if similarity < threshold:
+            return None, False  # the entry was rewritten with another vector; its newer row decides
+        result = CachedRAGResult(
+            entry.query, entry.embedding.tolist(), documents, entry.cached_at, "similar", similarity
+        )
+        return result, False
 
     @staticmethod
     def _tail_reads(req: _Request, pos: Position) -> Commands:
@@ -343,7 +371,9 @@ class RAGQueryCache(RedisCacheLayer):
             self.index.enforce_budget()
             version, reads = ns.plan(horizon)
 
-    def _begin_get(self, query: Any, query_embedding: Any, embedding_model: str, top_k: int, masterplan_id: Any):
+    def _begin_get(
+        self, query: Any, query_embedding: Any, embedding_model: Any, top_k: Any, masterplan_id: Any
+    ) -> tuple[_Request, float | None]:
         req = self._request(query, query_embedding, embedding_model, top_k, masterplan_id)
         policy = self.policies.rag()
         if not policy.enabled:
@@ -351,62 +381,84 @@ class RAGQueryCache(RedisCacheLayer):
             return req, None
         return req, policy.similarity_threshold
 
-    def _finish_get(self, req: _Request, outcome: _Outcome | None) -> CachedRAGResult | None:
+    def _finish_get(self, req: _Request, outcome: _Outcome | None) -> Lookup[CachedRAGResult]:
         result = None if outcome is None else outcome.result
         if result is None:
             _MISSES.inc()
             _SIMILAR_MISSES.inc()
             self.counters.incr(LAYER, "misses", masterplan_id=req.masterplan_id)
-            if outcome is not None:
-                self._remember_tag(req.entry_key, outcome.tag)
-        elif result.match == "exact":
+            return Lookup(None, None if outcome is None else WriteToken(req.entry_key, outcome.tag))
+        if result.match == "exact":
             _HITS.inc()
             self.counters.incr(LAYER, "hits", masterplan_id=req.masterplan_id)
         else:
             _MISSES.inc()  # the exact layer missed; the similarity layer answered
             _SIMILAR_HITS.inc()
             self.counters.incr(LAYER, "similar_hits", masterplan_id=req.masterplan_id)
-        return result
+        return Lookup(result)
+
+    def lookup(
+        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
+    ) -> Lookup[CachedRAGResult]:
+        """``Lookup(hit, token)``: the exact or most similar live retrieval, or on a miss the token for ``set``.
+
+        Invalid arguments raise ValueError; Redis errors never raise (they count as a miss, with no token).
+        """
+        return self._lookup(query, query_embedding, embedding_model, top_k, masterplan_id)
+
+    async def alookup(
+        self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
+    ) -> Lookup[CachedRAGResult]:
+        return await self._alookup(query, query_embedding, embedding_model, top_k, masterplan_id)
 
     def get(
         self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
     ) -> CachedRAGResult | None:
         """The cached retrieval for this query (exact) or the most similar live one, else None.
 
-        Invalid arguments raise ValueError; Redis errors never raise (they count and miss).
+        A caller that will ``set`` the retrieval after a miss uses :meth:`lookup` and passes its token.
         """
-        started = time.perf_counter()
-        req, threshold = self._begin_get(query, query_embedding, embedding_model, top_k, masterplan_id)
-        if threshold is None:
-            return None
-        client = self.redis
-        outcome = self.guard.run("get", lambda: self._drive(client, self._get_flow(req, threshold)), None)
-        if outcome is not None and outcome.corrupt:
-            self.guard.run("delete", lambda: client.unlink(*outcome.corrupt), None)
-        result = self._finish_get(req, outcome)
-        _LOOKUP.observe(time.perf_counter() - started)
-        return result
+        return self._lookup(query, query_embedding, embedding_model, top_k, masterplan_id).hit
 
     async def aget(
         self, query: str, query_embedding: Any, *, embedding_model: str, top_k: int, masterplan_id: Any = None
     ) -> CachedRAGResult | None:
+        return (await self._alookup(query, query_embedding, embedding_model, top_k, masterplan_id)).hit
+
+    def _lookup(
+        self, query: Any, query_embedding: Any, embedding_model: Any, top_k: Any, masterplan_id: Any
+    ) -> Lookup[CachedRAGResult]:
         started = time.perf_counter()
         req, threshold = self._begin_get(query, query_embedding, embedding_model, top_k, masterplan_id)
         if threshold is None:
-            return None
+            return Lookup(None)
+        client = self.redis
+        outcome = self.guard.run("get", lambda: self._drive(client, self._get_flow(req, threshold)), None)
+        if outcome is not None and outcome.corrupt:
+            self.guard.run("delete", lambda: client.unlink(*outcome.corrupt), None)
+        found = self._finish_get(req, outcome)
+        _LOOKUP.observe(time.perf_counter() - started)
+        return found
+
+    async def _alookup(
+        self, query: Any, query_embedding: Any, embedding_model: Any, top_k: Any, masterplan_id: Any
+    ) -> Lookup[CachedRAGResult]:
+        started = time.perf_counter()
+        req, threshold = self._begin_get(query, query_embedding, embedding_model, top_k, masterplan_id)
+        if threshold is None:
+            return Lookup(None)
         client = self.async_client()
         outcome = await self.guard.arun("get", lambda: self._adrive(client, self._get_flow(req, threshold)), None)
         if outcome is not None and outcome.corrupt:
             await self.guard.arun("delete", lambda: client.unlink(*outcome.corrupt), None)
-        result = self._finish_get(req, outcome)
+        found = self._finish_get(req, outcome)
         _LOOKUP.observe(time.perf_counter() - started)
-        return result
+        return found
 
     def _count_corrupt(self, key: str, exc: Exception) -> None:
         metrics.CACHE_ERRORS.labels(LAYER, "corrupt").inc()
         logger.warning("RAG cache entry %s is corrupt (%s); deleting it", key, exc)
 
-    # --- the miss -> set handshake (as in the LLM layer) ---------------------------------------
     # --- writes ------------------------------------------------------------------------------
     def _set_flow(self, req: _Request, payload: bytes, ttl: int, expected: bytes) -> Flow:
         replies = yield [("MGET", req.epoch_key, req.gen_key), ("HGET", req.registry_key, req.nsid)]
@@ -414,7 +466,7 @@ class RAGQueryCache(RedisCacheLayer):
         self._check_dim(req, recorded_dim)
         tag = make_tag(epoch_raw, gen_raw)
         if expected and expected != tag:
-            return "stale_generation"  # retrieved for a generation that was invalidated meanwhile
+            return "stale_generation"  # retrieved for a generation invalidated since the miss
         record = pack_record(req.digest, self._clock() + ttl, _int(epoch_raw), _int(gen_raw), req.unit)
         # A new log starts at a time-based segment number, so a reader still positioned in an
         # older, expired log of this namespace sees a jump and rebuilds (index.advance).
@@ -448,8 +500,11 @@ class RAGQueryCache(RedisCacheLayer):
         top_k: Any,
         masterplan_id: Any,
         ttl: Any,
-    ) -> tuple[_Request, bytes, int] | None:
+        token: WriteToken | None,
+    ) -> tuple[_Request, bytes, int, bytes] | None:
+        """Validate and apply the store rules: (request, payload, ttl, expected tag), or None if skipped."""
         req = self._request(query, query_embedding, embedding_model, top_k, masterplan_id)
+        expected = expected_tag(req.entry_key, token)
         docs = documents_json(documents)
         policy = self.policies.rag()
         seconds = policy.ttl_seconds if ttl is None else ttl
@@ -466,14 +521,16 @@ class RAGQueryCache(RedisCacheLayer):
             metrics.CACHE_SKIPPED_WRITES.labels(LAYER, "too_large").inc()
             logger.info("RAG cache entry of %d bytes not stored (RAG_MAX_ENTRY_BYTES)", len(payload))
             return None
-        return req, payload, seconds
+        return req, payload, seconds, expected
 
-    def _written(self, req: _Request, status: str | None) -> None:
+    def _written(self, req: _Request, status: str | None) -> bool:
         if status == "stored":
             _WRITES.inc()
             self.counters.incr(LAYER, "writes", masterplan_id=req.masterplan_id)
-        elif status is not None:
+            return True
+        if status is not None:
             metrics.CACHE_SKIPPED_WRITES.labels(LAYER, status).inc()
+        return False
 
     def set(
         self,
@@ -485,17 +542,24 @@ class RAGQueryCache(RedisCacheLayer):
         top_k: int,
         masterplan_id: Any = None,
         ttl: int | None = None,
-    ) -> None:
-        """Store a retrieval (if the policy allows it). Invalid arguments raise; Redis errors never do."""
-        plan = self._begin_set(query, query_embedding, documents, embedding_model, top_k, masterplan_id, ttl)
+        token: WriteToken | None = None,
+    ) -> bool:
+        """Store a retrieval (if the policy allows it); True if it was stored.
+
+        ``token``: the one the miss's :meth:`lookup` returned. The retrieval is then refused
+        (``stale_generation``) if the scope was invalidated since that miss. Without a token
+        it is written under the scope's current tag. Invalid arguments raise; Redis errors
+        never do (False).
+        """
+        plan = self._begin_set(query, query_embedding, documents, embedding_model, top_k, masterplan_id, ttl, token)
         if plan is None:
-            return
-        req, payload, seconds = plan
-        client, expected = self.redis, self._take_tag(req.entry_key)
+            return False
+        req, payload, seconds, expected = plan
+        client = self.redis
         status = self.guard.run(
             "set", lambda: self._drive(client, self._set_flow(req, payload, seconds, expected)), None
         )
-        self._written(req, status)
+        return self._written(req, status)
 
     async def aset(
         self,
@@ -507,16 +571,17 @@ class RAGQueryCache(RedisCacheLayer):
         top_k: int,
         masterplan_id: Any = None,
         ttl: int | None = None,
-    ) -> None:
-        plan = self._begin_set(query, query_embedding, documents, embedding_model, top_k, masterplan_id, ttl)
+        token: WriteToken | None = None,
+    ) -> bool:
+        plan = self._begin_set(query, query_embedding, documents, embedding_model, top_k, masterplan_id, ttl, token)
         if plan is None:
-            return
-        req, payload, seconds = plan
-        client, expected = self.async_client(), self._take_tag(req.entry_key)
+            return False
+        req, payload, seconds, expected = plan
+        client = self.async_client()
         status = await self.guard.arun(
             "set", lambda: self._adrive(client, self._set_flow(req, payload, seconds, expected)), None
         )
-        self._written(req, status)
+        return self._written(req, status)
 
     # --- invalidation ------------------------------------------------------------------------
     def _generation_key(self, masterplan_id: str | None) -> str:
@@ -524,6 +589,14 @@ class RAGQueryCache(RedisCacheLayer):
 
     def _epoch_key(self) -> str:
         return keys.rag_epoch()
+
+    def _enqueue_reclaim(self, masterplan_id: str | None, *, layer: bool) -> None:
+        from cache_app.rag.cache import tasks  # the tasks build this cache: import at call time
+
+        if layer:
+            tasks.reclaim_rag_dead_keys.delay()
+        else:
+            tasks.reclaim_rag_masterplan.delay(masterplan_id)
 
     # --- physical deletion (raises on Redis errors: callers retry) ---------------------------
     def reclaim_masterplan(self, masterplan_id: Any) -> int:

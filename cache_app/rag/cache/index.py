@@ -64,6 +64,7 @@ class Position:
     version: int
     segment: int | None
     offset: int
+    reading: int = 0  # orders this lookup's Redis reads against the tags other lookups observed
 
 
 @dataclass
@@ -118,7 +119,9 @@ class NamespaceIndex:
         # segment read halfway would skip the records appended to it since.
         self.sealed = False
         self.log_first: int | None = None  # the log's first segment when loaded: identifies the log
-        self.tag = (0, 0)  # newest (epoch, generation) seen
+        self.tag = (0, 0)  # the scope's (epoch, generation) as last seen in Redis
+        self._readings = 0  # lookups that took a position (see observe_tag)
+        self._tag_seen = 0  # readings issued when ``tag`` was seen: any later one must find it or newer
         self.n = 0
         self.dead = 0
         self._loader: object | None = None
@@ -200,8 +203,10 @@ class NamespaceIndex:
 
     # --- mirroring the Redis log -------------------------------------------------------------
     def position(self) -> Position:
+        """Where the mirror stands, taken by a lookup just before it reads Redis."""
         with self.lock:
-            return Position(self.version, self.segment, self.offset)
+            self._readings += 1
+            return Position(self.version, self.segment, self.offset, self._readings)
 
     def _apply_segment(self, number: int, start: int, data: bytes, now: float, complete: bool = False) -> bool:
         """Apply bytes read from segment ``number`` at ``start``. False if they are misaligned (corrupt).
@@ -263,34 +268,41 @@ class NamespaceIndex:
             return self.version, self._plan(horizon)
 
     def _plan(self, horizon: Horizon) -> list[tuple[int, int]]:
-        head, first = horizon.head, horizon.first
+        head = horizon.head
         if head is None:
             if self.segment is not None:
                 self._reset()  # the log is gone: every entry in it expired or was reclaimed
             return []
-        if self.segment is not None:
-            if first is not None and self.log_first is not None:
-                same_log = first == self.log_first
-            else:
-                same_log = head >= self.segment  # cannot tell: a head below ours means a new log
-            # A head below our segment, in the same log, is only an older reading than another
-            # caller's: nothing to do. A different log, or too far behind: rebuild.
-            if not same_log or head > self.segment + self.retention_segments:
-                self._reset()
-        if self.segment is None:
-            # First use, a log that restarted, or too far behind: rebuild from the retained segments.
-            start = head - self.retention_segments + 1
-            if first is not None and start < first <= head:
-                start = first
-            self.segment, self.offset, self.sealed, self.log_first = start - 1, 0, True, first
-        if self.segment > head:
+        if self.segment is not None and not self._follows(self.segment, head, horizon.first):
+            self._reset()
+        segment = self.segment if self.segment is not None else self._start_rebuild(head, horizon.first)
+        if segment > head:
             return []
-        if self.segment == head:
+        if segment == head:
             if self.sealed or (horizon.length is not None and self.offset >= horizon.length):
                 return []
             return [(head, self.offset)]
-        reads = [] if self.sealed else [(self.segment, self.offset)]  # the rest of a segment read halfway
-        return reads + [(number, 0) for number in range(self.segment + 1, head + 1)]
+        reads = [] if self.sealed else [(segment, self.offset)]  # the rest of a segment read halfway
+        return reads + [(number, 0) for number in range(segment + 1, head + 1)]
+
+    def _follows(self, segment: int, head: int, first: int | None) -> bool:
+        """Whether the mirror at ``segment`` can catch up with a log read at ``head`` by reading on."""
+        known = first is not None and self.log_first is not None
+        if known and first != self.log_first:
+            return False  # another log: rebuild
+        if not known and head < segment:
+            return False  # cannot tell: a head below ours means a new log
+        # A head below our segment, in the same log, is only an older reading than another
+        # caller's: nothing to do. Too far behind: rebuild.
+        return head <= segment + self.retention_segments
+
+    def _start_rebuild(self, head: int, first: int | None) -> int:
+        """First use, a log that restarted, or too far behind: rebuild from the retained segments."""
+        start = head - self.retention_segments + 1
+        if first is not None and start < first <= head:
+            start = first
+        self.segment, self.offset, self.sealed, self.log_first = start - 1, 0, True, first
+        return self.segment
 
     # --- one loader at a time ----------------------------------------------------------------
     def claim_loading(self, seconds: float = LOADER_CLAIM_SECONDS) -> object | None:
@@ -338,14 +350,27 @@ class NamespaceIndex:
             return True
 
     # --- search ------------------------------------------------------------------------------
-    def observe_tag(self, epoch: int, gen: int) -> None:
-        """Rows written under an older epoch or generation are dead for good."""
+    def observe_tag(self, epoch: int, gen: int, reading: int) -> None:
+        """Follow the scope's (epoch, generation) as read by the lookup that took position ``reading``.
+
+        A newer tag kills the rows written under older ones, for good. A lower tag means one
+        of two things. Requested before the current tag was seen, it is only an older
+        reading than another caller's: ignored. Requested after, Redis lost its counters
+        (restarted empty, or a failover lost increments): the mirror restarts under the
+        lower tag, so rows written from now on are alive again.
+        """
         with self.lock:
-            if epoch <= self.tag[0] and gen <= self.tag[1]:
+            old_epoch, old_gen = self.tag
+            if epoch == old_epoch and gen == old_gen:
                 return
-            self.tag = (max(epoch, self.tag[0]), max(gen, self.tag[1]))
+            if epoch < old_epoch or gen < old_gen:
+                if reading > self._tag_seen:
+                    self._reset()
+                    self.tag, self._tag_seen = (epoch, gen), self._readings
+                return
+            self.tag, self._tag_seen = (epoch, gen), self._readings
             n = self.n
-            stale = self.alive[:n] & ((self.epoch[:n] < self.tag[0]) | (self.gen[:n] < self.tag[1]))
+            stale = self.alive[:n] & ((self.epoch[:n] < epoch) | (self.gen[:n] < gen))
             count = int(stale.sum())
             if count:
                 self.alive[:n][stale] = False

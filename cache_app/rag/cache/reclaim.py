@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+import redis
+
 from cache_app.core import keys
 from cache_app.core.scripts import RECLAIM_LUA
 from cache_app.rag.cache.index import RAGIndex
@@ -18,7 +20,7 @@ SCAN_COUNT = 10_000
 RECLAIM_BATCH = 1_000
 
 
-def reclaim_scope(client: Any, index: RAGIndex, masterplan_id: str | None) -> int:
+def reclaim_scope(client: redis.Redis, index: RAGIndex, masterplan_id: str | None) -> int:
     """Delete the dead entries and dead log segments of one scope; returns the entries deleted."""
     removed = 0
     for page in _scan(client, keys.rag_scope_pattern(masterplan_id)):
@@ -27,7 +29,7 @@ def reclaim_scope(client: Any, index: RAGIndex, masterplan_id: str | None) -> in
     return removed
 
 
-def reclaim_layer(client: Any, index: RAGIndex) -> int:
+def reclaim_layer(client: redis.Redis, index: RAGIndex) -> int:
     """Delete the dead entries and log segments of every scope of the layer."""
     removed, scopes = 0, set()
     for page in _scan(client, keys.rag_layer_pattern()):
@@ -45,7 +47,7 @@ def reclaim_layer(client: Any, index: RAGIndex) -> int:
     return removed
 
 
-def _trim_logs(client: Any, index: RAGIndex, masterplan_id: str | None) -> None:
+def _trim_logs(client: redis.Redis, index: RAGIndex, masterplan_id: str | None) -> None:
     """Unlink the log segments of the scope's namespaces that can only hold dead records.
 
     Every segment older than the one before the current head was filled before the
@@ -55,7 +57,7 @@ def _trim_logs(client: Any, index: RAGIndex, masterplan_id: str | None) -> None:
     namespaces = client.hgetall(keys.rag_namespaces(masterplan_id))
     if not namespaces:
         return
-    logs = [(keys.rag_log_base(masterplan_id, nsid.decode(), int(dim)), int(dim)) for nsid, dim in namespaces.items()]
+    logs = [(keys.rag_log_base(masterplan_id, _text(nsid), int(dim)), int(dim)) for nsid, dim in namespaces.items()]
     bounds = client.mget([key for base, _ in logs for key in (keys.rag_log_head(base), keys.rag_log_first(base))])
     doomed = []
     for position, (base, dim) in enumerate(logs):
@@ -69,7 +71,11 @@ def _trim_logs(client: Any, index: RAGIndex, masterplan_id: str | None) -> None:
         client.unlink(*doomed[start : start + RECLAIM_BATCH])
 
 
-def _scan(client: Any, pattern: str) -> Generator[list[Any], None, None]:
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _scan(client: redis.Redis, pattern: str) -> Generator[list[Any], None, None]:
     """SCAN pages (for reclaim only; lookups never scan)."""
     cursor = 0
     while True:
@@ -80,7 +86,7 @@ def _scan(client: Any, pattern: str) -> Generator[list[Any], None, None]:
             return
 
 
-def _reclaim_entries(client: Any, masterplan_id: str | None, entries: list[Any]) -> int:
+def _reclaim_entries(client: redis.Redis, masterplan_id: str | None, entries: list[Any]) -> int:
     """UNLINK the dead ones among ``entries`` (one scope), re-checking each tag atomically in Lua."""
     epoch_key, gen_key = keys.rag_epoch(), keys.rag_generation(masterplan_id)
     pipe = client.pipeline(transaction=False)

@@ -32,10 +32,10 @@ def cache(redis) -> LLMPromptCache:
     return LLMPromptCache(redis, policies=StaticPolicies())
 
 
-def put(cache: LLMPromptCache, prompt: str, text: str = "an answer", **kwargs) -> None:
+def put(cache: LLMPromptCache, prompt: str, text: str = "an answer", **kwargs) -> bool:
     kwargs.setdefault("prompt_tokens", 10)
     kwargs.setdefault("completion_tokens", 20)
-    cache.set(prompt, MODEL, 0, text, **kwargs)
+    return cache.set(prompt, MODEL, 0, text, **kwargs)
 
 
 def scope_keys(redis, masterplan_id) -> list[bytes]:
@@ -278,13 +278,15 @@ def test_a_set_that_raced_an_invalidation_cannot_resurrect_an_old_answer(cache):
     mp = uuid.uuid4()
     stale_before = sample("mgecache_cache_skipped_writes_total", reason="stale_generation")
     # The miss happens, the LLM is called, meanwhile an operator invalidates the masterplan.
-    assert cache.get("q", MODEL, 0, masterplan_id=mp) is None
+    miss = cache.lookup("q", MODEL, 0, masterplan_id=mp)
+    assert miss.hit is None
     cache.invalidate_masterplan(mp)
-    put(cache, "q", "computed before the invalidation", masterplan_id=mp)
+    assert put(cache, "q", "computed before the invalidation", masterplan_id=mp, token=miss.token) is False
     assert cache.get("q", MODEL, 0, masterplan_id=mp) is None
     assert sample("mgecache_cache_skipped_writes_total", reason="stale_generation") == stale_before + 1
     # The next round trip (miss under the new generation, then set) is cached normally.
-    put(cache, "q", "fresh", masterplan_id=mp)
+    miss = cache.lookup("q", MODEL, 0, masterplan_id=mp)
+    assert put(cache, "q", "fresh", masterplan_id=mp, token=miss.token) is True
     assert cache.get("q", MODEL, 0, masterplan_id=mp).text == "fresh"
 
 
@@ -452,9 +454,13 @@ async def test_async_twins(redis):
     assert (await cache.aget("q", MODEL, 0.7, masterplan_id=y, system="s")).text == "y answer"
 
     # the race guard works on the async path too
-    assert await cache.aget("r", MODEL, 0, masterplan_id=y) is None
+    miss = await cache.alookup("r", MODEL, 0, masterplan_id=y)
+    assert miss.hit is None
     await cache.ainvalidate_masterplan(y)
-    await cache.aset("r", MODEL, 0, "stale", prompt_tokens=1, completion_tokens=1, masterplan_id=y)
+    stored = await cache.aset(
+        "r", MODEL, 0, "stale", prompt_tokens=1, completion_tokens=1, masterplan_id=y, token=miss.token
+    )
+    assert stored is False
     assert await cache.aget("r", MODEL, 0, masterplan_id=y) is None
 
 

@@ -31,8 +31,10 @@ def short_timeout_client(port: int) -> redis_lib.Redis:
     return redis_lib.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.25, socket_connect_timeout=0.25)
 
 
-def cache_on(client, clock) -> tuple[LLMPromptCache, CircuitBreaker]:
-    breaker = CircuitBreaker(probe=client.ping, failure_threshold=1, reset_seconds=1.0, clock=clock, name="test-llm")
+def cache_on(client, clock, reset_seconds: float = 1.0) -> tuple[LLMPromptCache, CircuitBreaker]:
+    breaker = CircuitBreaker(
+        probe=client.ping, failure_threshold=1, reset_seconds=reset_seconds, clock=clock, name="test-llm"
+    )
     guard = RedisGuard(breaker, layer="llm", clock=clock)
     return LLMPromptCache(client, policies=StaticPolicies(), guard=guard), breaker
 
@@ -56,7 +58,7 @@ def put(cache: LLMPromptCache, prompt: str, **kwargs) -> None:
 
 def test_stopped_redis_fails_open_and_the_breaker_keeps_calls_off_the_socket(private_redis, clock, monkeypatch, caplog):
     client = short_timeout_client(private_redis.port)
-    cache, breaker = cache_on(client, clock)
+    cache, breaker = cache_on(client, clock, reset_seconds=60)  # its background probe stays off the socket
     mp = uuid.uuid4()
     put(cache, "q", masterplan_id=mp)
     assert cache.get("q", MODEL, 0, masterplan_id=mp).text == "answer to q"
@@ -82,7 +84,7 @@ def test_stopped_redis_fails_open_and_the_breaker_keeps_calls_off_the_socket(pri
 
 def test_blackholed_port_fails_open_after_one_socket_timeout(blackhole_port, clock, monkeypatch):
     client = short_timeout_client(blackhole_port)
-    cache, breaker = cache_on(client, clock)
+    cache, breaker = cache_on(client, clock, reset_seconds=60)  # its background probe stays off the socket
     get_errors = errors("get")
     assert cache.get("q", MODEL, 0) is None  # accepted, never answered: one socket timeout
     assert breaker.is_open
@@ -130,13 +132,10 @@ def test_caching_resumes_on_its_own_when_redis_returns(private_redis, clock):
     assert cache.get("before", MODEL, 0) is None
     assert breaker.is_open
 
-    private_redis.start()  # same port, empty dataset
-    assert cache.get("before", MODEL, 0) is None  # still within the reset window: no probe yet
-    assert breaker.is_open
-    clock.advance(breaker.reset_seconds)  # 1 s by default (BREAKER_RESET_SECONDS), well inside 5 s
-    cache.get("before", MODEL, 0)  # a caller never waits: this only starts the background probe
-    assert breaker.wait_closed(timeout=5)  # the background probe found Redis again
+    private_redis.start()  # same port, empty dataset; no call is needed from here on
+    assert breaker.wait_closed(timeout=10)  # the background probe (every reset_seconds) found Redis again
     assert not breaker.is_open
+    assert cache.get("before", MODEL, 0) is None  # the restart lost it
     put(cache, "after")
     assert cache.get("after", MODEL, 0).text == "answer to after"
 

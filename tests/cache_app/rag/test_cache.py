@@ -53,10 +53,10 @@ def cache(redis) -> RAGQueryCache:
     return RAGQueryCache(redis, policies=StaticPolicies(), index=RAGIndex())
 
 
-def put(cache: RAGQueryCache, query: str, vector, docs=None, **kwargs) -> None:
+def put(cache: RAGQueryCache, query: str, vector, docs=None, **kwargs) -> bool:
     kwargs.setdefault("embedding_model", MODEL)
     kwargs.setdefault("top_k", 5)
-    cache.set(query, vector, DOCS if docs is None else docs, **kwargs)
+    return cache.set(query, vector, DOCS if docs is None else docs, **kwargs)
 
 
 def look(cache: RAGQueryCache, query: str, vector, **kwargs) -> CachedRAGResult | None:
@@ -225,12 +225,14 @@ def test_invalidating_a_masterplan_removes_its_entries_only(cache, redis, rng):
 def test_a_set_that_raced_an_invalidation_cannot_resurrect_an_old_retrieval(cache, rng):
     mp, v = uuid.uuid4(), unit(rng)
     skipped = sample("mgecache_cache_skipped_writes_total", reason="stale_generation")
-    assert look(cache, "q", v, masterplan_id=mp) is None  # the miss that triggers a retrieval...
+    miss = cache.lookup("q", v, embedding_model=MODEL, top_k=5, masterplan_id=mp)  # triggers a retrieval...
+    assert miss.hit is None
     cache.invalidate_masterplan(mp)  # ...which an invalidation overtakes
-    put(cache, "q", v, masterplan_id=mp)  # the retrieval was made for the dead generation
+    assert put(cache, "q", v, masterplan_id=mp, token=miss.token) is False  # made for the dead generation
     assert look(cache, "q", v, masterplan_id=mp) is None
     assert sample("mgecache_cache_skipped_writes_total", reason="stale_generation") == skipped + 1
-    put(cache, "q", v, masterplan_id=mp)  # a retrieval made after the invalidation is stored
+    miss = cache.lookup("q", v, embedding_model=MODEL, top_k=5, masterplan_id=mp)
+    assert put(cache, "q", v, masterplan_id=mp, token=miss.token) is True  # made after the invalidation
     assert look(cache, "q", v, masterplan_id=mp).match == "exact"
 
 

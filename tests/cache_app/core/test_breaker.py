@@ -1,0 +1,131 @@
+"""The circuit breaker's background probe: it runs while the breaker is open, with no caller needed.
+
+A process that sat idle while Redis recovered must find the breaker closed: its next
+lookup hits and its next invalidation succeeds. The probe is one thread per open breaker,
+and it ends when the breaker closes or is dropped. Tests wait on events, never on time.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import uuid
+
+import redis as redis_lib
+
+from cache_app.core.policies import LayerPolicy
+from cache_app.core.redis_client import CircuitBreaker
+from cache_app.llm.cache import LLMPromptCache
+from cache_app.rag.cache import RAGIndex, RAGQueryCache
+
+MODEL = "claude-3-5-sonnet"
+
+
+class StaticPolicies:
+    def llm(self) -> LayerPolicy:
+        return LayerPolicy(layer="llm")
+
+    def rag(self) -> LayerPolicy:
+        return LayerPolicy(layer="rag", ttl_seconds=3600)
+
+
+def probe_threads(breaker: CircuitBreaker) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"mgecache-{breaker.name}-probe"]
+
+
+def short_timeout_client(port: int) -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.25, socket_connect_timeout=0.25)
+
+
+class SwitchableProbe:
+    """A probe that fails until ``up`` is set, and counts its calls."""
+
+    def __init__(self) -> None:
+        self.up = threading.Event()
+        self.calls = 0
+        self.called = threading.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.called.set()
+        if not self.up.is_set():
+            raise redis_lib.ConnectionError("down")
+
+
+def test_an_idle_process_finds_the_breaker_closed_and_can_invalidate(private_redis):
+    client = short_timeout_client(private_redis.port)
+    breaker = CircuitBreaker(probe=client.ping, failure_threshold=1, reset_seconds=0.2, name=f"idle-{uuid.uuid4()}")
+    llm = LLMPromptCache(client, policies=StaticPolicies(), breaker=breaker)
+    rag = RAGQueryCache(client, policies=StaticPolicies(), breaker=breaker, index=RAGIndex())
+    mp = uuid.uuid4()
+    private_redis.stop()
+    assert llm.get("q", MODEL, 0, masterplan_id=mp) is None  # the failure that opens the breaker
+    assert breaker.is_open
+    private_redis.start()  # ...and then no call at all while Redis recovers
+    assert breaker.wait_closed(timeout=10)  # the background probe closed it by itself
+    assert llm.invalidate_masterplan(mp) == 0  # no CacheUnavailableError
+    assert rag.invalidate_masterplan(mp) == 0
+    llm.set("q", MODEL, 0, "after", prompt_tokens=1, completion_tokens=1, masterplan_id=mp)
+    assert llm.get("q", MODEL, 0, masterplan_id=mp).text == "after"  # the next lookup hits
+
+
+async def test_an_idle_async_process_finds_the_breaker_closed_and_can_invalidate(private_redis):
+    client = short_timeout_client(private_redis.port)
+    breaker = CircuitBreaker(probe=client.ping, failure_threshold=1, reset_seconds=0.2, name=f"idle-{uuid.uuid4()}")
+    llm = LLMPromptCache(client, policies=StaticPolicies(), breaker=breaker)
+    mp = uuid.uuid4()
+    private_redis.stop()
+    assert await llm.aget("q", MODEL, 0, masterplan_id=mp) is None
+    assert breaker.is_open
+    private_redis.start()
+    assert breaker.wait_closed(timeout=10)
+    assert await llm.ainvalidate_masterplan(mp) == 0
+    await llm.aset("q", MODEL, 0, "after", prompt_tokens=1, completion_tokens=1, masterplan_id=mp)
+    assert (await llm.aget("q", MODEL, 0, masterplan_id=mp)).text == "after"
+    await llm.async_client().aclose()
+
+
+def test_one_probe_thread_per_open_breaker_and_it_ends_when_the_breaker_closes():
+    probe = SwitchableProbe()
+    breaker = CircuitBreaker(probe=probe, failure_threshold=2, reset_seconds=0.01, name=f"one-{uuid.uuid4()}")
+    breaker.record_failure()
+    assert not breaker.is_open
+    assert probe_threads(breaker) == []  # closed: no probe
+    breaker.record_failure()
+    assert breaker.is_open
+    assert probe.called.wait(timeout=10)  # probing with no caller at all
+    for _ in range(1000):
+        assert breaker.allow() is False  # callers skip Redis and never start a second probe
+        breaker.record_failure()
+    assert len(probe_threads(breaker)) == 1
+    probe.up.set()
+    assert breaker.wait_closed(timeout=10)
+    for thread in probe_threads(breaker):
+        thread.join(timeout=10)
+    assert probe_threads(breaker) == []
+    assert breaker.allow() is True
+    assert not breaker.is_open
+
+
+def test_a_dropped_breaker_ends_its_probe():
+    probe = SwitchableProbe()
+    breaker = CircuitBreaker(probe=probe, failure_threshold=1, reset_seconds=0.01, name=f"dropped-{uuid.uuid4()}")
+    breaker.record_failure()
+    assert probe.called.wait(timeout=10)
+    (thread,) = probe_threads(breaker)
+    del breaker
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()  # Redis never came back, but nobody holds the breaker any more
+
+
+def test_a_breaker_that_reopens_is_probed_again():
+    probe = SwitchableProbe()
+    breaker = CircuitBreaker(probe=probe, failure_threshold=1, reset_seconds=0.01, name=f"again-{uuid.uuid4()}")
+    for _ in range(2):
+        probe.up.clear()
+        breaker.record_failure()
+        assert breaker.is_open
+        probe.up.set()
+        assert breaker.wait_closed(timeout=10)
+    assert probe.calls >= 2
