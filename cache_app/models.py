@@ -119,6 +119,11 @@ class ModelPricing(models.Model):
         help_text="USD per 1M output (completion) tokens.",
     )
     source = models.CharField(max_length=300, blank=True, help_text="Where the price comes from, and when it was read.")
+    max_output_tokens = models.PositiveIntegerField(
+        default=4096,
+        validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
+        help_text="The model's maximum output (tokens): a request's max_tokens may not exceed it.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -173,3 +178,9 @@ class Document(models.Model):
         import numpy as np
 
         return np.frombuffer(bytes(self.embedding), dtype="<f4")
+
+
+# Access control (roles' permissions, API keys) lives in its own package; imported here so
+# its models belong to this app.
+from cache_app.access.models import AccessPermission, PipelineAPIKey  # noqa: E402, F401
+
