@@ -62,9 +62,7 @@ def run_batch(
     runner = WaveBatchRunner(
         get_llm_call(), store=BatchResultStore(), claim_seconds=float(settings.CELERY_TASK_TIME_LIMIT)
     )
-    report = run_coroutine_sync(
-        lambda: runner.run(atoms, batch_id=batch_id, masterplan_id=masterplan_id, model=model)
-    )
+    report = run_coroutine_sync(lambda: runner.run(atoms, batch_id=batch_id, masterplan_id=masterplan_id, model=model))
     transient = [exc for exc in report.failed.values() if is_transient(exc)]
     if report.failed and len(transient) < len(report.failed):
         # A permanent error (bad request, ...) is not retried; the other answers are stored.

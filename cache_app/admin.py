@@ -6,6 +6,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from cache_app import actions
+from cache_app.access import admin as access_admin  # noqa: F401  (registers the API key admin)
+from cache_app.access import roles
 from cache_app.llm.cache import CacheUnavailableError
 from cache_app.models import BatchPolicy, CachePolicy, Document, Masterplan, ModelPricing
 from cache_app.rag.embedders import load_embedder
@@ -25,7 +27,10 @@ class MasterplanAdmin(admin.ModelAdmin):
         url = reverse("admin:cache_app_masterplan_statistics", args=[obj.pk])
         return format_html('<a href="{}">view</a>', url)
 
-    @admin.action(description="Invalidate cached LLM and RAG answers", permissions=["change"])
+    def has_invalidate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(roles.INVALIDATE_CACHE)
+
+    @admin.action(description="Invalidate cached LLM and RAG answers", permissions=["invalidate"])
     def invalidate_cached_answers(self, request: HttpRequest, queryset) -> HttpResponse | None:
         # Destructive: the first submission shows a confirmation page, like "delete selected".
         if request.POST.get("post") != "yes":
@@ -71,7 +76,7 @@ class MasterplanAdmin(admin.ModelAdmin):
 
     def statistics_view(self, request: HttpRequest, masterplan_id=None) -> HttpResponse:
         """Read-only: durable counters across every process."""
-        if not self.has_view_permission(request):
+        if not (self.has_view_permission(request) and request.user.has_perm(roles.VIEW_ALL_STATISTICS)):
             from django.core.exceptions import PermissionDenied
 
             raise PermissionDenied
@@ -106,6 +111,10 @@ class CachePolicyAdmin(admin.ModelAdmin):
         (None, {"fields": ("updated_at",)}),
     )
 
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Tuning a policy is an operator's act, whatever the model permissions say.
+        return super().has_change_permission(request, obj) and request.user.has_perm(roles.TUNE_POLICY)
+
 
 @admin.register(BatchPolicy)
 class BatchPolicyAdmin(admin.ModelAdmin):
@@ -119,10 +128,21 @@ class BatchPolicyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return super().has_change_permission(request, obj) and request.user.has_perm(roles.TUNE_POLICY)
+
 
 @admin.register(ModelPricing)
 class ModelPricingAdmin(admin.ModelAdmin):
-    list_display = ("model", "provider", "input_usd_per_mtok", "output_usd_per_mtok", "source", "updated_at")
+    list_display = (
+        "model",
+        "provider",
+        "input_usd_per_mtok",
+        "output_usd_per_mtok",
+        "max_output_tokens",
+        "source",
+        "updated_at",
+    )
     list_filter = ("provider",)
     search_fields = ("model",)
     readonly_fields = ("updated_at",)

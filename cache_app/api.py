@@ -63,9 +63,7 @@ class LayersInvalidateView(APIView):
     permission_classes = [CanInvalidate]
     throttle_classes = [InvalidateThrottle]
 
-    @extend_schema(
-        request=InvalidateLayersSerializer, responses={200: InvalidationResultSerializer, **COMMON_ERRORS}
-    )
+    @extend_schema(request=InvalidateLayersSerializer, responses={200: InvalidationResultSerializer, **COMMON_ERRORS})
     def post(self, request: Request) -> Response:
         check_masterplan_scope(request, None)  # whole layers: every masterplan and the global scope
         serializer = InvalidateLayersSerializer(data=request.data)

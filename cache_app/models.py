@@ -183,4 +183,3 @@ class Document(models.Model):
 # Access control (roles' permissions, API keys) lives in its own package; imported here so
 # its models belong to this app.
 from cache_app.access.models import AccessPermission, PipelineAPIKey  # noqa: E402, F401
-

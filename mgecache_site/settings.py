@@ -364,7 +364,9 @@ SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
 _proxy_header = env.list("DJANGO_SECURE_PROXY_SSL_HEADER", default=[])
 if _proxy_header:
     if len(_proxy_header) != 2:
-        raise ImproperlyConfigured("DJANGO_SECURE_PROXY_SSL_HEADER must be HEADER,value (e.g. HTTP_X_FORWARDED_PROTO,https).")
+        raise ImproperlyConfigured(
+            "DJANGO_SECURE_PROXY_SSL_HEADER must be HEADER,value (e.g. HTTP_X_FORWARDED_PROTO,https)."
+        )
     SECURE_PROXY_SSL_HEADER = (_proxy_header[0], _proxy_header[1])
 
 LOGGING = {

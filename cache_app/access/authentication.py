@@ -63,4 +63,3 @@ def _stamp_last_used(key: PipelineAPIKey) -> None:
         return
     PipelineAPIKey.objects.filter(pk=key.pk).update(last_used_at=now)
     key.last_used_at = now
-

@@ -200,5 +200,9 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 def server_error(request: HttpRequest) -> HttpResponse:
     if is_api_path(request.path):
         exc = sys.exc_info()[1]
-        return response_for_exception(exc) if exc is not None else json_error(500, "Internal server error.", "server_error")
+        return (
+            response_for_exception(exc)
+            if exc is not None
+            else json_error(500, "Internal server error.", "server_error")
+        )
     return defaults.server_error(request)

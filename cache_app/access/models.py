@@ -27,6 +27,9 @@ class AccessPermission(models.Model):
             ("view_all_statistics", "Read the statistics of every masterplan and the global totals"),
         ]
 
+    def __str__(self) -> str:
+        return "mgecache permissions"
+
 
 class PipelineAPIKey(AbstractAPIKey):
     """A named, hashed (SHA-512, never stored in clear), revocable key that acts as its user.

@@ -47,13 +47,7 @@ ADMIN_APPS = ("cache_app", "auth")
 
 def create_roles(apps: Any, schema_editor: Any = None) -> None:
     """Create (or complete) the role groups. Idempotent; a RunPython function of migration 0004."""
-    from django.contrib.auth.management import create_permissions
-
-    # Model permissions are normally created after all migrations (post_migrate): make them now.
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
+    _create_permissions(apps)
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     for role, names in ROLE_PERMISSIONS.items():
@@ -63,3 +57,19 @@ def create_roles(apps: Any, schema_editor: Any = None) -> None:
             group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
     admin, _ = Group.objects.get_or_create(name=ADMIN)
     admin.permissions.add(*Permission.objects.filter(content_type__app_label__in=ADMIN_APPS))
+
+
+def _create_permissions(apps: Any) -> None:
+    """Model permissions are normally created after all migrations (post_migrate): make them now."""
+    from django.apps import apps as global_apps
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        if apps is global_apps:
+            if app_config.models_module is not None:
+                create_permissions(app_config, apps=apps, verbosity=0)
+            continue
+        # A migration's historical app configs have no models module; the check only needs one.
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None

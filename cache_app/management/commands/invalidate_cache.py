@@ -1,10 +1,15 @@
-"""manage.py invalidate_cache --masterplan UUID [--layer llm|rag] | --all --yes"""
+"""manage.py invalidate_cache --user NAME --masterplan UUID [--layer llm|rag] | --all --yes
+
+The command acts as ``--user`` (or $MGECACHE_CLI_USER), who needs ``cache_app.invalidate_cache``.
+"""
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cache_app import actions
+from cache_app.access.cli import acting_user, add_user_argument
+from cache_app.access.roles import INVALIDATE_CACHE
 from cache_app.llm.cache import CacheUnavailableError
 
 
@@ -22,8 +27,10 @@ class Command(BaseCommand):
             help="Repeat to choose several; default: all layers.",
         )
         parser.add_argument("--yes", action="store_true", help="Required with --all.")
+        add_user_argument(parser)
 
     def handle(self, *args, **options) -> None:
+        acting_user(options["user"], INVALIDATE_CACHE)
         layers = options["layer"] or list(actions.LAYERS)
         try:
             if options["all"]:
