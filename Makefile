@@ -32,7 +32,8 @@ install-embeddings: $(VENV)/.installed-embeddings
 # secret key is kept in var/ so sessions survive restarts.
 run: install
 	@mkdir -p var
-	@test -s var/secret_key || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret_key
+	@test -s var/secret_key || (umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret_key)
+	@chmod 600 var/secret_key
 	@set -e; \
 	export DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat var/secret_key)}"; \
 	export DJANGO_ALLOWED_HOSTS="$${DJANGO_ALLOWED_HOSTS:-127.0.0.1,localhost}"; \

@@ -4,7 +4,7 @@
   its key may use (``cache_app.use_pipeline``).
 * ``operator``: invalidate, tune policies, read all statistics; in the admin it may view
   masterplans, documents and prices, rename masterplans and edit policies.
-* ``admin``: everything in mgecache, plus users, groups and API keys.
+* ``admin``: everything in mgecache, plus users, groups, API keys and login lockouts (axes).
 
 A user's role is the group(s) it is in; superusers have every permission. Operators and
 admins who use the admin site also need ``is_staff``.
@@ -41,8 +41,8 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "cache_app.view_document",
     ),
 }
-# The admin role: every permission of these apps.
-ADMIN_APPS = ("cache_app", "auth")
+# The admin role: every permission of these apps (users and groups; axes: login lockouts).
+ADMIN_APPS = ("cache_app", "auth", "axes")
 
 
 def create_roles(apps: Any, schema_editor: Any = None) -> None:
