@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+
 from cache_app.access.schema import DocsView, SchemaView
 from cache_app.views import healthz, metrics
 
