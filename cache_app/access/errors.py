@@ -18,12 +18,14 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import InterfaceError as DatabaseInterfaceError
 from django.db import OperationalError as DatabaseOperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -82,6 +84,11 @@ def translate(exc: BaseException) -> BaseException:
     """The APIException a dependency's error stands for, or ``exc`` itself."""
     if isinstance(exc, APIException):
         return exc
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return ParseError(f"The request body is larger than the limit of {limit} bytes.")
+    if isinstance(exc, SuspiciousOperation):
+        return ParseError("Bad request.")
     if isinstance(exc, (DatabaseOperationalError, DatabaseInterfaceError)):
         return ServiceUnavailable("The database is unavailable; retry later.")
     if isinstance(exc, (CacheUnavailableError, redis.ConnectionError, redis.TimeoutError)):
