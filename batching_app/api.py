@@ -38,7 +38,8 @@ class WaveView(APIView):
         atoms = [(a["atom_id"], a["prompt"]) for a in serializer.validated_data["atoms"]]
         model = str(conf.get("LLM_DEFAULT_MODEL"))
         record = WaveStore().create(masterplan_id, result_addresses(atoms, masterplan_id=masterplan_id, model=model))
-        tasks = dispatch_wave(atoms, masterplan_id=masterplan_id, model=model)
+        # Answers are read by wave id, never from task results: do not wait on the result backend.
+        tasks = dispatch_wave(atoms, masterplan_id=masterplan_id, model=model, ignore_result=True)
         return Response(
             {"wave_id": str(record.wave_id), "tasks": [t.id for t in tasks], "atoms": len(atoms)},
             status=status.HTTP_202_ACCEPTED,

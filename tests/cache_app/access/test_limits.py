@@ -87,9 +87,7 @@ def test_unknown_model_is_a_400_listing_the_known_ones(pipeline):
 
 
 def test_a_model_added_in_the_admin_is_known_at_once(pipeline):
-    ModelPricing.objects.create(
-        model="house-model", input_usd_per_mtok=1, output_usd_per_mtok=1, max_output_tokens=100
-    )
+    ModelPricing.objects.create(model="house-model", input_usd_per_mtok=1, output_usd_per_mtok=1, max_output_tokens=100)
     assert _post(pipeline, "/api/llm/generate/", {"prompt": "p", "model": "house-model"}).status_code == 200
 
 
@@ -105,7 +103,8 @@ def test_a_body_over_the_size_limit_is_a_400(pipeline):
 @pytest.mark.parametrize("depth", [33, 100_000])
 def test_json_nested_deeper_than_the_limit_is_a_json_400(pipeline, depth):
     nested = "[" * depth + "]" * depth
-    response = pipeline.post("/api/llm/generate/", '{"prompt": "p", "x": %s}' % nested, content_type="application/json")
+    body = '{"prompt": "p", "x": ' + nested + "}"
+    response = pipeline.post("/api/llm/generate/", body, content_type="application/json")
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
     assert "32" in response.json()["detail"]
@@ -113,7 +112,7 @@ def test_json_nested_deeper_than_the_limit_is_a_json_400(pipeline, depth):
 
 def test_json_nested_exactly_to_the_limit_is_accepted(pipeline):
     nested = "[" * 31 + "]" * 31  # inside the top-level object: 32 levels
-    body = '{"prompt": "p", "temperature": 0, "x": %s}' % nested
+    body = '{"prompt": "p", "temperature": 0, "x": ' + nested + "}"
     assert pipeline.post("/api/llm/generate/", body, content_type="application/json").status_code == 200
 
 

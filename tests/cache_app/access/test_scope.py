@@ -30,7 +30,12 @@ def _wave(client, masterplan_id):
     return client.post("/api/waves/", {"atoms": atoms, "masterplan_id": masterplan_id}, format="json")
 
 
-PIPELINE_ROUTES = {"generate": (_generate, 200), "rag": (_rag, 200), "statistics": (_statistics, 200), "wave": (_wave, 202)}
+PIPELINE_ROUTES = {
+    "generate": (_generate, 200),
+    "rag": (_rag, 200),
+    "statistics": (_statistics, 200),
+    "wave": (_wave, 202),
+}
 
 
 @pytest.mark.parametrize("route", sorted(PIPELINE_ROUTES))
