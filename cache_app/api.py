@@ -10,6 +10,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -121,5 +122,8 @@ class RAGQueryView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         masterplan_id = check_masterplan_scope(request, data["masterplan_id"])
-        result = get_rag_engine().query(data["query"], top_k=data["top_k"], masterplan_id=masterplan_id)
+        try:
+            result = get_rag_engine().query(data["query"], top_k=data["top_k"], masterplan_id=masterplan_id)
+        except ValueError as exc:  # inputs are validated above: what is left is a query the embedder cannot use
+            raise ValidationError({"query": [str(exc)]})
         return Response(result.as_dict())
