@@ -317,7 +317,7 @@ REST_FRAMEWORK = {
 }
 # Django's own bound on a request body held in memory (forms); JSON bodies are bounded by the
 # API's parser at MGECACHE['MAX_REQUEST_BYTES'] (the same 4 MB by default).
-DATA_UPLOAD_MAX_MEMORY_SIZE = _number(int, "DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 4 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 SPECTACULAR_SETTINGS = {
     "TITLE": "mgecache API",
     "DESCRIPTION": "LLM prompt cache, RAG query cache and request batching for MGE V2.",
