@@ -29,12 +29,17 @@ install-dev: $(VENV)/.installed-dev
 install-embeddings: $(VENV)/.installed-embeddings
 
 # Embedded defaults: SQLite in var/, in-process Redis, in-process tasks. A generated
-# secret key is kept in var/ so sessions survive restarts.
-run: install
-	@mkdir -p var
-	@test -s var/secret_key || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret_key
+# secret key is kept in var/ (readable by its owner only) so sessions survive restarts.
+SECRET_KEY_FILE ?= var/secret_key
+
+$(SECRET_KEY_FILE):
+	@mkdir -p $(dir $@)
+	@(umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(50))" > $@)
+
+run: install $(SECRET_KEY_FILE)
+	@chmod 600 $(SECRET_KEY_FILE)
 	@set -e; \
-	export DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat var/secret_key)}"; \
+	export DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat $(SECRET_KEY_FILE))}"; \
 	export DJANGO_ALLOWED_HOSTS="$${DJANGO_ALLOWED_HOSTS:-127.0.0.1,localhost}"; \
 	$(BIN)/python manage.py migrate --noinput; \
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0; \

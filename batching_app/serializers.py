@@ -1,13 +1,24 @@
 from rest_framework import serializers
 
+from cache_app.access.limits import BoundedCharField
+from cache_app.core import conf
+
 
 class WaveAtomSerializer(serializers.Serializer):
     atom_id = serializers.UUIDField()
-    prompt = serializers.CharField(trim_whitespace=False)
+    prompt = BoundedCharField(limit_setting="MAX_PROMPT_CHARS", trim_whitespace=False)
 
 
 class WaveSerializer(serializers.Serializer):
+    masterplan_id = serializers.UUIDField(
+        required=False, allow_null=True, default=None, help_text="The wave's masterplan; none: the global scope."
+    )
     atoms = WaveAtomSerializer(many=True, allow_empty=False)
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        fields["atoms"].max_length = int(conf.get("MAX_WAVE_ATOMS"))  # type: ignore[attr-defined]  # a ListSerializer
+        return fields
 
     def validate_atoms(self, atoms: list[dict]) -> list[dict]:
         ids = [a["atom_id"] for a in atoms]
@@ -17,4 +28,4 @@ class WaveSerializer(serializers.Serializer):
 
 
 class WaveResultsQuerySerializer(serializers.Serializer):
-    atom_ids = serializers.ListField(child=serializers.UUIDField(), allow_empty=False, max_length=1000)
+    wave_id = serializers.UUIDField(help_text="The wave_id returned when the wave was sent.")

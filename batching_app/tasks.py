@@ -12,7 +12,8 @@ from celery.result import AsyncResult
 from django.conf import settings
 
 from batching_app.llm import TRANSIENT_ERRORS, get_llm_call
-from batching_app.wave import BatchResultStore, WaveBatchRunner, run_coroutine_sync
+from batching_app.wave import BatchResultStore, ResultAddress, WaveBatchRunner, run_coroutine_sync
+from cache_app.core import conf, keys
 from cache_app.core.policies import get_policy_source
 
 MAX_RETRIES = 5
@@ -32,11 +33,19 @@ MAX_RETRIES = 5
     retry_jitter=True,
     max_retries=MAX_RETRIES,
 )
-def run_batch(self: Task, atom_ids: list[str], prompts: list[str], batch_id: str | None = None) -> dict[str, Any]:
-    """Answer each (atom, prompt) once; answers land under ``keys.batch_result(atom_id)``.
+def run_batch(
+    self: Task,
+    atom_ids: list[str],
+    prompts: list[str],
+    batch_id: str | None = None,
+    masterplan_id: str | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """Answer each (atom, prompt) once; answers land at each atom's ``ResultAddress``.
 
     Arguments are JSON-serialisable: atom ids as UUID strings, prompts as strings, in the
-    same order. Returns a summary (answers are read per atom with
+    same order; the masterplan (None: global) and the model (None: LLM_DEFAULT_MODEL) are
+    part of every answer's address. Returns a summary (answers are read per address with
     ``BatchResultStore().get_many(...)``, never from this task's result).
     """
     if len(atom_ids) != len(prompts):
@@ -46,7 +55,7 @@ def run_batch(self: Task, atom_ids: list[str], prompts: list[str], batch_id: str
     runner = WaveBatchRunner(
         get_llm_call(), store=BatchResultStore(), claim_seconds=float(settings.CELERY_TASK_TIME_LIMIT)
     )
-    report = run_coroutine_sync(lambda: runner.run(atoms, batch_id=batch_id))
+    report = run_coroutine_sync(lambda: runner.run(atoms, batch_id=batch_id, masterplan_id=masterplan_id, model=model))
     failure = report.failure()
     if failure is not None:
         raise failure  # transient ones (BatchIncompleteError) are retried by autoretry_for
@@ -57,22 +66,40 @@ def run_batch(self: Task, atom_ids: list[str], prompts: list[str], batch_id: str
 
 
 def dispatch_wave(
-    atoms: Sequence[tuple[uuid.UUID | str, str]], *, batch_size: int | None = None, **apply_async_options: Any
+    atoms: Sequence[tuple[uuid.UUID | str, str]],
+    *,
+    masterplan_id: Any = None,
+    model: str | None = None,
+    batch_size: int | None = None,
+    **apply_async_options: Any,
 ) -> list[AsyncResult]:
-    """Send a wave's misses as ``run_batch`` tasks of ``batch_size`` atoms (default: BatchPolicy.max_batch_size).
+    """Send a wave as ``run_batch`` tasks of ``batch_size`` atoms (default: BatchPolicy.max_batch_size).
 
-    Collect the answers per atom with ``BatchResultStore().get_many(atom_ids)``; the task
-    results are summaries only.
+    Collect the answers with ``BatchResultStore().get_many(addresses)`` (see
+    :func:`result_addresses`); the task results are summaries only.
     """
     if batch_size is None:
         policy = get_policy_source().batch()
         batch_size = policy.max_batch_size if policy.enabled else 1
     batch_size = max(1, int(batch_size))
+    mp = keys.normalize_masterplan_id(masterplan_id)
+    chosen = model or str(conf.get("LLM_DEFAULT_MODEL"))
     items = [(str(uuid.UUID(str(atom_id))), str(prompt)) for atom_id, prompt in atoms]
     results = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         results.append(
-            run_batch.apply_async(args=([a for a, _ in chunk], [p for _, p in chunk]), **apply_async_options)
+            run_batch.apply_async(
+                args=([a for a, _ in chunk], [p for _, p in chunk]),
+                kwargs={"masterplan_id": mp, "model": chosen},
+                **apply_async_options,
+            )
         )
     return results
+
+
+def result_addresses(
+    atoms: Sequence[tuple[uuid.UUID | str, str]], *, masterplan_id: Any = None, model: str | None = None
+) -> list[ResultAddress]:
+    """Where :func:`dispatch_wave` with the same arguments stores each atom's answer."""
+    return [ResultAddress.for_request(a, p, masterplan_id=masterplan_id, model=model) for a, p in atoms]

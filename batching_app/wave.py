@@ -1,11 +1,14 @@
 """The Celery wave path's domain logic: answer a list of atoms exactly once each.
 
-Each atom's answer is stored under its own key (``keys.batch_result``, JSON, with a
-TTL) the moment it arrives, so a redelivered or retried task skips atoms already
-answered and the LLM is never called twice for them. An atom being answered right now
-by another run is *claimed* (``keys.lock("batch-atom:<uuid>")``, SET NX with a TTL)
-and skipped here; the task retries later for it. Results are read back per atom
-(:meth:`BatchResultStore.get_many`): no chord, no callback to lose.
+Each atom's answer is stored under its own key the moment it arrives, so a redelivered
+or retried task skips atoms already answered and the LLM is never called twice for them.
+The key is the atom's :class:`ResultAddress`: the atom id, the masterplan, and a digest
+of the request (prompt, model, parameters). The same atom id sent with another prompt
+has another address: it never reads, and never overwrites, the first one's answer.
+
+An atom being answered right now by another run is *claimed* (a lock on its address,
+SET NX with a TTL) and skipped here; the task retries later for it. Results are read
+back per address (:meth:`BatchResultStore.get_many`): no chord, no callback to lose.
 
 Redis is this path's delivery mechanism, so unlike the caches it does not fail open:
 a Redis error propagates and the task is retried.
@@ -19,10 +22,10 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from redis import Redis
 
@@ -42,12 +45,49 @@ return 0
 """
 
 
-def claim_key(atom_id: UUID) -> str:
-    return keys.lock(f"batch-atom:{atom_id}")
+def request_digest(prompt: str, model: str, params: Mapping[str, Any] | None = None) -> str:
+    """SHA-256 of everything that decides an atom's answer."""
+    return keys.digest({"prompt": prompt, "model": model, "params": dict(params or {})})
+
+
+@dataclass(frozen=True)
+class ResultAddress:
+    """Where one atom's answer lives: (atom id, masterplan, request digest)."""
+
+    atom_id: UUID
+    masterplan_id: str | None
+    digest: str
+
+    @classmethod
+    def for_request(
+        cls,
+        atom_id: UUID | str,
+        prompt: str,
+        *,
+        masterplan_id: Any = None,
+        model: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> ResultAddress:
+        chosen = model or str(conf.get("LLM_DEFAULT_MODEL"))
+        return cls(
+            UUID(str(atom_id)), keys.normalize_masterplan_id(masterplan_id), request_digest(prompt, chosen, params)
+        )
+
+    @property
+    def key(self) -> str:
+        return keys.batch_result(self.atom_id, self.masterplan_id, self.digest)
+
+    @property
+    def claim_key(self) -> str:
+        return claim_key(self)
+
+
+def claim_key(address: ResultAddress) -> str:
+    return keys.lock(f"batch-atom:{keys.scope(address.masterplan_id)}:{address.atom_id}:{address.digest}")
 
 
 class BatchResultStore:
-    """Per-atom answers in Redis: ``{"atom_id", "answer", "batch_id", "stored_at"}`` as JSON."""
+    """Per-address answers in Redis: ``{"atom_id", "answer", "batch_id", "stored_at"}`` as JSON."""
 
     def __init__(self, redis: Redis | None = None, *, ttl_seconds: int | None = None) -> None:
         self._redis = redis
@@ -61,34 +101,70 @@ class BatchResultStore:
     def ttl_seconds(self) -> int:
         return int(conf.get("BATCH_RESULT_TTL_SECONDS") if self._ttl is None else self._ttl)
 
-    def get_many(self, atom_ids: Sequence[UUID]) -> dict[UUID, str]:
-        """The stored answers among ``atom_ids`` (atoms not answered yet are absent)."""
-        if not atom_ids:
+    def get_many(self, addresses: Sequence[ResultAddress]) -> dict[ResultAddress, str]:
+        """The stored answers among ``addresses`` (atoms not answered yet are absent)."""
+        if not addresses:
             return {}
-        raw = self.redis.mget([keys.batch_result(a) for a in atom_ids])
-        found: dict[UUID, str] = {}
-        for atom_id, value in zip(atom_ids, raw, strict=True):
+        raw = self.redis.mget([a.key for a in addresses])
+        found: dict[ResultAddress, str] = {}
+        for address, value in zip(addresses, raw, strict=True):
             if value is None:
                 continue
             try:
-                found[atom_id] = json.loads(value)["answer"]
+                found[address] = json.loads(value)["answer"]
             except (ValueError, KeyError, TypeError):
-                logger.warning("corrupt batch result for atom %s; it will be answered again", atom_id)
+                logger.warning("corrupt batch result for atom %s; it will be answered again", address.atom_id)
         return found
 
-    def put(self, atom_id: UUID, answer: str, *, batch_id: str | None = None) -> None:
-        payload = {"atom_id": str(atom_id), "answer": answer, "batch_id": batch_id, "stored_at": time.time()}
-        self.redis.set(keys.batch_result(atom_id), keys.canonical_json(payload), ex=self.ttl_seconds)
+    def put(self, address: ResultAddress, answer: str, *, batch_id: str | None = None) -> None:
+        payload = {"atom_id": str(address.atom_id), "answer": answer, "batch_id": batch_id, "stored_at": time.time()}
+        self.redis.set(address.key, keys.canonical_json(payload), ex=self.ttl_seconds)
 
-    def claim(self, atom_id: UUID, token: str, ttl_seconds: float) -> bool:
-        return bool(self.redis.set(claim_key(atom_id), token, nx=True, px=max(1, int(ttl_seconds * 1000))))
+    def claim(self, address: ResultAddress, token: str, ttl_seconds: float) -> bool:
+        return bool(self.redis.set(address.claim_key, token, nx=True, px=max(1, int(ttl_seconds * 1000))))
 
-    def claim_remaining_seconds(self, atom_id: UUID) -> float:
-        pttl = self.redis.pttl(claim_key(atom_id))
+    def claim_remaining_seconds(self, address: ResultAddress) -> float:
+        pttl = self.redis.pttl(address.claim_key)
         return max(0.0, pttl / 1000.0) if pttl and pttl > 0 else 0.0
 
-    def release(self, atom_id: UUID, token: str) -> None:
-        self.redis.eval(_RELEASE_SCRIPT, 1, claim_key(atom_id), token)
+    def release(self, address: ResultAddress, token: str) -> None:
+        self.redis.eval(_RELEASE_SCRIPT, 1, address.claim_key, token)
+
+
+@dataclass(frozen=True)
+class WaveRecord:
+    wave_id: UUID
+    masterplan_id: str | None
+    addresses: list[ResultAddress]
+
+
+class WaveStore:
+    """A wave's record in Redis (``keys.batch_wave``), so its answers are read by wave id.
+
+    A reader names the wave, not atom ids: it gets the answers of the very requests that
+    wave sent, whatever else was sent under the same atom ids.
+    """
+
+    def __init__(self, redis: Any = None, *, ttl_seconds: int | None = None) -> None:
+        self._results = BatchResultStore(redis, ttl_seconds=ttl_seconds)
+
+    def create(self, masterplan_id: str | None, addresses: Sequence[ResultAddress]) -> WaveRecord:
+        record = WaveRecord(uuid4(), masterplan_id, list(addresses))
+        payload = {"masterplan_id": masterplan_id, "atoms": [[str(a.atom_id), a.digest] for a in addresses]}
+        ttl = self._results.ttl_seconds
+        self._results.redis.set(keys.batch_wave(record.wave_id), keys.canonical_json(payload), ex=ttl)
+        return record
+
+    def get(self, wave_id: UUID) -> WaveRecord | None:
+        raw = self._results.redis.get(keys.batch_wave(wave_id))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        mp = data["masterplan_id"]
+        return WaveRecord(wave_id, mp, [ResultAddress(UUID(a), mp, d) for a, d in data["atoms"]])
+
+    def answers(self, record: WaveRecord) -> dict[ResultAddress, str]:
+        return self._results.get_many(record.addresses)
 
 
 @dataclass
@@ -100,6 +176,7 @@ class WaveReport:
     answered: list[UUID] = field(default_factory=list)
     skipped: list[UUID] = field(default_factory=list)
     in_progress: list[UUID] = field(default_factory=list)
+    in_progress_addresses: list[ResultAddress] = field(default_factory=list)
     failed: dict[UUID, BaseException] = field(default_factory=dict)
     upstream_calls: int = 0
 
@@ -151,22 +228,35 @@ class WaveBatchRunner:
         self._claim_seconds = claim_seconds
         self._counters = counters
 
-    async def run(self, atoms: Sequence[tuple[UUID, str]], *, batch_id: str) -> WaveReport:
+    async def run(
+        self,
+        atoms: Sequence[tuple[UUID, str]],
+        *,
+        batch_id: str,
+        masterplan_id: Any = None,
+        model: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> WaveReport:
+        """Answer ``(atom_id, prompt)`` pairs of one masterplan; each answer lands at its :class:`ResultAddress`."""
         report = WaveReport(batch_id=batch_id, atom_count=len(atoms))
-        prompts: dict[UUID, str] = {}
+        prompts: dict[ResultAddress, str] = {}
         for atom_id, prompt in atoms:
-            prompts.setdefault(atom_id, prompt)  # one answer per atom id
+            address = ResultAddress.for_request(
+                atom_id, prompt, masterplan_id=masterplan_id, model=model, params=params
+            )
+            prompts.setdefault(address, prompt)
         stored = self.store.get_many(list(prompts))
-        report.skipped = [a for a in prompts if a in stored]
+        report.skipped = [a.atom_id for a in prompts if a in stored]
         token = secrets.token_hex(16)
-        todo: list[UUID] = []
-        for atom_id in prompts:
-            if atom_id in stored:
+        todo: list[ResultAddress] = []
+        for address in prompts:
+            if address in stored:
                 continue
-            if self.store.claim(atom_id, token, self._claim_seconds):
-                todo.append(atom_id)
+            if self.store.claim(address, token, self._claim_seconds):
+                todo.append(address)
             else:
-                report.in_progress.append(atom_id)
+                report.in_progress.append(address.atom_id)
+                report.in_progress_addresses.append(address)
         if not todo:
             return report
 
@@ -177,18 +267,18 @@ class WaveBatchRunner:
         # Every prompt is known up front: no window to wait for, only the size limit.
         batcher = RequestBatcher(counted_call, batch_window_ms=0, policies=self._policies)
 
-        async def answer(atom_id: UUID) -> None:
+        async def answer(address: ResultAddress) -> None:
             try:
-                text = await batcher.execute_with_batching(atom_id, prompts[atom_id])
-                self.store.put(atom_id, text, batch_id=batch_id)  # at once: a crash later loses nothing
-                report.answered.append(atom_id)
+                text = await batcher.execute_with_batching(address.atom_id, prompts[address])
+                self.store.put(address, text, batch_id=batch_id)  # at once: a crash later loses nothing
+                report.answered.append(address.atom_id)
             except Exception as exc:
-                report.failed[atom_id] = exc
+                report.failed[address.atom_id] = exc
             finally:
                 try:
-                    self.store.release(atom_id, token)
+                    self.store.release(address, token)
                 except Exception:  # the claim expires on its own
-                    logger.warning("could not release the claim on atom %s", atom_id, exc_info=True)
+                    logger.warning("could not release the claim on atom %s", address.atom_id, exc_info=True)
 
         try:
             await asyncio.gather(*(answer(a) for a in todo))
@@ -202,7 +292,7 @@ class WaveBatchRunner:
 
     def retry_countdown(self, report: WaveReport, *, limit: float) -> float:
         """Seconds until the claims of the atoms another run holds run out (at least 1, at most ``limit``)."""
-        wait = max(self.store.claim_remaining_seconds(a) for a in report.in_progress)
+        wait = max(self.store.claim_remaining_seconds(a) for a in report.in_progress_addresses)
         return min(max(1.0, wait), limit)
 
 

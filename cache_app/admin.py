@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from django.contrib import admin, messages
@@ -12,6 +13,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from cache_app import actions
+from cache_app.access import admin as access_admin  # noqa: F401  (registers the API key admin)
+from cache_app.access import roles
 from cache_app.llm.cache import CacheUnavailableError
 from cache_app.models import BatchPolicy, CachePolicy, Document, Masterplan, ModelPricing
 from cache_app.rag.documents import embed_document
@@ -31,7 +34,10 @@ class MasterplanAdmin(admin.ModelAdmin):
         url = reverse("admin:cache_app_masterplan_statistics", args=[obj.pk])
         return format_html('<a href="{}">view</a>', url)
 
-    @admin.action(description="Invalidate cached LLM and RAG answers", permissions=["change"])
+    def has_invalidate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(roles.INVALIDATE_CACHE)
+
+    @admin.action(description="Invalidate cached LLM and RAG answers", permissions=["invalidate"])
     def invalidate_cached_answers(self, request: HttpRequest, queryset: QuerySet[Masterplan]) -> HttpResponse | None:
         # Destructive: the first submission shows a confirmation page, like "delete selected".
         if request.POST.get("post") != "yes":
@@ -77,7 +83,7 @@ class MasterplanAdmin(admin.ModelAdmin):
 
     def statistics_view(self, request: HttpRequest, masterplan_id: UUID | None = None) -> HttpResponse:
         """Read-only: durable counters across every process."""
-        if not self.has_view_permission(request):
+        if not (self.has_view_permission(request) and request.user.has_perm(roles.VIEW_ALL_STATISTICS)):
             from django.core.exceptions import PermissionDenied
 
             raise PermissionDenied
@@ -112,6 +118,10 @@ class CachePolicyAdmin(admin.ModelAdmin):
         (None, {"fields": ("updated_at",)}),
     )
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Tuning a policy is an operator's act, whatever the model permissions say.
+        return super().has_change_permission(request, obj) and request.user.has_perm(roles.TUNE_POLICY)
+
 
 @admin.register(BatchPolicy)
 class BatchPolicyAdmin(admin.ModelAdmin):
@@ -125,10 +135,21 @@ class BatchPolicyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: BatchPolicy | None = None) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and request.user.has_perm(roles.TUNE_POLICY)
+
 
 @admin.register(ModelPricing)
 class ModelPricingAdmin(admin.ModelAdmin):
-    list_display = ("model", "provider", "input_usd_per_mtok", "output_usd_per_mtok", "source", "updated_at")
+    list_display = (
+        "model",
+        "provider",
+        "input_usd_per_mtok",
+        "output_usd_per_mtok",
+        "max_output_tokens",
+        "source",
+        "updated_at",
+    )
     list_filter = ("provider",)
     search_fields = ("model",)
     readonly_fields = ("updated_at",)

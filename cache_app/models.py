@@ -6,8 +6,10 @@ import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,6 +126,11 @@ class ModelPricing(models.Model):
         help_text="USD per 1M output (completion) tokens.",
     )
     source = models.CharField(max_length=300, blank=True, help_text="Where the price comes from, and when it was read.")
+    max_output_tokens = models.PositiveIntegerField(
+        default=4096,
+        validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
+        help_text="The model's maximum output (tokens): a request's max_tokens may not exceed it.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -178,3 +185,61 @@ class Document(models.Model):
         import numpy as np
 
         return np.frombuffer(bytes(self.embedding), dtype="<f4")
+
+
+# --- Access control: the permissions roles are made of, and API keys (cache_app.access) ---
+class AccessPermission(models.Model):
+    """No table: only the anchor of mgecache's own permissions (``cache_app.<codename>``)."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("use_pipeline", "Generate, retrieve, run waves and read the statistics of usable masterplans"),
+            ("invalidate_cache", "Invalidate cached answers (a masterplan or whole layers)"),
+            ("tune_policy", "Change cache and batch policies"),
+            ("view_all_statistics", "Read the statistics of every masterplan and the global totals"),
+        ]
+
+    def __str__(self) -> str:
+        return "mgecache permissions"
+
+
+class PipelineAPIKey(AbstractAPIKey):
+    """A named, hashed (SHA-512, never stored in clear), revocable key that acts as its user.
+
+    The key's permissions are its user's (through the user's groups: pipeline, operator,
+    admin). ``restricted`` keys may only touch the listed masterplans and never the global
+    scope; the flag is explicit so that deleting every listed masterplan narrows a key
+    to nothing instead of widening it to everything.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="api_keys",
+        help_text="The key acts as this user, with this user's role (groups and permissions).",
+    )
+    restricted = models.BooleanField(
+        default=False,
+        help_text="Only the masterplans below (and never the global scope). Off: every masterplan the role allows.",
+    )
+    masterplans = models.ManyToManyField(
+        "cache_app.Masterplan",
+        blank=True,
+        related_name="api_keys",
+        help_text="The masterplans a restricted key may use.",
+    )
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Stamped on use (at most once a minute)."
+    )
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+    def allowed_masterplans(self) -> frozenset[str] | None:
+        """None when unrestricted, else the canonical UUID strings the key may use."""
+        if not self.restricted:
+            return None
+        return frozenset(str(pk) for pk in self.masterplans.values_list("pk", flat=True))

@@ -8,6 +8,7 @@ from django.db.models import Model
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from cache_app.access.limits import get_model_catalog
 from cache_app.core.policies import get_policy_source
 from cache_app.models import BatchPolicy, CachePolicy, ModelPricing
 from cache_app.rag import documents as document_store
@@ -26,6 +27,14 @@ def _pricing_changed(sender: type[Model], **kwargs: Any) -> None:
     from cache_app.llm.pricing import get_price_table
 
     transaction.on_commit(get_price_table().invalidate)
+
+
+@receiver([post_save, post_delete], sender=ModelPricing)
+def _model_catalog_changed(sender: type[Model], **kwargs: Any) -> None:
+    """Known models and their output bounds change with ModelPricing: reload them here at once."""
+    catalog = get_model_catalog()
+    catalog.invalidate()
+    transaction.on_commit(catalog.invalidate)
 
 
 @receiver(document_store.documents_changed)

@@ -9,6 +9,7 @@ in-process. Those defaults are for development and tests only.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -68,7 +69,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_prometheus",
     "rest_framework",
-    "rest_framework.authtoken",
+    "rest_framework_api_key",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "cache_app",
@@ -77,6 +79,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # API paths answer JSON even for Django's own error pages.
+    "cache_app.access.errors.JSONErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -86,7 +90,22 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Admin login brute-force protection; last, as django-axes documents.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# django-axes: after AXES_FAILURE_LIMIT failed admin logins for one (username, client IP),
+# that pair is locked out for AXES_COOLOFF_MINUTES. The client IP is REMOTE_ADDR (behind a
+# proxy: the proxy's address, so the lock then applies to the username).
+AXES_FAILURE_LIMIT = _number(int, "AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=_number(float, "AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "mgecache_site.urls"
 
@@ -124,6 +143,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 DATABASES["default"].setdefault("CONN_MAX_AGE", _number(int, "DATABASE_CONN_MAX_AGE", 60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # A down or unreachable Postgres fails a request in seconds (503), not after the OS's TCP timeout.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", _number(int, "DATABASE_CONNECT_TIMEOUT", 2)
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -229,6 +253,28 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 # it must exceed the longest task, or a running task is delivered twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 4, **_broker_options}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A publish inside a request is bounded (about 2 s): few, short retries, and socket timeouts on
+# the broker connection. A broker that stays down then fails the request with a JSON 503.
+CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+CELERY_BROKER_TRANSPORT_OPTIONS.update(
+    {
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": 0.6,
+        # kombu's own reconnect loop before a publish (its default retries for ~20 s).
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.2,
+        "connect_retries_timeout": 1.5,
+    }
+)
+# Sending a task also subscribes to its result on the Redis result backend, which by default
+# retries a lost connection 20 times, 1 s apart: bound that too.
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 0.5
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+}
 CELERY_BEAT_SCHEDULE = {
     "reclaim-invalidated-cache-keys": {
         "task": "cache_app.tasks.reclaim_dead_keys",
@@ -256,20 +302,29 @@ OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 
 # --- DRF / OpenAPI ----------------------------------------------------------------------
-# The pipeline authenticates with a token (created in the admin, "Auth Token"); operators with their session.
+# The pipeline authenticates with an API key (Authorization: Bearer <key>; admin "API keys" or
+# manage.py create_api_key); operators with their admin session. Access rules: cache_app.access.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "cache_app.access.authentication.APIKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every view declares its permission classes; one that forgets is closed.
+    "DEFAULT_PERMISSION_CLASSES": ["cache_app.access.permissions.DenyAll"],
+    "DEFAULT_PARSER_CLASSES": ["cache_app.access.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "cache_app.access.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+# Django's own bound on a request body held in memory (forms); JSON bodies are bounded by the
+# API's parser at MGECACHE['MAX_REQUEST_BYTES'] (the same 4 MB by default).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 SPECTACULAR_SETTINGS = {
     "TITLE": "mgecache API",
     "DESCRIPTION": "LLM prompt cache, RAG query cache and request batching for MGE V2.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["cache_app.access.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -290,6 +345,30 @@ USE_TZ = True
 # --- Prometheus -------------------------------------------------------------------------
 # Under several gunicorn workers set PROMETHEUS_MULTIPROC_DIR (see docs/operations.md).
 PROMETHEUS_EXPORT_MIGRATIONS = False
+# /metrics answers only "Authorization: Bearer <METRICS_TOKEN>". No default: unset, /metrics is closed.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+# --- HTTPS and cookies (production: see docs/operations.md, "Deploying") ------------------
+# DJANGO_HTTPS=true when clients reach the service over HTTPS (directly or through a TLS proxy):
+# secure cookies, a redirect to HTTPS and HSTS follow, each overridable.
+HTTPS = env.bool("DJANGO_HTTPS", default=False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=HTTPS)
+# Probes and scrapers inside the network may use plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = _number(int, "DJANGO_HSTS_SECONDS", 31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
+# Behind a TLS-terminating proxy that sets this header (and strips it from clients), e.g.
+# DJANGO_SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https
+_proxy_header = env.list("DJANGO_SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_header:
+    if len(_proxy_header) != 2:
+        raise ImproperlyConfigured(
+            "DJANGO_SECURE_PROXY_SSL_HEADER must be HEADER,value (e.g. HTTP_X_FORWARDED_PROTO,https)."
+        )
+    SECURE_PROXY_SSL_HEADER = (_proxy_header[0], _proxy_header[1])
 
 LOGGING = {
     "version": 1,

@@ -301,5 +301,52 @@ def seeded_defaults(django_db_blocker):
     from django.apps import apps
 
     seed = import_module("cache_app.migrations.0002_seed_defaults").seed
+    access = import_module("cache_app.migrations.0004_access_control")
     with django_db_blocker.unblock():
         seed(apps, None)
+        access.seed_max_output_tokens(apps, None)
+        access.create_roles(apps, None)
+
+
+# --- Access control: users of each role and their API keys ----------------------------------
+
+
+@pytest.fixture
+def roles(django_db_blocker):
+    """The role groups (pipeline, operator, admin); idempotent, also after a transactional flush."""
+    from django.apps import apps
+
+    from cache_app.access.roles import create_roles
+
+    with django_db_blocker.unblock():
+        create_roles(apps)
+
+
+@pytest.fixture
+def make_caller(roles):
+    """``make_caller(role, masterplans=None)`` -> an APIClient sending a new API key of a new user of ``role``.
+
+    ``role`` is "pipeline", "operator" or "admin" (the group; operators and admins are staff).
+    ``masterplans`` restricts the key to those masterplan ids. The client has ``.user``,
+    ``.api_key`` and ``.key`` (the clear key).
+    """
+    from django.contrib.auth.models import Group, User
+    from rest_framework.test import APIClient
+
+    from cache_app.models import Masterplan, PipelineAPIKey
+
+    def make(role: str, masterplans=None) -> APIClient:
+        user = User.objects.create_user(f"{role}-{uuid.uuid4().hex[:8]}", is_staff=role != "pipeline")
+        user.groups.add(Group.objects.get(name=role))
+        api_key, key = PipelineAPIKey.objects.create_key(
+            name=f"{role} key", user=user, restricted=masterplans is not None
+        )
+        for masterplan_id in masterplans or ():
+            masterplan, _ = Masterplan.objects.get_or_create(pk=masterplan_id, defaults={"name": str(masterplan_id)})
+            api_key.masterplans.add(masterplan)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+        client.user, client.api_key, client.key = user, api_key, key
+        return client
+
+    return make

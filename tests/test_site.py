@@ -15,8 +15,8 @@ from tests.conftest import ROOT
 
 
 @pytest.mark.django_db
-def test_healthz_ok(client):
-    response = client.get("/healthz")
+def test_healthz_ok(admin_client):
+    response = admin_client.get("/healthz")
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["status"] == "ok"
@@ -25,10 +25,10 @@ def test_healthz_ok(client):
 
 
 @pytest.mark.django_db
-def test_healthz_503_names_redis_when_unreachable(client, monkeypatch, blackhole_port):
+def test_healthz_503_names_redis_when_unreachable(admin_client, monkeypatch, blackhole_port):
     dead = redis_lib.Redis(host="127.0.0.1", port=blackhole_port, socket_timeout=0.1, socket_connect_timeout=0.1)
     monkeypatch.setattr(health, "get_redis", lambda: dead)
-    response = client.get("/healthz")
+    response = admin_client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
     assert body["failed"] == ["redis"]
@@ -36,9 +36,10 @@ def test_healthz_503_names_redis_when_unreachable(client, monkeypatch, blackhole
 
 
 @pytest.mark.django_db
-def test_metrics_endpoint_exports_django_and_mgecache_metrics(client):
+def test_metrics_endpoint_exports_django_and_mgecache_metrics(client, settings):
+    settings.METRICS_TOKEN = "scrape-token-for-tests"
     client.get("/healthz")
-    response = client.get("/metrics")
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token-for-tests")
     assert response.status_code == 200
     text = response.content.decode()
     assert "django_http_requests_total_by_method_total" in text
@@ -46,9 +47,9 @@ def test_metrics_endpoint_exports_django_and_mgecache_metrics(client):
 
 
 @pytest.mark.django_db
-def test_openapi_schema_and_docs(client):
-    assert client.get("/api/schema/").status_code == 200
-    docs = client.get("/api/docs/")
+def test_openapi_schema_and_docs(admin_client):
+    assert admin_client.get("/api/schema/").status_code == 200
+    docs = admin_client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"cdn.jsdelivr" not in docs.content  # Swagger UI is served locally (works offline)
 

@@ -149,3 +149,63 @@ def check_rag_index_settings(app_configs: Any = None, **kwargs: Any) -> list[che
             )
         )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_access_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Input bounds, throttles and process-state bounds (ids cache_app.E050-E059)."""
+    from rest_framework.throttling import SimpleRateThrottle
+
+    errors: list[checks.CheckMessage] = []
+    s = conf.app_settings()
+    for name in (
+        "MAX_PROMPT_CHARS",
+        "MAX_SYSTEM_CHARS",
+        "MAX_RAG_QUERY_CHARS",
+        "MAX_WAVE_ATOMS",
+        "MAX_REQUEST_BYTES",
+        "MAX_JSON_DEPTH",
+        "LLM_BATCHERS_MAX",
+        "DOCUMENT_SCOPES_MAX",
+        "API_KEY_LAST_USED_RESOLUTION_SECONDS",
+    ):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(checks.Error(f"MGECACHE['{name}'] must be a positive integer.", id="cache_app.E050"))
+    for name, low, high in (("HEALTH_CHECK_TIMEOUT_SECONDS", 0.05, 0.95), ("HEALTH_CACHE_SECONDS", 0.0, 60.0)):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            errors.append(
+                checks.Error(f"MGECACHE['{name}'] must be a number between {low} and {high}.", id="cache_app.E051")
+            )
+    rates = s["THROTTLE_RATES"]
+    scopes = ("generate", "read", "invalidate")
+    if not isinstance(rates, dict) or set(rates) != set(scopes):
+        errors.append(
+            checks.Error(
+                f"MGECACHE['THROTTLE_RATES'] must be a dict with exactly the keys {', '.join(scopes)}.",
+                id="cache_app.E052",
+            )
+        )
+    else:
+        for scope, rate in rates.items():
+            try:
+                if not isinstance(rate, str):
+                    raise ValueError(rate)
+                SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]  # self is unused
+            except (ValueError, KeyError, IndexError):
+                errors.append(
+                    checks.Error(
+                        f"MGECACHE['THROTTLE_RATES'][{scope!r}] is {rate!r}; use e.g. '600/minute'.",
+                        id="cache_app.E052",
+                    )
+                )
+    upload = getattr(settings, "DATA_UPLOAD_MAX_MEMORY_SIZE", None)
+    if upload is None or (isinstance(s["MAX_REQUEST_BYTES"], int) and upload > s["MAX_REQUEST_BYTES"]):
+        errors.append(
+            checks.Error(
+                "DATA_UPLOAD_MAX_MEMORY_SIZE must be set and at most MGECACHE['MAX_REQUEST_BYTES'].",
+                id="cache_app.E053",
+            )
+        )
+    return errors

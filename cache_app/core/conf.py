@@ -76,6 +76,34 @@ DEFAULTS: dict[str, Any] = {
     "LLM_BATCHER": "batching_app.batcher.RequestBatcher",
     # How long each batched atom's answer is kept under keys.batch_result(atom_id).
     "BATCH_RESULT_TTL_SECONDS": 86400,
+    # --- Access control and abuse resistance (cache_app.access, docs/operations.md) ---
+    # Input bounds: a request over one gets a 400 naming the field and the limit.
+    # 200k characters is about 50k tokens: larger than any prompt the pipeline sends.
+    "MAX_PROMPT_CHARS": 200_000,
+    "MAX_SYSTEM_CHARS": 200_000,
+    # A RAG query is a question, not a document; embedding 1 MB took seconds of CPU.
+    "MAX_RAG_QUERY_CHARS": 8_000,
+    # One wave is one request; 500 atoms at the prompt bound still fit the body bound below.
+    "MAX_WAVE_ATOMS": 500,
+    # Request bodies (also Django's DATA_UPLOAD_MAX_MEMORY_SIZE), checked before JSON parsing.
+    "MAX_REQUEST_BYTES": 4 * 1024 * 1024,
+    # JSON nesting deeper than this is refused before it can exhaust the parser's stack.
+    "MAX_JSON_DEPTH": 32,
+    # DRF scoped throttles per API key (or user), on the shared Django cache (Redis).
+    # "generate": generation, retrieval and waves; "read": statistics and wave results;
+    # "invalidate": invalidations. DRF rate syntax: "<n>/<second|minute|hour|day>".
+    "THROTTLE_RATES": {"generate": "1200/minute", "read": "600/minute", "invalidate": "10/minute"},
+    # Per-process LRU bounds on state that callers' values would otherwise grow without end:
+    # batchers per (model, temperature, max_tokens, system, masterplan), and document
+    # matrices per (masterplan, embedding model).
+    "LLM_BATCHERS_MAX": 64,
+    "DOCUMENT_SCOPES_MAX": 64,
+    # /healthz: each dependency check gets this long (a hung one reports "timeout"),
+    # and the answer is reused for HEALTH_CACHE_SECONDS.
+    "HEALTH_CHECK_TIMEOUT_SECONDS": 0.8,
+    "HEALTH_CACHE_SECONDS": 1.0,
+    # An API key's last_used_at is written at most once per this many seconds (not per request).
+    "API_KEY_LAST_USED_RESOLUTION_SECONDS": 60,
 }
 
 LLM_PROVIDERS = ("simulated", "anthropic", "openai")

@@ -5,7 +5,9 @@ Layout (``P`` is ``f"{MGECACHE['KEY_PREFIX']}:v1:"``, default ``mgecache:v1:``):
     P stats:<layer>                       hash: durable counters shared by all processes
     P stats:<layer>:<masterplan-uuid>     hash: the same, per masterplan
     P lock:<name>                         short single-flight / coordination locks
-    P batch:result:<atom-uuid>            a batched atom's answer (idempotent Celery path)
+    P batch:result:<scope>:<atom-uuid>:<sha256 of prompt, model, params>
+                                          a batched atom's answer (idempotent Celery path)
+    P batch:wave:<wave-uuid>              a wave's record (masterplan, atoms' result addresses)
 
 Layer-specific layouts (LLM entries ``P llm:...``, RAG entries and vector logs ``P rag:...``)
 are documented next to the functions that build them, below. Bump ``VERSION`` when a stored
@@ -91,8 +93,15 @@ def lock(name: str) -> str:
     return f"{prefix()}lock:{name}"
 
 
-def batch_result(atom_id: Any) -> str:
-    return f"{prefix()}batch:result:{uuid.UUID(str(atom_id))}"
+def batch_result(atom_id: Any, masterplan_id: Any = None, request_digest: str = "") -> str:
+    """A batched atom's answer, addressed by atom, masterplan and the request's SHA-256 digest."""
+    checked = _check_hex(request_digest, 64, "request digest")
+    return f"{prefix()}batch:result:{scope(masterplan_id)}:{uuid.UUID(str(atom_id))}:{checked}"
+
+
+def batch_wave(wave_id: Any) -> str:
+    """A wave's record: its masterplan and the result address of each atom (JSON, same TTL as results)."""
+    return f"{prefix()}batch:wave:{uuid.UUID(str(wave_id))}"
 
 
 # --- LLM prompt cache (cache_app.llm.cache) -------------------------------------------------

@@ -21,6 +21,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, TypeVar
@@ -125,7 +126,8 @@ class LLMClient:
 
     ``batcher``: one ``RequestBatcher`` for every batched request (the caller keeps the
     requests homogeneous). Without it the client keeps one batcher per event loop and per
-    (model, temperature, max_tokens, system, masterplan), reading ``BatchPolicy`` live.
+    (model, temperature, max_tokens, system, masterplan), reading ``BatchPolicy`` live; at
+    most ``LLM_BATCHERS_MAX`` of them, the least recently used closed first.
     """
 
     def __init__(
@@ -146,7 +148,8 @@ class LLMClient:
         self.singleflight = singleflight or SingleFlight(
             encode=asdict, decode=lambda data: _Generated(**data), redis=None
         )
-        self._batchers: dict[tuple, Batcher] = {}
+        self._batchers: OrderedDict[tuple, Batcher] = OrderedDict()
+        self._closing: set[asyncio.Task] = set()
 
     @property
     def provider(self) -> LLMProvider:
@@ -319,9 +322,12 @@ class LLMClient:
         batcher_class = import_string(conf.get("LLM_BATCHER"))
         loop = asyncio.get_running_loop()
         model, temperature, max_tokens, system = call.model, call.temperature, call.max_tokens, call.system
-        key = (id(loop), model, temperature, max_tokens, system, call.masterplan_id)
+        system_digest = None if system is None else keys.digest(system)  # not a 200k-character dict key
+        key = (id(loop), model, temperature, max_tokens, system_digest, call.masterplan_id)
         batcher = self._batchers.get(key)
-        if batcher is None:
+        if batcher is not None:
+            self._batchers.move_to_end(key)
+        else:
 
             async def combined_call(combined_prompt: str) -> str:
                 # A combined prompt answers several atoms: give it room for all of them.
@@ -335,7 +341,18 @@ class LLMClient:
 
             batcher = batcher_class(combined_call, policies=self._policies)
             self._batchers[key] = batcher
+            self._evict_batchers(loop)
         return batcher
+
+    def _evict_batchers(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Forget the least recently used batchers beyond the bound; this loop's are closed (flushed)."""
+        while len(self._batchers) > int(conf.get("LLM_BATCHERS_MAX")):
+            old_key, old = self._batchers.popitem(last=False)
+            if old_key[0] == id(loop):
+                task = loop.create_task(old.aclose())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            # Another loop's batcher still sends what it holds when its window ends.
 
     async def aclose(self) -> None:
         """Send what the batchers of this event loop hold, then stop them."""

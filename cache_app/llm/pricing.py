@@ -5,7 +5,9 @@
   in this process at once, see ``cache_app.signals``). It works inside an event loop too.
   A model is priced by its exact row, else by the row it is a dated or ``-latest`` variant
   of (``claude-3-5-sonnet-20241022`` -> ``claude-3-5-sonnet``). An unknown model prices at
-  0.0 and counts ``mgecache_pricing_unknown_model_total{model}``: it never raises.
+  0.0 and counts ``mgecache_pricing_unknown_model_total{model="other"}``: it never raises.
+  Metric labels and spend fields only carry priced model names (:meth:`PriceTable.label`),
+  so a caller's model names cannot grow them without bound.
 * :class:`SavingsLedger` accumulates spend (per model) and savings (per cache layer),
   globally and per masterplan, in the durable cross-process counters (Redis hash
   ``stats:cost``, see ``cache_app.core.keys``), and exports ``mgecache_llm_spend_usd_total{model}``
@@ -34,7 +36,8 @@ logger = logging.getLogger(__name__)
 MTOK = Decimal(1_000_000)
 # Suffixes that name a snapshot of a priced model rather than another model.
 _VARIANT_SUFFIX = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2}|latest)$")
-_MAX_LABEL = 100  # bounds the metric label of a caller-supplied model name
+OTHER_MODEL = "other"  # the metric label (and spend field) of any model with no ModelPricing row
+_MAX_WARNED = 100  # distinct unknown model names warned about, per process
 
 
 @dataclass(frozen=True)
@@ -93,17 +96,26 @@ class PriceTable:
             found = prices.get(_VARIANT_SUFFIX.sub("", model))
         return found
 
+    def label(self, model: str) -> str:
+        """A bounded metric label: the priced model's name (a dated variant's base), else "other"."""
+        prices = self._snapshot.get()
+        if model in prices:
+            return model
+        if _VARIANT_SUFFIX.search(model or "") and _VARIANT_SUFFIX.sub("", model) in prices:
+            return _VARIANT_SUFFIX.sub("", model)
+        return OTHER_MODEL
+
     def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for these tokens of ``model``; 0.0 (and a warning counter) for an unknown model."""
         if prompt_tokens < 0 or completion_tokens < 0:
             raise ValueError("token counts cannot be negative")
         price = self.price(model)
         if price is None:
-            label = str(model)[:_MAX_LABEL]
-            metrics.PRICING_UNKNOWN_MODEL.labels(label).inc()
-            if label not in self._warned:
-                self._warned.add(label)
-                logger.warning("No ModelPricing row for model %r: its calls are priced at $0", label)
+            metrics.PRICING_UNKNOWN_MODEL.labels(OTHER_MODEL).inc()
+            name = str(model)[:100]
+            if name not in self._warned and len(self._warned) < _MAX_WARNED:
+                self._warned.add(name)
+                logger.warning("No ModelPricing row for model %r: its calls are priced at $0", name)
             return 0.0
         return float(price.cost(prompt_tokens, completion_tokens))
 
@@ -182,7 +194,7 @@ class SavingsLedger:
     # Amounts already priced -------------------------------------------------------------
     def add_spend(self, model: str, usd: float, *, masterplan_id: Any = None) -> None:
         usd = _check_amount(usd)
-        label = str(model)[:_MAX_LABEL]
+        label = self.prices.label(str(model))
         c = self.counters
         c.incr(COST_LAYER, SPENT, usd, masterplan_id=masterplan_id)
         c.incr(COST_LAYER, _SPENT_MODEL + label, usd, masterplan_id=masterplan_id)

@@ -25,6 +25,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -104,7 +105,8 @@ class DocumentStore:
         self._refresh = refresh_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._scopes: dict[tuple[str | None, str], _Snapshot] = {}
+        # LRU: at most DOCUMENT_SCOPES_MAX scopes (masterplans queried) are held in memory.
+        self._scopes: OrderedDict[tuple[str | None, str], _Snapshot] = OrderedDict()
         self.loads = 0  # matrices (re)built; tests and the admin can watch it
 
     @property
@@ -129,6 +131,9 @@ class DocumentStore:
         generation = _generation
         snap = self._scopes.get(key)
         if snap is not None and snap.generation == generation and now - snap.checked_at < self.refresh_seconds:
+            with self._lock:
+                if key in self._scopes:
+                    self._scopes.move_to_end(key)  # recently used
             return snap
         # No lock is held across database reads: a sync search inside an event loop and an
         # asearch on the ORM thread could otherwise wait on each other. Two concurrent
@@ -143,6 +148,9 @@ class DocumentStore:
                 self.loads += 1
         with self._lock:
             self._scopes[key] = snap
+            self._scopes.move_to_end(key)
+            while len(self._scopes) > int(conf.get("DOCUMENT_SCOPES_MAX")):
+                self._scopes.popitem(last=False)
         return snap
 
     @staticmethod

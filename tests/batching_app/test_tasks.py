@@ -10,8 +10,14 @@ from celery.exceptions import MaxRetriesExceededError
 
 from batching_app import tasks
 from batching_app.llm import TransientLLMError, get_llm_call
-from batching_app.wave import BatchIncompleteError, BatchResultStore, WaveBatchRunner, WaveReport, claim_key
-from cache_app.core import keys
+from batching_app.wave import (
+    BatchIncompleteError,
+    BatchResultStore,
+    ResultAddress,
+    WaveBatchRunner,
+    WaveReport,
+    claim_key,
+)
 from cache_app.core.counters import get_counters
 from cache_app.core.policies import BatchSettings, get_policy_source
 from mgecache_site.celery import app as celery_app
@@ -43,6 +49,15 @@ def atoms(n: int) -> tuple[list[str], list[str]]:
     return ids, [f"wave prompt {i} RESPONSE {i}:" for i in range(n)]
 
 
+def addresses(ids, prompts) -> list[ResultAddress]:
+    """Where run_batch (global scope, default model) stores each atom's answer."""
+    return [ResultAddress.for_request(a, p) for a, p in zip(ids, prompts, strict=True)]
+
+
+def stored_by_atom(ids, prompts) -> dict[uuid.UUID, str]:
+    return {a.atom_id: text for a, text in BatchResultStore().get_many(addresses(ids, prompts)).items()}
+
+
 def test_task_options_ack_late_and_bounded_jittered_backoff():
     task = tasks.run_batch
     assert task.acks_late is True
@@ -67,17 +82,17 @@ def test_run_batch_stores_each_answer_under_its_own_key_and_redelivery_does_not_
     summary = tasks.run_batch.apply(args=(ids, prompts)).get()
     assert len(recorded.prompts) == 2  # 5 + 2
     assert sorted(summary["answered"]) == sorted(ids)
-    for atom_id, prompt in zip(ids, prompts, strict=True):
-        raw = redis.get(keys.batch_result(atom_id))
+    for address, prompt in zip(addresses(ids, prompts), prompts, strict=True):
+        raw = redis.get(address.key)
         assert json.loads(raw)["answer"] == answer_for(prompt)
-        assert 0 < redis.ttl(keys.batch_result(atom_id)) <= 86400
-        assert redis.get(claim_key(uuid.UUID(atom_id))) is None  # claims released
+        assert 0 < redis.ttl(address.key) <= 86400
+        assert redis.get(claim_key(address)) is None  # claims released
     # Redelivery of the same message: every atom is skipped, no LLM call.
     again = tasks.run_batch.apply(args=(ids, prompts)).get()
     assert len(recorded.prompts) == 2
     assert sorted(again["skipped"]) == sorted(ids)
     assert again["upstream_calls"] == 0
-    stored = BatchResultStore().get_many([uuid.UUID(a) for a in ids])
+    stored = stored_by_atom(ids, prompts)
     assert stored == {uuid.UUID(a): answer_for(p) for a, p in zip(ids, prompts, strict=True)}
 
 
@@ -104,7 +119,7 @@ def test_transient_failure_is_retried_and_answered_atoms_are_not_asked_again(red
     attempts = 1 + tasks.MAX_RETRIES
     assert recorded.prompts.count(prompts[1]) == attempts  # only the failing atom was re-asked
     assert sum(1 for p in recorded.prompts if p.startswith("PROMPT 1 [batch")) == 1  # one combined call
-    stored = BatchResultStore().get_many([uuid.UUID(a) for a in ids])
+    stored = stored_by_atom(ids, prompts)
     assert set(stored) == {uuid.UUID(ids[0]), uuid.UUID(ids[2])}
     # The provider recovers: the next delivery answers the last atom with one call.
     recorded.fail_single_prompts = set()
@@ -128,21 +143,22 @@ def test_dispatch_wave_sends_policy_sized_batches_and_answers_are_collected_per_
     assert len(results) == 3  # 5 + 5 + 2 under the policy's max_batch_size of 5
     assert all(r.successful() for r in results)
     assert len(recorded.prompts) == 3
-    stored = BatchResultStore().get_many([uuid.UUID(a) for a in ids])
+    stored = stored_by_atom(ids, prompts)
     assert stored == {uuid.UUID(a): answer_for(p) for a, p in zip(ids, prompts, strict=True)}
 
 
 def test_task_retries_later_for_atoms_claimed_by_a_concurrent_run_and_never_calls_twice(redis, recorded):
     ids, prompts = atoms(2)
     store = BatchResultStore()
-    assert store.claim(uuid.UUID(ids[0]), "a-concurrent-run", 60)
+    first = addresses(ids, prompts)[0]
+    assert store.claim(first, "a-concurrent-run", 60)
     result = tasks.run_batch.apply(args=(ids, prompts))  # eager: its retries run at once
     with pytest.raises(MaxRetriesExceededError):
         result.get()
     assert recorded.prompts == [prompts[1]]  # the free atom once, across all retries; the claimed one never
     # The concurrent run finishes; a redelivery now has nothing left to ask.
-    store.put(uuid.UUID(ids[0]), "answered elsewhere")
-    store.release(uuid.UUID(ids[0]), "a-concurrent-run")
+    store.put(first, "answered elsewhere")
+    store.release(first, "a-concurrent-run")
     summary = tasks.run_batch.apply(args=(ids, prompts)).get()
     assert sorted(summary["skipped"]) == sorted(ids)
     assert recorded.prompts == [prompts[1]]
@@ -158,14 +174,15 @@ async def test_atoms_claimed_by_another_run_are_not_called(redis):
     llm = FakeLLM()
     store = BatchResultStore()
     busy, free = uuid.uuid4(), uuid.uuid4()
-    assert store.claim(busy, "other-worker", 60)
+    busy_at, free_at = addresses([busy, free], ["p-busy", "p-free"])
+    assert store.claim(busy_at, "other-worker", 60)
     runner = WaveBatchRunner(llm, store=store, policies=StaticPolicies(batch=BatchSettings(True, 5, 500)))
     report = await runner.run([(busy, "p-busy"), (free, "p-free")], batch_id="b1")
     assert llm.prompts == ["p-free"]
     assert report.in_progress == [busy]
     assert report.answered == [free]
-    assert store.get_many([busy, free]) == {free: answer_for("p-free")}
-    assert redis.get(claim_key(busy)) == b"other-worker"  # someone else's claim is left alone
+    assert store.get_many([busy_at, free_at]) == {free_at: answer_for("p-free")}
+    assert redis.get(claim_key(busy_at)) == b"other-worker"  # someone else's claim is left alone
 
 
 @pytest.mark.redis_server
@@ -181,7 +198,7 @@ def test_real_worker_runs_the_batch_and_a_redelivery_never_calls_twice(celery_wo
     assert len(recorded.prompts) == calls_after_first
     assert sorted(second["skipped"]) == sorted(ids)
     assert get_counters().read("batch")["upstream_calls"] == 2.0  # durable, cross-process count agrees
-    stored = BatchResultStore().get_many([uuid.UUID(a) for a in ids])
+    stored = stored_by_atom(ids, prompts)
     assert stored == {uuid.UUID(a): answer_for(p) for a, p in zip(ids, prompts, strict=True)}
 
 

@@ -115,9 +115,9 @@ def test_statistics_rejects_bad_masterplan_id(api):
     assert "masterplan_id" in response.json()
 
 
-def test_command_invalidates_masterplan(capsys):
+def test_command_invalidates_masterplan(capsys, admin_user):
     _fill(MP_X)
-    call_command("invalidate_cache", "--masterplan", str(MP_X))
+    call_command("invalidate_cache", "--masterplan", str(MP_X), "--user", admin_user.username)
     assert "Invalidated masterplan" in capsys.readouterr().out
     assert _cached(MP_X) == (False, False)
 
@@ -129,14 +129,14 @@ def test_command_invalidates_masterplan(capsys):
         (["--all"], "--yes"),
     ],
 )
-def test_command_rejects_bad_input(args, message):
+def test_command_rejects_bad_input(args, message, admin_user):
     with pytest.raises(CommandError, match=message):
-        call_command("invalidate_cache", *args)
+        call_command("invalidate_cache", *args, "--user", admin_user.username)
 
 
-def test_command_all_layers(capsys):
+def test_command_all_layers(capsys, admin_user):
     _fill(MP_X)
-    call_command("invalidate_cache", "--all", "--yes", "--layer", "llm")
+    call_command("invalidate_cache", "--all", "--yes", "--layer", "llm", "--user", admin_user.username)
     assert _cached(MP_X) == (False, True)
 
 

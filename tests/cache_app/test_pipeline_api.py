@@ -79,20 +79,30 @@ def test_rag_query_rejects_bad_input(api, body, field):
 
 def test_wave_dispatch_and_results_per_atom(api):
     atoms = [{"atom_id": str(uuid.uuid4()), "prompt": f"implement step {i}"} for i in range(7)]
-    response = api.post("/api/waves/", {"atoms": atoms}, format="json")
+    response = api.post("/api/waves/", {"atoms": atoms, "masterplan_id": str(MP)}, format="json")
     assert response.status_code == 202, response.content
     assert len(response.json()["tasks"]) == 2  # 5 + 2 with the default BatchPolicy
-    ids = ",".join(a["atom_id"] for a in atoms)
-    results = api.get("/api/waves/", {"atom_ids": ids}).json()
+    results = api.get("/api/waves/", {"wave_id": response.json()["wave_id"]}).json()
     assert results["pending"] == []
+    assert results["masterplan_id"] == str(MP)
     assert set(results["answers"]) == {a["atom_id"] for a in atoms}
     assert all(results["answers"].values())
 
 
-def test_wave_results_list_unanswered_atoms_as_pending(api):
-    unknown = str(uuid.uuid4())
-    results = api.get("/api/waves/", {"atom_ids": unknown}).json()
-    assert results == {"answers": {}, "pending": [unknown]}
+def test_wave_results_list_unanswered_atoms_as_pending(api, settings):
+    from batching_app.tasks import result_addresses
+    from batching_app.wave import WaveStore
+
+    atom = uuid.uuid4()
+    record = WaveStore().create(None, result_addresses([(atom, "never sent")]))
+    results = api.get("/api/waves/", {"wave_id": str(record.wave_id)}).json()
+    assert results == {"wave_id": str(record.wave_id), "masterplan_id": None, "answers": {}, "pending": [str(atom)]}
+
+
+def test_wave_results_of_an_unknown_wave_are_404(api):
+    response = api.get("/api/waves/", {"wave_id": str(uuid.uuid4())})
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
 
 
 @pytest.mark.parametrize(
@@ -106,6 +116,6 @@ def test_wave_rejects_bad_input(api, atoms):
 
 
 def test_wave_results_reject_bad_ids(api):
-    response = api.get("/api/waves/", {"atom_ids": "not-a-uuid"})
+    response = api.get("/api/waves/", {"wave_id": "not-a-uuid"})
     assert response.status_code == 400
-    assert "atom_ids" in response.json()
+    assert "wave_id" in response.json()

@@ -1,4 +1,7 @@
-"""manage.py invalidate_cache --masterplan UUID [--layer llm|rag] | --all --yes"""
+"""manage.py invalidate_cache --user NAME --masterplan UUID [--layer llm|rag] | --all --yes
+
+The command acts as ``--user`` (or $MGECACHE_CLI_USER), who needs ``cache_app.invalidate_cache``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cache_app import actions
+from cache_app.access.cli import acting_user, add_user_argument
+from cache_app.access.roles import INVALIDATE_CACHE
 from cache_app.llm.cache import CacheUnavailableError
 
 
@@ -24,8 +29,10 @@ class Command(BaseCommand):
             help="Repeat to choose several; default: all layers.",
         )
         parser.add_argument("--yes", action="store_true", help="Required with --all.")
+        add_user_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        acting_user(options["user"], INVALIDATE_CACHE)
         layers = options["layer"] or list(actions.LAYERS)
         try:
             if options["all"]:

@@ -135,10 +135,10 @@ async def test_leader_failure_reaches_every_waiter_and_nothing_is_cached():
 
 
 async def test_unknown_model_prices_at_zero_and_is_counted():
-    before = _metric("mgecache_pricing_unknown_model_total", {"model": "mystery-model"})
+    before = _metric("mgecache_pricing_unknown_model_total", {"model": "other"})
     response = await LLMClient(CountingProvider()).generate("x", "mystery-model", 0.0)
     assert response.cost_usd == 0.0
-    assert _metric("mgecache_pricing_unknown_model_total", {"model": "mystery-model"}) > before
+    assert _metric("mgecache_pricing_unknown_model_total", {"model": "other"}) > before
 
 
 async def test_metrics_emitted_for_miss_hit_and_savings():

@@ -1,0 +1,99 @@
+"""Input bounds: bounded text fields, the model catalog (known models, max output), and their checks.
+
+Limits are ``MGECACHE`` settings (defaults in ``cache_app.core.conf``) read when a
+serializer is built, so a settings change applies to the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rest_framework import serializers
+
+from cache_app.core import conf
+from cache_app.core.dbread import RefreshingSnapshot
+from cache_app.core.state import process_wide
+
+logger = logging.getLogger(__name__)
+
+
+class BoundedCharField(serializers.CharField):
+    """A CharField whose ``max_length`` is the MGECACHE setting ``limit_setting``.
+
+    Over the limit: a 400 naming the field and the limit ("no more than N characters").
+    """
+
+    def __init__(self, *, limit_setting: str, **kwargs: Any) -> None:
+        self.limit_setting = limit_setting
+        kwargs["max_length"] = int(conf.get(limit_setting))
+        super().__init__(**kwargs)
+
+
+def _load_models() -> dict[str, int]:
+    from cache_app.models import ModelPricing
+
+    return dict(ModelPricing.objects.values_list("model", "max_output_tokens"))
+
+
+class ModelCatalog:
+    """The models callers may name (``ModelPricing`` rows) and their maximum output, from memory.
+
+    Reloaded at most every ``POLICY_REFRESH_SECONDS``, and at once in this process after a
+    ``ModelPricing`` change (see ``cache_app.signals``).
+    """
+
+    def __init__(
+        self,
+        *,
+        refresh_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        loader: Callable[[], Mapping[str, int]] = _load_models,
+    ) -> None:
+        self._refresh = refresh_seconds
+        self._snapshot: RefreshingSnapshot[Mapping[str, int]] = RefreshingSnapshot(
+            lambda: dict(loader()),
+            initial={},
+            refresh_seconds=lambda: float(
+                conf.get("POLICY_REFRESH_SECONDS") if self._refresh is None else self._refresh
+            ),
+            clock=clock,
+            what="ModelPricing (model catalog)",
+            log=logger,
+        )
+
+    def invalidate(self) -> None:
+        self._snapshot.invalidate()
+
+    def max_output_tokens(self, model: str) -> int | None:
+        """The model's maximum output in tokens, or None when the model is unknown."""
+        return self._snapshot.get().get(model)
+
+    def known(self) -> list[str]:
+        return sorted(self._snapshot.get())
+
+
+@process_wide
+def get_model_catalog() -> ModelCatalog:
+    return ModelCatalog()
+
+
+def check_model_request(model: str | None, max_tokens: int | None) -> str:
+    """The model to use (the default when None); a ValidationError names the field and the bound.
+
+    An unknown model is refused with the list of known ones; ``max_tokens`` may not exceed
+    the model's ``max_output_tokens``.
+    """
+    chosen = model or str(conf.get("LLM_DEFAULT_MODEL"))
+    catalog = get_model_catalog()
+    limit = catalog.max_output_tokens(chosen)
+    if limit is None:
+        known = ", ".join(catalog.known()) or "none (add ModelPricing rows in the admin)"
+        raise serializers.ValidationError({"model": [f"Unknown model {chosen[:100]!r}. Known models: {known}."]})
+    if max_tokens is not None and max_tokens > limit:
+        raise serializers.ValidationError(
+            {"max_tokens": [f"Ensure this value is less than or equal to {limit}, the maximum output of {chosen}."]}
+        )
+    return chosen

@@ -1,0 +1,205 @@
+"""Every URL pattern the project serves has an explicit access rule, checked for each role.
+
+The walk goes through ``get_resolver()`` recursively. An API route (anything outside
+``admin/``) must have an entry in ``API_RULES``; a new route without one fails
+``test_every_route_has_an_access_rule``. The admin site's routes share one rule: staff
+sessions only, then the admin's model permissions; it is checked on every admin route.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.test import APIClient
+
+from batching_app.tasks import result_addresses
+from batching_app.wave import WaveStore
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ("anonymous", "pipeline", "operator", "admin")
+MP = uuid.UUID("77777777-7777-4777-8777-777777777777")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One request to a route and the status each role must get."""
+
+    method: str
+    url: str
+    expect: dict[str, int]
+    body: dict | None = None
+    query: dict = field(default_factory=dict)
+
+
+def expect(anonymous: int, pipeline: int, operator: int, admin: int) -> dict[str, int]:
+    return {"anonymous": anonymous, "pipeline": pipeline, "operator": operator, "admin": admin}
+
+
+PIPELINE_ONLY = expect(401, 200, 403, 200)
+OPERATOR_ONLY = expect(401, 403, 200, 200)
+ANY_LOGIN = expect(401, 200, 200, 200)
+
+# Route pattern -> the requests that show its rule. Metrics: bearer API keys are not the metrics token.
+API_RULES: dict[str, list[Rule]] = {
+    "healthz": [Rule("GET", "/healthz", expect(200, 200, 200, 200))],
+    "metrics": [Rule("GET", "/metrics", expect(401, 403, 403, 403))],
+    "api/schema/": [Rule("GET", "/api/schema/", ANY_LOGIN)],
+    "api/docs/": [Rule("GET", "/api/docs/", ANY_LOGIN)],
+    "api/llm/generate/": [
+        Rule("POST", "/api/llm/generate/", PIPELINE_ONLY, body={"prompt": "route check", "temperature": 0})
+    ],
+    "api/rag/query/": [Rule("POST", "/api/rag/query/", PIPELINE_ONLY, body={"query": "route check"})],
+    "api/cache/statistics/": [
+        Rule("GET", "/api/cache/statistics/", OPERATOR_ONLY),  # the global totals
+        Rule("GET", "/api/cache/statistics/", expect(401, 200, 200, 200), query={"masterplan_id": str(MP)}),
+    ],
+    "api/cache/invalidate/": [
+        Rule("POST", "/api/cache/invalidate/", OPERATOR_ONLY, body={"layers": ["llm"], "confirm": True})
+    ],
+    "api/masterplans/<uuid:masterplan_id>/invalidate/": [
+        Rule("POST", f"/api/masterplans/{MP}/invalidate/", OPERATOR_ONLY, body={})
+    ],
+    "api/waves/": [
+        Rule(
+            "POST",
+            "/api/waves/",
+            expect(401, 202, 403, 202),
+            body={"atoms": [{"atom_id": "88888888-8888-4888-8888-888888888888", "prompt": "route check"}]},
+        ),
+        Rule("GET", "/api/waves/", PIPELINE_ONLY, query={"wave_id": "{wave_id}"}),
+    ],
+}
+
+ADMIN_PREFIX = "admin/"
+# Staff pages whose outcome depends on the role's model permissions: (operator, admin).
+ADMIN_PAGES = {
+    "admin/": (200, 200),
+    "admin/cache_app/masterplan/": (200, 200),
+    "admin/cache_app/masterplan/add/": (403, 200),
+    "admin/cache_app/masterplan/statistics/": (200, 200),
+    "admin/cache_app/cachepolicy/": (200, 200),
+    "admin/cache_app/batchpolicy/": (200, 200),
+    "admin/cache_app/modelpricing/": (200, 200),
+    "admin/cache_app/modelpricing/add/": (403, 200),
+    "admin/cache_app/document/": (200, 200),
+    "admin/cache_app/pipelineapikey/": (403, 200),
+    "admin/cache_app/pipelineapikey/add/": (403, 200),
+    "admin/auth/user/": (403, 200),
+    "admin/auth/group/": (403, 200),
+    "admin/axes/accessattempt/": (403, 200),
+}
+
+
+def served_patterns() -> list[str]:
+    """Every URL pattern, as its full route string, found by walking the resolver."""
+
+    def walk(patterns, prefix: str) -> list[str]:
+        found: list[str] = []
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                found.extend(walk(pattern.url_patterns, prefix + str(pattern.pattern)))
+            elif isinstance(pattern, URLPattern):
+                found.append(prefix + str(pattern.pattern))
+        return found
+
+    return walk(get_resolver().url_patterns, "")
+
+
+def test_every_route_has_an_access_rule():
+    served = served_patterns()
+    missing = [p for p in served if not p.startswith(ADMIN_PREFIX) and p not in API_RULES]
+    assert not missing, f"routes without an access rule in tests/test_routes.py API_RULES: {missing}"
+    stale = [p for p in API_RULES if p not in served]
+    assert not stale, f"API_RULES names routes that are not served: {stale}"
+    assert any(p.startswith(ADMIN_PREFIX) for p in served)
+    assert all(p in served for p in ADMIN_PAGES)
+
+
+@pytest.fixture
+def callers(make_caller, settings, seeded_defaults) -> dict[str, APIClient]:
+    settings.MGECACHE = {
+        **settings.MGECACHE,
+        "SIMULATED_CALL_OVERHEAD_SECONDS": 0.0,
+        "SIMULATED_SECONDS_PER_OUTPUT_TOKEN": 0.0,
+    }
+    return {"anonymous": APIClient(), **{role: make_caller(role) for role in ROLES[1:]}}
+
+
+def _send(client: APIClient, rule: Rule, wave_id: str):
+    query = {k: v.format(wave_id=wave_id) for k, v in rule.query.items()}
+    if rule.method == "GET":
+        return client.get(rule.url, query)
+    return client.generic(rule.method, rule.url, data=_json(rule.body), content_type="application/json")
+
+
+def _json(body) -> str:
+    import json
+
+    return json.dumps(body if body is not None else {})
+
+
+@pytest.mark.parametrize("route", sorted(API_RULES))
+def test_api_route_answers_each_role_as_its_rule_says(route, callers):
+    wave = WaveStore().create(None, result_addresses([(uuid.uuid4(), "a prompt")]))
+    for rule in API_RULES[route]:
+        for role in ROLES:
+            response = _send(callers[role], rule, str(wave.wave_id))
+            assert response.status_code == rule.expect[role], (role, rule, response.content[:300])
+            if response.status_code >= 400:
+                assert response["Content-Type"].startswith("application/json"), (role, rule)
+
+
+def test_healthz_details_only_for_operators(callers):
+    for role, details in (("anonymous", False), ("pipeline", False), ("operator", True), ("admin", True)):
+        body = callers[role].get("/healthz").json()
+        assert ("checks" in body) is details, (role, body)
+        assert body["status"] == "ok"
+
+
+def _admin_url(pattern: str) -> str:
+    url = pattern.replace("^(?P<app_label>auth|axes|cache_app)/$", "cache_app/").replace("(?P<url>.*)$", "nowhere/")
+    url = re.sub(r"<uuid:masterplan_id>", str(MP), url)
+    url = re.sub(r"<[^>]+>", "1", url)
+    return "/" + url
+
+
+@pytest.fixture
+def admin_sessions(roles) -> dict[str, object]:
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    sessions: dict[str, object] = {"anonymous": Client()}
+    for role in ROLES[1:]:
+        user = User.objects.create_user(f"{role}-session", is_staff=role != "pipeline")
+        user.groups.add(Group.objects.get(name=role))
+        client = Client()
+        client.force_login(user)
+        sessions[role] = client
+    return sessions
+
+
+def test_admin_routes_need_a_staff_session_then_model_permissions(admin_sessions):
+    for pattern in served_patterns():
+        if not pattern.startswith(ADMIN_PREFIX):
+            continue
+        url = _admin_url(pattern)
+        for role in ("anonymous", "pipeline"):
+            response = admin_sessions[role].get(url)
+            if pattern == "admin/login/":
+                assert response.status_code == 200
+                continue
+            # Not staff: every admin page sends the caller to the login page (logout: to the index).
+            assert response.status_code == 302, (role, url, response.status_code)
+            assert response["Location"].startswith(("/admin/login/", "/admin/")), (role, url)
+            assert "/admin/login/" in response["Location"] or pattern == "admin/logout/", (role, url)
+        for index, role in enumerate(("operator", "admin")):
+            response = admin_sessions[role].get(url)
+            assert response.status_code < 500, (role, url)
+            assert not response.get("Location", "").startswith("/admin/login/"), (role, url)
+            if pattern in ADMIN_PAGES:
+                assert response.status_code == ADMIN_PAGES[pattern][index], (role, url, response.status_code)
