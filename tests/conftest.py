@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from cache_app import masterplans
 from cache_app.core import counters as counters_module
 from cache_app.core import keys, policies, redis_client
 from cache_app.llm import client as llm_client
@@ -73,6 +74,7 @@ def _isolated_mgecache(settings) -> str:
     counters_module._default = None
     llm_client._default_client = None
     rag_engine._default_engine = None
+    masterplans._default = None
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True
     yield prefix

@@ -148,3 +148,26 @@ def check_rag_index_settings(app_configs=None, **kwargs) -> list[checks.CheckMes
             )
         )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_pipeline_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Waves, idempotency records and masterplan registration (ids cache_app.E050-E059)."""
+    errors: list[checks.CheckMessage] = []
+    s = conf.app_settings()
+    deadline = s["WAVE_DEADLINE_SECONDS"]
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not 1 <= deadline <= 3600:
+        errors.append(
+            checks.Error("MGECACHE['WAVE_DEADLINE_SECONDS'] must be a number between 1 and 3600.", id="cache_app.E050")
+        )
+    for name, low in (
+        ("WAVE_MAX_ATOMS", 1),
+        ("WAVE_TTL_SECONDS", 60),
+        ("IDEMPOTENCY_TTL_SECONDS", 60),
+        ("IDEMPOTENCY_LOCK_SECONDS", 1),
+        ("MASTERPLAN_MEMO_SIZE", 1),
+    ):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            errors.append(checks.Error(f"MGECACHE['{name}'] must be an integer >= {low}.", id="cache_app.E051"))
+    return errors

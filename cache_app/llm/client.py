@@ -122,41 +122,25 @@ class LLMClient:
         use_batching: bool = False,
         atom_id: UUID | None = None,
         masterplan_id: UUID | None = None,
+        lookup: bool = True,
     ) -> LLMResponse:
-        """Answer ``prompt``. Bad arguments raise ValueError; provider errors reach the caller, uncached."""
+        """Answer ``prompt``. Bad arguments raise ValueError; provider errors reach the caller, uncached.
+
+        ``lookup=False``: the caller has just looked the prompt up (:meth:`lookup`, a wave),
+        so go straight to single-flight, the call and the store, without counting a second miss.
+        """
         started = time.perf_counter()
         model = model or conf.get("LLM_DEFAULT_MODEL")
         _validate(prompt, model, temperature, max_tokens, system)
         mp = keys.normalize_masterplan_id(masterplan_id)
         atom = None if atom_id is None else UUID(str(atom_id))
-        params: dict[str, Any] = {}
-        if system is not None:
-            params["system"] = system
-        if max_tokens is not None:
-            params["max_tokens"] = max_tokens
+        params = _params(max_tokens, system)
         provider = self.provider
 
-        if use_cache:
-            hit = await self.prompt_cache.aget(prompt, model, temperature, masterplan_id=mp, **params)
-            if hit is not None:
-                saved = self.ledger.record_saving(
-                    "llm", model, hit.prompt_tokens, hit.completion_tokens, masterplan_id=mp
-                )
-                metrics.LLM_REQUESTS.labels(provider.name, "hit").inc()
-                return LLMResponse(
-                    text=hit.text,
-                    model=hit.model,
-                    prompt_tokens=hit.prompt_tokens,
-                    completion_tokens=hit.completion_tokens,
-                    cached=True,
-                    cache_layer="llm",
-                    cost_usd=0.0,
-                    saved_usd=saved,
-                    latency_s=time.perf_counter() - started,
-                    finish_reason=getattr(hit, "finish_reason", None),
-                    provider=provider.name,
-                    simulated=provider.simulated,
-                )
+        if use_cache and lookup:
+            found = await self._lookup(provider, prompt, model, temperature, params, mp, started)
+            if found is not None:
+                return found
 
         led = False
 
@@ -205,6 +189,53 @@ class LLMClient:
             saved_usd=saved,
             latency_s=time.perf_counter() - started,
             finish_reason=generated.finish_reason,
+            provider=provider.name,
+            simulated=provider.simulated,
+        )
+
+    async def lookup(
+        self,
+        prompt: str,
+        model: str | None = None,
+        temperature: float = 0.7,
+        *,
+        max_tokens: int | None = None,
+        system: str | None = None,
+        masterplan_id: UUID | None = None,
+    ) -> LLMResponse | None:
+        """The cached answer (a hit, priced as saved), or None (a miss); never calls the provider."""
+        started = time.perf_counter()
+        model = model or conf.get("LLM_DEFAULT_MODEL")
+        _validate(prompt, model, temperature, max_tokens, system)
+        mp = keys.normalize_masterplan_id(masterplan_id)
+        return await self._lookup(self.provider, prompt, model, temperature, _params(max_tokens, system), mp, started)
+
+    async def _lookup(
+        self,
+        provider: LLMProvider,
+        prompt: str,
+        model: str,
+        temperature: float,
+        params: dict[str, Any],
+        mp: str | None,
+        started: float,
+    ) -> LLMResponse | None:
+        hit = await self.prompt_cache.aget(prompt, model, temperature, masterplan_id=mp, **params)
+        if hit is None:
+            return None
+        saved = self.ledger.record_saving("llm", model, hit.prompt_tokens, hit.completion_tokens, masterplan_id=mp)
+        metrics.LLM_REQUESTS.labels(provider.name, "hit").inc()
+        return LLMResponse(
+            text=hit.text,
+            model=hit.model,
+            prompt_tokens=hit.prompt_tokens,
+            completion_tokens=hit.completion_tokens,
+            cached=True,
+            cache_layer="llm",
+            cost_usd=0.0,
+            saved_usd=saved,
+            latency_s=time.perf_counter() - started,
+            finish_reason=getattr(hit, "finish_reason", None),
             provider=provider.name,
             simulated=provider.simulated,
         )
@@ -281,7 +312,7 @@ class LLMClient:
                 )
                 return response.text
 
-            batcher = batcher_class(combined_call, policies=self._policies)
+            batcher = batcher_class(combined_call, policies=self._policies, masterplan_id=masterplan_id)
             self._batchers[key] = batcher
         return batcher
 
@@ -291,6 +322,16 @@ class LLMClient:
         mine = [k for k in self._batchers if k[0] == loop_id]
         for key in mine:
             await self._batchers.pop(key).aclose()
+
+
+def _params(max_tokens: int | None, system: str | None) -> dict[str, Any]:
+    """The generation parameters that change the answer (part of the cache key)."""
+    params: dict[str, Any] = {}
+    if system is not None:
+        params["system"] = system
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+    return params
 
 
 def _validate(prompt: Any, model: Any, temperature: Any, max_tokens: Any, system: Any) -> None:
