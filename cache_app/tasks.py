@@ -11,6 +11,8 @@ from typing import Any
 import redis
 from celery import shared_task
 
+from cache_app.core.layer import CacheUnavailableError
+
 _RETRY = {
     "acks_late": True,
     "autoretry_for": (redis.RedisError, OSError),
@@ -60,3 +62,27 @@ def reclaim_rag_dead_keys() -> int:
     from cache_app.rag.cache import RAGQueryCache
 
     return RAGQueryCache().reclaim_dead_keys()
+
+
+@shared_task(
+    name="cache_app.tasks.perform_invalidation",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(redis.RedisError, OSError, CacheUnavailableError),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=6,
+)
+def perform_invalidation(self, audit_id: str) -> dict[str, Any]:
+    """Carry out one recorded invalidation (an ``InvalidationAudit`` id); a redelivery does nothing twice.
+
+    Redis failures are retried with backoff; the last attempt records the failure on the row.
+    Eager runs (no broker) cannot wait for a countdown, so their first attempt is the last.
+    """
+    from cache_app import actions
+
+    final = bool(self.request.is_eager) or self.request.retries >= self.max_retries
+    audit = actions.perform_invalidation(audit_id, final=final)
+    return {"id": str(audit.pk), "status": audit.status, "keys_removed": audit.keys_removed}
