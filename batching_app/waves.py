@@ -44,7 +44,7 @@ from typing import Any
 from batching_app.batcher import StaticBatchPolicy
 from batching_app.llm import TRANSIENT_ERRORS
 from batching_app.wave import run_coroutine_sync
-from cache_app.core import conf, keys
+from cache_app.core import conf, keys, metrics
 from cache_app.core.counters import get_counters
 from cache_app.core.policies import BatchSettings, get_policy_source
 from cache_app.core.redis_client import get_redis
@@ -303,12 +303,15 @@ class WaveStore:
 
     def mark(self, wave_id: str, outcomes: Sequence[tuple[int, str, str]]) -> int:
         """Record final outcomes ``(index, status, result JSON)``; returns how many atoms were still pending."""
-        if not outcomes:
-            return 0
-        argv: list[Any] = []
+        by_status: dict[str, list[Any]] = {}
         for index, status, result in outcomes:
-            argv.extend((int(index), status, result))
-        return int(self.redis.eval(_MARK_SCRIPT, 1, keys.wave(wave_id), *argv))
+            by_status.setdefault(status, []).extend((int(index), status, result))
+        moved = 0
+        for status, argv in by_status.items():  # one round trip per status (callers send one)
+            count = int(self.redis.eval(_MARK_SCRIPT, 1, keys.wave(wave_id), *argv))
+            metrics.WAVE_ATOMS.labels(status).inc(count)
+            moved += count
+        return moved
 
     def attempt(self, wave_id: str, batch_no: int) -> int:
         """This run's attempt number for a batch (1 first); 0 if the wave is gone."""
@@ -490,7 +493,7 @@ class WaveService:
                         s.params.temperature,
                         max_tokens=s.params.max_tokens,
                         system=s.params.system,
-                        masterplan_id=mp,
+                        masterplan_id=uuid.UUID(mp),
                     )
                     for s in specs
                 ),
@@ -678,7 +681,7 @@ class WaveBatchExecutor:
                     system=atom.params.system,
                     use_batching=True,
                     atom_id=atom.atom_id,
-                    masterplan_id=meta.masterplan_id,
+                    masterplan_id=uuid.UUID(meta.masterplan_id),
                     lookup=lookup,
                 )
             except TRANSIENT_ERRORS as exc:

@@ -25,7 +25,7 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from cache_app.core import keys
+from cache_app.core import keys, metrics
 from cache_app.core.redis_client import get_redis
 from cache_app.llm.cache import CacheUnavailableError, LLMPromptCache
 from cache_app.rag.cache import RAGQueryCache
@@ -217,6 +217,7 @@ def _finish(audit: Any, status: str, started: float) -> None:
     audit.finished_at = timezone.now()
     audit.duration_seconds = round(time.monotonic() - started, 6)
     audit.save(update_fields=["status", "keys_removed", "finished_at", "duration_seconds", "error"])
+    metrics.INVALIDATION_OPERATIONS.labels(status, audit.source).inc()
     log = logger.info if status == "succeeded" else logger.error
     log("invalidation %s %s: %d keys removed %s", audit.pk, status, audit.keys_removed, audit.error)
 
@@ -269,8 +270,8 @@ def _locked_policy(layer: str) -> tuple[models.Model, bool]:
     from cache_app.models import BatchPolicy, CachePolicy
 
     if layer == "batching":
-        row = BatchPolicy.objects.select_for_update().filter(pk=1).first()
-        return (row, False) if row else (BatchPolicy(pk=1, **_defaults(DEFAULT_BATCH, BATCH_POLICY_FIELDS)), True)
+        batch = BatchPolicy.objects.select_for_update().filter(pk=1).first()
+        return (batch, False) if batch else (BatchPolicy(pk=1, **_defaults(DEFAULT_BATCH, BATCH_POLICY_FIELDS)), True)
     row = CachePolicy.objects.select_for_update().filter(layer=layer).first()
     if row is not None:
         return row, False

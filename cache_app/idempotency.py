@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cache_app.core import conf, keys
+from cache_app.core import conf, keys, metrics
 from cache_app.core.redis_client import get_redis
 
 MAX_KEY_CHARS = 255
@@ -137,14 +137,18 @@ class IdempotencyStore:
                 _BEGIN, 1, record_key, _record(token, "in_flight", digest), max(1, int(self.lock_seconds * 1000))
             )
             if current is None:
+                metrics.IDEMPOTENT_REQUESTS.labels("first").inc()
                 return IdempotentResult(self._work(record_key, token, digest, fn), replayed=False)
             record = _parse(current)
             if record["digest"] != digest:
+                metrics.IDEMPOTENT_REQUESTS.labels("conflict").inc()
                 raise IdempotencyConflictError("this Idempotency-Key was already used with a different request body")
             if record["state"] == "done":
+                metrics.IDEMPOTENT_REQUESTS.labels("replayed").inc()
                 return IdempotentResult(record["value"], replayed=True)
             now = self._clock()
             if now >= deadline:
+                metrics.IDEMPOTENT_REQUESTS.labels("in_progress").inc()
                 raise IdempotencyInProgressError("a request with this Idempotency-Key is still in progress")
             self._sleep(min(interval, deadline - now))
             interval = min(interval * 2, 0.25)

@@ -9,6 +9,7 @@ from io import StringIO
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -65,7 +66,10 @@ def test_a_request_is_recorded_at_once_and_carried_out_after_commit(
         assert audit.status == "pending"
         assert cached(MP_X) == (True, True)  # nothing happens before the commit
     assert len(callbacks) == 1
+    labels = {"status": "succeeded", "source": "api"}
+    before = REGISTRY.get_sample_value("mgecache_invalidation_operations_total", labels) or 0.0
     callbacks[0]()  # the commit: the Celery task runs (eagerly here)
+    assert REGISTRY.get_sample_value("mgecache_invalidation_operations_total", labels) == before + 1
     audit.refresh_from_db()
     assert audit.status == "succeeded"
     assert (audit.actor, audit.actor_name, audit.source) == (admin_user, admin_user.username, "api")
