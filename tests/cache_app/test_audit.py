@@ -9,10 +9,10 @@ from io import StringIO
 
 import numpy as np
 import pytest
-from prometheus_client import REGISTRY
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from prometheus_client import REGISTRY
 
 from cache_app import actions, tasks
 from cache_app.core.policies import PolicySource
