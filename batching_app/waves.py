@@ -466,6 +466,7 @@ class WaveService:
         counters.incr("batch", "wave_atoms", len(specs), masterplan_id=mp)
         for number, indexes in enumerate(batches):
             self._send(meta.wave_id, number, indexes)
+        counters.flush()  # other processes report statistics: do not leave the lookups buffered
         if wait:
             return self.wait(meta.wave_id) or {}
         return self.get(meta.wave_id) or {}

@@ -26,6 +26,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from cache_app.core import keys, metrics
+from cache_app.core.counters import get_counters
 from cache_app.core.redis_client import get_redis
 from cache_app.llm.cache import CacheUnavailableError, LLMPromptCache
 from cache_app.rag.cache import RAGQueryCache
@@ -166,7 +167,7 @@ def _enqueue(audit_id: str, task_options: dict[str, Any]) -> None:
 
 
 def perform_invalidation(audit_id: Any, *, final: bool = True) -> Any:
-    """Carry out a recorded invalidation; idempotent. Returns the row, final unless retrying.
+    """Carry out a recorded invalidation; idempotent. Returns the row (None if it was deleted).
 
     A finished row is returned as is (a redelivered task does nothing). Layers already done
     by an earlier attempt are skipped. A Redis failure on the last attempt (``final``) marks
@@ -178,9 +179,9 @@ def perform_invalidation(audit_id: Any, *, final: bool = True) -> Any:
     claimed = InvalidationAudit.objects.filter(pk=audit_id, status__in=[Status.PENDING, Status.RUNNING]).update(
         status=Status.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now()
     )
-    audit = InvalidationAudit.objects.get(pk=audit_id)
-    if not claimed:
-        return audit
+    audit = InvalidationAudit.objects.filter(pk=audit_id).first()
+    if not claimed or audit is None:
+        return audit  # finished already (a redelivery), or deleted: nothing to do
     started = time.monotonic()
     try:
         for layer in audit.layers:
@@ -217,6 +218,7 @@ def _finish(audit: Any, status: str, started: float) -> None:
     audit.finished_at = timezone.now()
     audit.duration_seconds = round(time.monotonic() - started, 6)
     audit.save(update_fields=["status", "keys_removed", "finished_at", "duration_seconds", "error"])
+    get_counters().flush()  # the invalidation counts are read by other processes
     metrics.INVALIDATION_OPERATIONS.labels(status, audit.source).inc()
     log = logger.info if status == "succeeded" else logger.error
     log("invalidation %s %s: %d keys removed %s", audit.pk, status, audit.keys_removed, audit.error)

@@ -85,4 +85,6 @@ def perform_invalidation(self, audit_id: str) -> dict[str, Any]:
 
     final = bool(self.request.is_eager) or self.request.retries >= self.max_retries
     audit = actions.perform_invalidation(audit_id, final=final)
+    if audit is None:
+        return {"id": str(audit_id), "status": "missing", "keys_removed": 0}
     return {"id": str(audit.pk), "status": audit.status, "keys_removed": audit.keys_removed}

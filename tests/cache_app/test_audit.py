@@ -343,3 +343,15 @@ def test_admin_batch_policy_edits_are_audited(admin_client):
         {"max_batch_size": 8},
     )
     assert BatchPolicy.objects.get().max_batch_size == 8
+
+
+@pytest.mark.django_db
+def test_a_task_for_a_deleted_row_does_nothing(redis):
+    fill(MP_X)
+    missing = str(uuid.uuid4())
+    assert tasks.perform_invalidation.apply(args=(missing,)).get() == {
+        "id": missing,
+        "status": "missing",
+        "keys_removed": 0,
+    }
+    assert cached(MP_X) == (True, True)
