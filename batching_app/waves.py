@@ -367,6 +367,8 @@ def _report(fields: Mapping[str, str]) -> dict[str, Any]:
                 "cost_usd": result.get("cost_usd", 0.0),
                 "saved_usd": result.get("saved_usd", 0.0),
                 "finish_reason": result.get("finish_reason"),
+                "provider": result.get("provider"),
+                "simulated": result.get("simulated"),  # True: the offline simulator answered, not a model
             }
         )
     return {

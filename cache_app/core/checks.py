@@ -170,4 +170,13 @@ def check_pipeline_settings(app_configs=None, **kwargs) -> list[checks.CheckMess
         value = s[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             errors.append(checks.Error(f"MGECACHE['{name}'] must be an integer >= {low}.", id="cache_app.E051"))
+    limit = getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", None)
+    if not errors and isinstance(limit, (int, float)) and deadline >= limit:
+        errors.append(
+            checks.Warning(
+                "MGECACHE['WAVE_DEADLINE_SECONDS'] is not below CELERY_TASK_SOFT_TIME_LIMIT: a wave batch task "
+                "may be stopped before its deadline (its atoms then fail at the deadline).",
+                id="cache_app.W052",
+            )
+        )
     return errors
