@@ -43,7 +43,6 @@ from typing import Any
 
 from batching_app.batcher import StaticBatchPolicy
 from batching_app.llm import TRANSIENT_ERRORS
-from batching_app.wave import run_coroutine_sync
 from cache_app.core import conf, keys, metrics
 from cache_app.core.counters import get_counters
 from cache_app.core.policies import BatchSettings, get_policy_source
@@ -64,6 +63,9 @@ MAX_MODEL_CHARS = 100
 MAX_TOKENS = 200_000
 MAX_ERROR_CHARS = 500
 MAX_DEADLINE_SECONDS = 3600.0
+LOOKUP_CONCURRENCY = 8
+# After the deadline, how long a batch task may still wait for calls in flight to end.
+CLOSE_MARGIN_SECONDS = 30.0
 
 # Moves atoms from pending to a final status; never overwrites a final one, never revives an
 # expired wave. ARGV: triplets (index, status, result JSON). Returns how many moved.
@@ -488,9 +490,12 @@ class WaveService:
         client = self.client
 
         async def lookups() -> list[Any]:
-            return await asyncio.gather(
-                *(
-                    client.lookup(
+            # Bounded: a wave must not open hundreds of Redis connections at once.
+            gate = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+
+            async def one(s: AtomSpec) -> LLMResponse | None:
+                async with gate:
+                    return await client.lookup(
                         s.prompt,
                         s.params.model,
                         s.params.temperature,
@@ -498,10 +503,8 @@ class WaveService:
                         system=s.params.system,
                         masterplan_id=uuid.UUID(mp),
                     )
-                    for s in specs
-                ),
-                return_exceptions=True,
-            )
+
+            return await asyncio.gather(*(one(s) for s in specs), return_exceptions=True)
 
         try:
             found = self._run_coroutine(lookups(), timeout)
@@ -641,8 +644,10 @@ class WaveBatchExecutor:
         attempt = self.store.attempt(outcome.wave_id, outcome.batch_no)
         if attempt == 0:
             return
-        transient, late = run_coroutine_sync(
-            lambda: self._answer(outcome, meta, todo, lookup=attempt > 1, timeout=remaining)
+        # On the process's client loop: its Redis connections are reused from one task to the next.
+        transient, late = run_sync(
+            self._answer(outcome, meta, todo, lookup=attempt > 1, timeout=remaining),
+            timeout=remaining + CLOSE_MARGIN_SECONDS,
         )
         # What the deadline cut short (cancelled in flight) is final now.
         self._fail(outcome, [a for a in todo if a.index in late], DEADLINE_EXCEEDED)

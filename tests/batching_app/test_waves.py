@@ -6,6 +6,7 @@ import threading
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from batching_app import waves
 from batching_app.batcher import StaticBatchPolicy
@@ -87,7 +88,19 @@ def precache(prompts: list[str]) -> None:
         run_sync(get_llm_client().generate(prompt, temperature=0.0, masterplan_id=MP))
 
 
-def check_twenty_atom_wave(report: dict, provider: RecordingProvider, atoms: list[dict]) -> None:
+def cache_errors() -> float:
+    """Every fail-open event so far (a Redis timeout makes lookups miss: the counts would be off)."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "mgecache_cache_errors"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+
+
+def check_twenty_atom_wave(report: dict, provider: RecordingProvider, atoms: list[dict], errors_before: float) -> None:
+    assert cache_errors() == errors_before, "Redis failed open during the wave (host overloaded?)"
     # 20 atoms: 5 hits, 15 misses of which 10 distinct -> 2 batches of 5 -> 2 provider calls.
     assert provider.prompts_per_call() == [5, 5]
     assert report["status"] == "completed"
@@ -118,12 +131,13 @@ def check_twenty_atom_wave(report: dict, provider: RecordingProvider, atoms: lis
 
 @pytest.mark.django_db
 def test_wave_of_20_with_5_duplicates_and_5_cached_makes_2_calls_in_2_batches(provider):
+    errors_before = cache_errors()
     cached, atoms = twenty_atoms()
     precache(cached)
     assert len(provider.requests) == 5
     provider.requests.clear()
     report = waves.run_wave(MP, atoms, defaults={"temperature": 0.0})
-    check_twenty_atom_wave(report, provider, atoms)
+    check_twenty_atom_wave(report, provider, atoms, errors_before)
     assert Masterplan.objects.get(pk=MP).name == str(MP)  # registered on first sight, named by its id
     # The answers are in the prompt cache: a second wave is all hits, no provider call.
     again = waves.run_wave(MP, atoms, defaults={"temperature": 0.0})
@@ -135,11 +149,12 @@ def test_wave_of_20_with_5_duplicates_and_5_cached_makes_2_calls_in_2_batches(pr
 @pytest.mark.celery_worker
 @pytest.mark.django_db(transaction=True)
 def test_wave_on_a_real_celery_worker(celery_worker, provider, seeded_defaults):
+    errors_before = cache_errors()
     cached, atoms = twenty_atoms()
     precache(cached)
     provider.requests.clear()
     report = waves.run_wave(MP, atoms, defaults={"temperature": 0.0}, task_options={"queue": celery_worker})
-    check_twenty_atom_wave(report, provider, atoms)
+    check_twenty_atom_wave(report, provider, atoms, errors_before)
     # Any process reads the same report from Redis.
     assert waves.get_wave(report["wave_id"]) == report
 
