@@ -27,6 +27,7 @@ from typing import Any
 from uuid import UUID
 
 from cache_app.core import metrics
+from cache_app.core.counters import get_counters
 from cache_app.core.policies import (
     DEFAULT_BATCH,
     DEFAULT_LAYERS,
@@ -104,6 +105,10 @@ class RequestBatcher:
     default the process-wide source), as is ``enabled``: disabled means one upstream
     call per request. ``clock`` (monotonic seconds) and ``sleep`` (the window timer)
     are injectable so tests control time instead of waiting for it.
+
+    Every batch sent is counted in the durable ``batch`` counters (``batches``, and
+    ``requests``: the distinct prompts it carried), globally and for ``masterplan_id``
+    if given; the statistics endpoint reads them.
     """
 
     def __init__(
@@ -115,6 +120,8 @@ class RequestBatcher:
         clock: Callable[[], float] | None = None,
         policies: PolicySource | None = None,
         sleep: Sleep | None = None,
+        masterplan_id: Any = None,
+        counters: Any = None,
     ) -> None:
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -126,6 +133,8 @@ class RequestBatcher:
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
         self._policies = policies
+        self._masterplan_id = masterplan_id
+        self._counters = counters
         self._last_settings: BatchSettings = DEFAULT_BATCH
         self._collecting: _Batch | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -211,6 +220,7 @@ class RequestBatcher:
         else:
             slot.requests.append(request)
             metrics.BATCH_DEDUPLICATED.inc()
+            self._count("deduplicated", 1)
         if len(batch.slots) >= settings.max_batch_size:
             self._flush(batch)
 
@@ -286,6 +296,7 @@ class RequestBatcher:
             for request in slot.requests:
                 metrics.BATCH_WAIT_SECONDS.observe(max(0.0, now - request.enqueued_at))
         metrics.BATCH_SIZE.observe(len(slots))
+        self._count_batch(len(slots))
         if len(slots) == 1:
             # A batch of one is the plain prompt, no wrapper.
             _resolve(slots[0], await self._timed_call(slots[0].lead.prompt))
@@ -319,6 +330,7 @@ class RequestBatcher:
             if not slot.live():
                 return  # every caller gave up: do not pay for an answer nobody reads
             metrics.BATCH_PARSE_FALLBACKS.inc()
+            self._count("parse_fallbacks", 1)
             try:
                 answer = await self._llm_call(slot.lead.prompt)
             except Exception as exc:
@@ -327,6 +339,18 @@ class RequestBatcher:
                 _resolve(slot, answer)
 
         await asyncio.gather(*(one(slot) for slot in slots))
+
+    # --- durable counters (statistics) ------------------------------------------------------
+
+    def _count(self, field: str, amount: int) -> None:
+        try:
+            (self._counters or get_counters()).incr("batch", field, amount, masterplan_id=self._masterplan_id)
+        except Exception:  # counting must never break a batch
+            logger.warning("could not count %s", field, exc_info=True)
+
+    def _count_batch(self, distinct_prompts: int) -> None:
+        self._count("batches", 1)
+        self._count("requests", distinct_prompts)
 
     async def _timed_call(self, prompt: str) -> str:
         started = self._clock()
@@ -337,6 +361,7 @@ class RequestBatcher:
 
     async def _pass_through(self, prompt: str) -> str:
         metrics.BATCH_SIZE.observe(1)
+        self._count_batch(1)
         answer = await self._timed_call(prompt)
         metrics.BATCH_REQUESTS_PROCESSED.inc()
         return answer

@@ -1,4 +1,4 @@
-"""Celery tasks of the batching layer. Thin: the work is in :mod:`batching_app.wave`."""
+"""Celery tasks of the batching layer. Thin: the work is in :mod:`batching_app.wave` and :mod:`batching_app.waves`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from celery import Task, shared_task
 from celery.result import AsyncResult
 from django.conf import settings
 
+from batching_app import waves
 from batching_app.llm import TRANSIENT_ERRORS, get_llm_call
 from batching_app.wave import BatchResultStore, ResultAddress, WaveBatchRunner, run_coroutine_sync
 from cache_app.core import conf, keys
@@ -103,3 +104,30 @@ def result_addresses(
 ) -> list[ResultAddress]:
     """Where :func:`dispatch_wave` with the same arguments stores each atom's answer."""
     return [ResultAddress.for_request(a, p, masterplan_id=masterplan_id, model=model) for a, p in atoms]
+
+
+@shared_task(
+    name="batching_app.tasks.run_wave_batch",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    # Redis hiccups: retried with backoff. Transient provider errors are retried by the task
+    # itself (below) within the wave's deadline; answered atoms are never asked again.
+    autoretry_for=(redis.RedisError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=MAX_RETRIES,
+)
+def run_wave_batch(self: Task, wave_id: str, batch_no: int) -> dict[str, Any]:
+    """Answer one batch of an LLM wave through the caches (see :mod:`batching_app.waves`).
+
+    Takes ids only: the atoms are read from the wave's state in Redis, and each outcome is
+    written back there, so any process can report the wave's progress.
+    """
+    # Eager runs (no broker) cannot wait for a countdown: their transient failures are final.
+    final = bool(self.request.is_eager) or self.request.retries >= (self.max_retries or 0)
+    outcome = waves.WaveBatchExecutor().run(str(wave_id), int(batch_no), retries=self.request.retries, final=final)
+    if outcome.retry_after is not None:
+        raise self.retry(countdown=outcome.retry_after)
+    return outcome.as_json()

@@ -10,13 +10,20 @@ from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from cache_app import actions
 from cache_app.access import admin as access_admin  # noqa: F401  (registers the API key admin)
 from cache_app.access import roles
-from cache_app.llm.cache import CacheUnavailableError
-from cache_app.models import BatchPolicy, CachePolicy, Document, Masterplan, ModelPricing
+from cache_app.models import (
+    BatchPolicy,
+    CachePolicy,
+    Document,
+    InvalidationAudit,
+    Masterplan,
+    ModelPricing,
+    PolicyChangeAudit,
+)
 from cache_app.rag.documents import embed_document
 from cache_app.statistics import cache_statistics
 
@@ -44,7 +51,7 @@ class MasterplanAdmin(admin.ModelAdmin):
             context = {
                 **self.admin_site.each_context(request),
                 "title": "Invalidate cached answers?",
-                "masterplans": list(queryset),
+                "masterplans": [(mp, _stored_entries(mp.pk)) for mp in queryset],
                 "queryset": queryset,
                 "opts": self.model._meta,
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
@@ -52,18 +59,18 @@ class MasterplanAdmin(admin.ModelAdmin):
                 "media": self.media,
             }
             return TemplateResponse(request, "admin/cache_app/masterplan/invalidate_confirmation.html", context)
-        done = 0
-        for masterplan in queryset:
-            try:
-                actions.invalidate_masterplan(masterplan.pk)
-            except CacheUnavailableError as exc:
-                self.message_user(
-                    request, f"{masterplan}: not invalidated, Redis is unavailable ({exc}).", messages.ERROR
-                )
-                continue
-            done += 1
-        if done:
-            self.message_user(request, f"Invalidated the cached answers of {done} masterplan(s).", messages.SUCCESS)
+        # The audited operation: a row per masterplan, the work in Celery after commit.
+        audits = [
+            actions.request_invalidation(source="admin", masterplan_id=mp.pk, actor=request.user) for mp in queryset
+        ]
+        links = format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            ((reverse("admin:cache_app_invalidationaudit_change", args=[a.pk]), a.masterplan_id) for a in audits),
+        )
+        self.message_user(
+            request, format_html("Invalidation of {} masterplan(s) started: {}.", len(audits), links), messages.SUCCESS
+        )
         return None
 
     def get_urls(self) -> list[URLPattern]:
@@ -122,6 +129,10 @@ class CachePolicyAdmin(admin.ModelAdmin):
         # Tuning a policy is an operator's act, whatever the model permissions say.
         return super().has_change_permission(request, obj) and request.user.has_perm(roles.TUNE_POLICY)
 
+    def save_model(self, request: HttpRequest, obj: CachePolicy, form: ModelForm, change: bool) -> None:
+        # The audited operation (old and new values recorded), with the same validation rules.
+        _save_policy(request, obj, form, obj.layer)
+
 
 @admin.register(BatchPolicy)
 class BatchPolicyAdmin(admin.ModelAdmin):
@@ -137,6 +148,57 @@ class BatchPolicyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_change_permission(request, obj) and request.user.has_perm(roles.TUNE_POLICY)
+
+    def save_model(self, request: HttpRequest, obj: BatchPolicy, form: ModelForm, change: bool) -> None:
+        _save_policy(request, obj, form, "batching")
+
+
+def _save_policy(request: HttpRequest, obj: CachePolicy | BatchPolicy, form: ModelForm, layer: str) -> None:
+    changes = {name: form.cleaned_data[name] for name in form.changed_data if name in actions.POLICY_FIELDS[layer]}
+    saved = actions.update_policy(layer, changes, source="admin", actor=request.user).policy
+    obj.pk = saved.pk  # the admin logs and redirects to the row update_policy saved
+
+
+def _stored_entries(masterplan_id: Any) -> dict[str, int] | None:
+    try:
+        return actions.count_entries(masterplan_id)
+    except Exception:  # a preview must not block the confirmation page
+        return None
+
+
+class _ReadOnlyAuditAdmin(admin.ModelAdmin):
+    """Audit rows are written by the operations only."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(InvalidationAudit)
+class InvalidationAuditAdmin(_ReadOnlyAuditAdmin):
+    list_display = (
+        "requested_at",
+        "actor_name",
+        "source",
+        "masterplan_id",
+        "layers",
+        "status",
+        "keys_removed",
+        "duration_seconds",
+    )
+    list_filter = ("status", "source", "actor_name")
+    search_fields = ("masterplan_id", "actor_name")
+
+
+@admin.register(PolicyChangeAudit)
+class PolicyChangeAuditAdmin(_ReadOnlyAuditAdmin):
+    list_display = ("changed_at", "actor_name", "source", "target", "old_values", "new_values")
+    list_filter = ("target", "source", "actor_name")
 
 
 @admin.register(ModelPricing)

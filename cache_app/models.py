@@ -243,3 +243,84 @@ class PipelineAPIKey(AbstractAPIKey):
         if not self.restricted:
             return None
         return frozenset(str(pk) for pk in self.masterplans.values_list("pk", flat=True))
+
+
+class AuditSource(models.TextChoices):
+    API = "api", "API"
+    ADMIN = "admin", "Admin"
+    CLI = "cli", "manage.py"
+
+
+class InvalidationAudit(models.Model):
+    """One invalidation operation: who asked, from where, what it removed, and how it ended.
+
+    Created by ``cache_app.actions.request_invalidation`` and carried out by the
+    ``perform_invalidation`` Celery task (or inline by manage.py), whichever way it started.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The user who asked, if a user did.",
+    )
+    actor_name = models.CharField(
+        max_length=150, blank=True, help_text="Who asked, as recorded at the time (kept if the user is deleted)."
+    )
+    source = models.CharField(max_length=8, choices=AuditSource.choices)
+    masterplan_id = models.UUIDField(
+        null=True, blank=True, db_index=True, help_text="The masterplan invalidated; empty for whole layers."
+    )
+    layers = models.JSONField(default=list, help_text='The layers invalidated, e.g. ["llm", "rag"].')
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    keys_removed = models.PositiveIntegerField(default=0, help_text="Cache entries deleted, all layers.")
+    removed_by_layer = models.JSONField(default=dict, blank=True, help_text="Cache entries deleted per layer.")
+    requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        verbose_name = "invalidation"
+
+    def __str__(self) -> str:
+        target = f"masterplan {self.masterplan_id}" if self.masterplan_id else "all masterplans"
+        return f"Invalidate {', '.join(self.layers)} of {target} ({self.status})"
+
+
+class PolicyChangeAudit(models.Model):
+    """One change to a cache or batch policy, with the old and new values of the fields it changed."""
+
+    class Target(models.TextChoices):
+        LLM = "llm", "LLM prompt cache"
+        RAG = "rag", "RAG query cache"
+        BATCHING = "batching", "Batching"
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
+    source = models.CharField(max_length=8, choices=AuditSource.choices)
+    target = models.CharField(max_length=8, choices=Target.choices, db_index=True)
+    old_values = models.JSONField(default=dict, help_text="Changed fields before the change.")
+    new_values = models.JSONField(default=dict, help_text="Changed fields after the change.")
+    changed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-changed_at"]
+        verbose_name = "policy change"
+
+    def __str__(self) -> str:
+        return f"{self.get_target_display()}: {', '.join(sorted(self.new_values))}"

@@ -10,7 +10,7 @@ from django.dispatch import receiver
 
 from cache_app.access.limits import get_model_catalog
 from cache_app.core.policies import get_policy_source
-from cache_app.models import BatchPolicy, CachePolicy, ModelPricing
+from cache_app.models import BatchPolicy, CachePolicy, Masterplan, ModelPricing
 from cache_app.rag import documents as document_store
 
 logger = logging.getLogger(__name__)
@@ -48,3 +48,11 @@ def _documents_changed(sender: type[Model], masterplan_id: str | None = None, **
     except CacheUnavailableError as exc:
         # Entries then live out their TTL (1 h by default); say so once, loudly.
         logger.error("documents of scope %s changed but the RAG cache could not be invalidated: %s", masterplan_id, exc)
+
+
+@receiver(post_delete, sender=Masterplan)
+def _masterplan_deleted(sender: type[Model], instance: Model, **kwargs: Any) -> None:
+    """This process registers the id again if the pipeline uses it again (other processes: after LRU eviction)."""
+    from cache_app.masterplans import get_registry
+
+    get_registry().forget(instance.pk)

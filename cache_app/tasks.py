@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+import redis
+from celery import Task, shared_task
 
+from cache_app.core.layer import CacheUnavailableError
 from cache_app.core.taskopts import TASK_RETRY as _RETRY
 
 # The per-layer reclaim tasks live beside their caches; importing them here registers them.
@@ -32,3 +34,29 @@ def reclaim_dead_keys() -> dict[str, Any]:
     from cache_app.rag.cache import RAGQueryCache
 
     return {"llm": LLMPromptCache().reclaim_dead_keys(), "rag": RAGQueryCache().reclaim_dead_keys()}
+
+
+@shared_task(
+    name="cache_app.tasks.perform_invalidation",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(redis.RedisError, OSError, CacheUnavailableError),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=6,
+)
+def perform_invalidation(self: Task, audit_id: str) -> dict[str, Any]:
+    """Carry out one recorded invalidation (an ``InvalidationAudit`` id); a redelivery does nothing twice.
+
+    Redis failures are retried with backoff; the last attempt records the failure on the row.
+    Eager runs (no broker) cannot wait for a countdown, so their first attempt is the last.
+    """
+    from cache_app import actions
+
+    final = bool(self.request.is_eager) or self.request.retries >= (self.max_retries or 0)
+    audit = actions.perform_invalidation(audit_id, final=final)
+    if audit is None:
+        return {"id": str(audit_id), "status": "missing", "keys_removed": 0}
+    return {"id": str(audit.pk), "status": audit.status, "keys_removed": audit.keys_removed}

@@ -209,3 +209,34 @@ def check_access_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
             )
         )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_pipeline_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Waves, idempotency records and masterplan registration (ids cache_app.E060-E069)."""
+    errors: list[checks.CheckMessage] = []
+    s = conf.app_settings()
+    deadline = s["WAVE_DEADLINE_SECONDS"]
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not 1 <= deadline <= 3600:
+        errors.append(
+            checks.Error("MGECACHE['WAVE_DEADLINE_SECONDS'] must be a number between 1 and 3600.", id="cache_app.E060")
+        )
+    for name, low in (
+        ("WAVE_TTL_SECONDS", 60),
+        ("IDEMPOTENCY_TTL_SECONDS", 60),
+        ("IDEMPOTENCY_LOCK_SECONDS", 1),
+        ("MASTERPLAN_MEMO_SIZE", 1),
+    ):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            errors.append(checks.Error(f"MGECACHE['{name}'] must be an integer >= {low}.", id="cache_app.E061"))
+    limit = getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", None)
+    if not errors and isinstance(limit, (int, float)) and deadline >= limit:
+        errors.append(
+            checks.Warning(
+                "MGECACHE['WAVE_DEADLINE_SECONDS'] is not below CELERY_TASK_SOFT_TIME_LIMIT: a wave batch task "
+                "may be stopped before its deadline (its atoms then fail at the deadline).",
+                id="cache_app.W062",
+            )
+        )
+    return errors

@@ -104,6 +104,17 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_CACHE_SECONDS": 1.0,
     # An API key's last_used_at is written at most once per this many seconds (not per request).
     "API_KEY_LAST_USED_RESOLUTION_SECONDS": 60,
+    # LLM waves (batching_app.waves): no atom stays pending longer than this after submission;
+    # a waiting request (wait=true) returns by then at the latest.
+    "WAVE_DEADLINE_SECONDS": 120.0,
+    # How long a wave's state (progress, per-atom results) can be read back after submission.
+    "WAVE_TTL_SECONDS": 86400,
+    # Idempotency-Key records: a retry within this time replays the first response.
+    "IDEMPOTENCY_TTL_SECONDS": 86400,
+    # An in-flight record expires after this, so a crashed request does not block its key for a day.
+    "IDEMPOTENCY_LOCK_SECONDS": 600,
+    # Masterplan ids remembered as registered, per process (bounded LRU): repeat ids skip the database.
+    "MASTERPLAN_MEMO_SIZE": 10_000,
 }
 
 LLM_PROVIDERS = ("simulated", "anthropic", "openai")

@@ -356,3 +356,22 @@ def parse_rag_namespaces(key: str | bytes) -> str | None:
         return scope(None if name == GLOBAL_SCOPE else name)
     except ValueError:
         return None
+
+
+# --- LLM waves (batching_app.waves) -----------------------------------------------------------
+#   P wave:<wave-uuid>     hash: one wave's state (meta, per-atom spec/status/result, batches), TTL WAVE_TTL_SECONDS
+
+
+def wave(wave_id: Any) -> str:
+    return f"{prefix()}wave:{uuid.UUID(str(wave_id))}"
+
+
+# --- idempotent requests (cache_app.idempotency) -----------------------------------------------
+#   P idem:<sha256(scope, key)>   string: JSON record (in flight or done), TTL IDEMPOTENCY_TTL_SECONDS
+#
+# The client's key is hashed with its scope (route and caller), so any string is safe and two
+# callers never share a record.
+
+
+def idempotency(scope_name: str, key: str) -> str:
+    return f"{prefix()}idem:{digest(['idem', scope_name, key])}"

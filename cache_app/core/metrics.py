@@ -98,3 +98,16 @@ LLM_SPEND_USD = Counter("mgecache_llm_spend_usd_total", "Dollars spent on upstre
 PRICING_UNKNOWN_MODEL = Counter(
     "mgecache_pricing_unknown_model_total", "Requests for a model with no ModelPricing row (priced at 0).", ["model"]
 )
+
+# --- Waves, invalidation operations, idempotency -----------------------------------------------
+WAVE_ATOMS = Counter("mgecache_wave_atoms_total", "LLM wave atoms by final status.", ["status"])
+INVALIDATION_OPERATIONS = Counter(
+    "mgecache_invalidation_operations_total",
+    "Audited invalidation operations by outcome and source.",
+    ["status", "source"],
+)
+IDEMPOTENT_REQUESTS = Counter(
+    "mgecache_idempotent_requests_total",
+    "Requests carrying an Idempotency-Key, by outcome (first, replayed, conflict, in_progress).",
+    ["outcome"],
+)

@@ -175,13 +175,19 @@ class LLMClient:
         use_batching: bool = False,
         atom_id: UUID | None = None,
         masterplan_id: UUID | None = None,
+        lookup: bool = True,
     ) -> LLMResponse:
-        """Answer ``prompt``. Bad arguments raise ValueError; provider errors reach the caller, uncached."""
+        """Answer ``prompt``. Bad arguments raise ValueError; provider errors reach the caller, uncached.
+
+        ``lookup=False``: the caller has just looked the prompt up (:meth:`lookup`, a wave),
+        so go straight to single-flight, the call and the store, without counting a second miss;
+        the answer is then stored under the scope's current tag (no miss token to check).
+        """
         started = time.perf_counter()
         call = _Call.parse(prompt, model, temperature, max_tokens, system, atom_id, masterplan_id)
         provider = self.provider
         token = None  # the miss's write token: the answer is refused if the scope is invalidated meanwhile
-        if use_cache:
+        if use_cache and lookup:
             found = await self.prompt_cache.alookup(
                 call.prompt, call.model, call.temperature, masterplan_id=call.masterplan_id, **call.params
             )
@@ -192,6 +198,24 @@ class LLMClient:
             provider, call, use_cache=use_cache, use_batching=use_batching, token=token
         )
         return self._generated_response(generated, led, call, provider, started)
+
+    async def lookup(
+        self,
+        prompt: str,
+        model: str | None = None,
+        temperature: float = 0.7,
+        *,
+        max_tokens: int | None = None,
+        system: str | None = None,
+        masterplan_id: UUID | None = None,
+    ) -> LLMResponse | None:
+        """The cached answer (a hit, priced as saved), or None (a miss); never calls the provider."""
+        started = time.perf_counter()
+        call = _Call.parse(prompt, model, temperature, max_tokens, system, None, masterplan_id)
+        hit = await self.prompt_cache.aget(
+            call.prompt, call.model, call.temperature, masterplan_id=call.masterplan_id, **call.params
+        )
+        return None if hit is None else self._hit_response(hit, call, self.provider, started)
 
     def generate_sync(self, *args: Any, **kwargs: Any) -> LLMResponse:
         """:meth:`generate` (same arguments) for synchronous callers such as WSGI views, bounded by
@@ -339,7 +363,7 @@ class LLMClient:
                 )
                 return response.text
 
-            batcher = batcher_class(combined_call, policies=self._policies)
+            batcher = batcher_class(combined_call, policies=self._policies, masterplan_id=call.masterplan_id)
             self._batchers[key] = batcher
             self._evict_batchers(loop)
         return batcher

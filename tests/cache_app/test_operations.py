@@ -140,7 +140,7 @@ def test_command_all_layers(capsys, admin_user):
     assert _cached(MP_X) == (False, True)
 
 
-def test_admin_action_asks_for_confirmation_then_invalidates(admin_client):
+def test_admin_action_asks_for_confirmation_then_invalidates(admin_client, django_capture_on_commit_callbacks):
     Masterplan.objects.create(id=MP_X, name="wave test")
     _fill(MP_X)
     url = reverse("admin:cache_app_masterplan_changelist")
@@ -149,7 +149,8 @@ def test_admin_action_asks_for_confirmation_then_invalidates(admin_client):
     assert response.status_code == 200
     assert b"Yes, invalidate" in response.content
     assert _cached(MP_X) == (True, True)  # nothing happened yet
-    response = admin_client.post(url, {**data, "post": "yes"})
+    with django_capture_on_commit_callbacks(execute=True):  # the operation runs after commit
+        response = admin_client.post(url, {**data, "post": "yes"})
     assert response.status_code == 302
     assert _cached(MP_X) == (False, False)
 

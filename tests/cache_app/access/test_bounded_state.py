@@ -11,7 +11,7 @@ from cache_app.rag.embedders import HashedNgramEmbedder
 
 
 class RecordingBatcher:
-    def __init__(self, call, policies=None) -> None:
+    def __init__(self, call, policies=None, masterplan_id=None) -> None:
         self.closed = False
 
     async def aclose(self) -> None:

@@ -29,3 +29,14 @@ def test_invalid_values_are_reported(settings, override, error_id):
 
 def test_not_a_dict(settings):
     assert ids(["KEY_PREFIX"], settings) == ["cache_app.E001"]
+
+
+def test_pipeline_settings_are_checked(settings):
+    from cache_app.core.checks import check_pipeline_settings
+
+    assert check_pipeline_settings() == []
+    settings.MGECACHE = {**settings.MGECACHE, "WAVE_DEADLINE_SECONDS": 0, "IDEMPOTENCY_TTL_SECONDS": "1d"}
+    assert sorted(m.id for m in check_pipeline_settings()) == ["cache_app.E060", "cache_app.E061"]
+    settings.MGECACHE = {**settings.MGECACHE, "WAVE_DEADLINE_SECONDS": 600, "IDEMPOTENCY_TTL_SECONDS": 86400}
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = 270
+    assert [m.id for m in check_pipeline_settings()] == ["cache_app.W062"]
