@@ -7,7 +7,7 @@ from django.utils.html import format_html
 
 from cache_app import actions
 from cache_app.llm.cache import CacheUnavailableError
-from cache_app.models import BatchPolicy, CachePolicy, Document, Masterplan, ModelPricing
+from cache_app.models import BatchPolicy, CachePolicy, Document, Masterplan, ModelPricing, SimilarityShadowRecord
 from cache_app.rag.embedders import load_embedder
 from cache_app.statistics import cache_statistics
 
@@ -101,7 +101,7 @@ class CachePolicyAdmin(admin.ModelAdmin):
     readonly_fields = ("updated_at",)
     fieldsets = (
         (None, {"fields": ("layer", "enabled", "ttl_seconds", "notes")}),
-        ("RAG", {"fields": ("similarity_threshold",)}),
+        ("RAG", {"fields": ("similarity_threshold", "similarity_guard", "similarity_shadow")}),
         ("LLM store rules", {"fields": ("cache_nonzero_temperature", "cache_truncated")}),
         (None, {"fields": ("updated_at",)}),
     )
@@ -145,3 +145,19 @@ class DocumentAdmin(admin.ModelAdmin):
             obj.set_embedding(embedder.embed([obj.content])[0])
             obj.embedding_model = embedder.model_name
         super().save_model(request, obj, form, change)
+
+
+@admin.register(SimilarityShadowRecord)
+class SimilarityShadowRecordAdmin(admin.ModelAdmin):
+    """Read-only: similarity hits that shadow mode withheld (the newest first)."""
+
+    list_display = ("created_at", "similarity", "query", "cached_query", "embedding_model", "scope")
+    list_filter = ("embedding_model",)
+    search_fields = ("query", "cached_query")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -76,6 +76,16 @@ DEFAULTS: dict[str, Any] = {
     "LLM_BATCHER": "batching_app.batcher.RequestBatcher",
     # How long each batched atom's answer is kept under keys.batch_result(atom_id).
     "BATCH_RESULT_TTL_SECONDS": 86400,
+    # RAG similarity hit guard (docs/rag_cache.md, "Semantic correctness"): dotted path of the
+    # class that decides whether a similar query means the same as the cached one.
+    "RAG_HIT_GUARD": "cache_app.rag.guard.RuleGuard",
+    # Shadow mode records (CachePolicy.similarity_shadow): at most this many wait in a process's
+    # memory for the database (older ones are dropped, never the lookup slowed down) ...
+    "RAG_SHADOW_BUFFER": 1000,
+    # ... written in one batch at most this often, off the lookup's thread ...
+    "RAG_SHADOW_FLUSH_SECONDS": 5.0,
+    # ... and the table keeps only the newest this many rows.
+    "RAG_SHADOW_MAX_RECORDS": 10_000,
 }
 
 LLM_PROVIDERS = ("simulated", "anthropic", "openai")

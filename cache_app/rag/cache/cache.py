@@ -46,6 +46,7 @@ from cache_app.rag.cache.codec import (
 from cache_app.rag.cache.index import Horizon, NamespaceIndex, Position, RAGIndex, get_rag_index
 from cache_app.rag.cache.reclaim import reclaim_layer, reclaim_scope
 from cache_app.rag.cache.scripts import LOG_APPEND_LUA
+from cache_app.rag.guard import OPEN_SCREEN, HitScreen, candidate_batches, screen_for
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class _Request:
     head_key: str
     first_key: str
     ns: NamespaceIndex
+    screen: HitScreen = OPEN_SCREEN  # the policy's hit guard / shadow mode, set per lookup
 
     @property
     def dim(self) -> int:
@@ -256,10 +258,7 @@ class RAGQueryCache(RedisCacheLayer):
         found = ns.search(req.unit, threshold, now=now, tag=(epoch, gen))
         if found.best_score is not None:
             metrics.RAG_SIMILARITY_SCORE.observe(max(0.0, found.best_score))
-        for round_number in range(CONFIRM_ROUNDS):
-            batch = found.candidates[round_number * CONFIRM_BATCH : (round_number + 1) * CONFIRM_BATCH]
-            if not batch:
-                break
+        for batch in candidate_batches(found.candidates, req.screen, CONFIRM_BATCH, CONFIRM_ROUNDS):
             entry_keys = [keys.rag_entry(req.masterplan_id, c.digest) for c in batch]
             (reply,) = yield [("MGET", req.epoch_key, req.gen_key, *entry_keys)]
             current = make_tag(reply[0], reply[1])
@@ -282,6 +281,8 @@ class RAGQueryCache(RedisCacheLayer):
                 similarity = _cosine(entry.embedding, req.unit)
                 if similarity < threshold:
                     continue  # the entry was rewritten with another vector; its newer row decides
+                if not req.screen.admit(entry.query, similarity):
+                    continue  # the hit guard refused it (the next best is tried), or shadow mode withheld it
                 ns.drop(found.layout, dead)
                 result = CachedRAGResult(
                     entry.query, entry.embedding.tolist(), documents, entry.cached_at, "similar", similarity
@@ -349,6 +350,7 @@ class RAGQueryCache(RedisCacheLayer):
         if not policy.enabled:
             self.counters.incr(LAYER, "bypassed", masterplan_id=req.masterplan_id)
             return req, None
+        req.screen = screen_for(req.query, policy, embedding_model=req.model, scope=req.masterplan_id)
         return req, policy.similarity_threshold
 
     def _finish_get(self, req: _Request, outcome: _Outcome | None) -> CachedRAGResult | None:

@@ -29,7 +29,8 @@ class StaticPolicies:
     """A policy source with fixed values (tests that are not about policy need no database)."""
 
     def __init__(self, **fields) -> None:
-        self.policy = LayerPolicy(layer="rag", **{"ttl_seconds": 3600, **fields})
+        # Query texts here are labels, not questions: the hit guard has its own tests (test_guard*.py).
+        self.policy = LayerPolicy(layer="rag", **{"ttl_seconds": 3600, "similarity_guard": False, **fields})
 
     def rag(self) -> LayerPolicy:
         return self.policy

@@ -30,7 +30,8 @@ MODEL = "hashed-ngram-384-v1"
 
 class StaticPolicies:
     def __init__(self, **fields) -> None:
-        self.policy = LayerPolicy(layer="rag", **{"ttl_seconds": 3600, **fields})
+        # Query texts here are labels, not questions: the hit guard has its own tests (test_guard*.py).
+        self.policy = LayerPolicy(layer="rag", **{"ttl_seconds": 3600, "similarity_guard": False, **fields})
 
     def rag(self) -> LayerPolicy:
         return self.policy
@@ -66,7 +67,7 @@ m = np.random.default_rng({seed}).standard_normal(({n}, 384))
 for i, v in enumerate(m):
     cache.set(f"child query {{i}}", v, [{{"i": i}}], embedding_model="{model}", top_k=4, masterplan_id="{mp}")
 probe = np.asarray({probe})
-hit = cache.get("child probe", probe, embedding_model="{model}", top_k=4, masterplan_id="{mp}")
+hit = cache.get("probe", probe, embedding_model="{model}", top_k=4, masterplan_id="{mp}")
 print(json.dumps(None if hit is None else [hit.query, hit.match]))
 """
 
