@@ -7,7 +7,8 @@ the two query *texts* and rejects a candidate unless they agree on:
 
 * **numbers**: every number of one query appears in the other, in the same order for
   dotted numbers (``2.1`` is not ``1.2``; ``v2`` is ``2``; ``10,000`` is ``10000``;
-  number words ``two``..``billion`` are numbers; ``one`` is left alone, it is usually a pronoun);
+  number words ``two``..``billion`` and ``twice`` are numbers; ``one`` is left alone, it is usually
+  a pronoun);
 * **code identifiers**: ``snake_case``, ``CamelCase``, ``ALLCAPS`` (commands, acronyms),
   dotted paths, file paths, ``--flags``, ``calls()``, tokens mixing letters and digits and
   quoted strings ("..", '..', `..`) of one query appear in the other. The comparison is
@@ -110,7 +111,8 @@ NUMBER_WORDS.update(
 NUMBER_WORDS.update({"hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000"})
 # "one" is compared as 1 when both sides have a number, but never required on its own.
 WORD_VALUES = {**NUMBER_WORDS, "one": "1"}
-_REWRITE: dict[str, tuple[str, ...]] = {**{w: (v,) for w, v in WORD_VALUES.items()}, **EXPANSIONS}
+MULTIPLES = {"twice": ("2", "times"), "thrice": ("3", "times")}
+_REWRITE: dict[str, tuple[str, ...]] = {**{w: (v,) for w, v in WORD_VALUES.items()}, **MULTIPLES, **EXPANSIONS}
 
 # Groups of mutually exclusive terms. Each inner tuple is one pole (synonyms); regular
 # inflections (-s, -es, -ed, -d, -ing, -er, -est) of each term are added automatically.
@@ -201,6 +203,7 @@ OPPOSITES: tuple[tuple[tuple[str, ...], ...], ...] = (
     (("same", "equal", "identical"), ("different", "unequal", "distinct")),
     (("row",), ("column",)),
     (("source", "src"), ("destination", "dest", "dst", "target")),
+    (("to", "into", "onto", "toward", "towards"), ("from",)),
     (("tcp",), ("udp",)),
     (("json",), ("yaml", "yml"), ("xml",), ("csv",), ("toml",)),
     (
@@ -216,6 +219,19 @@ OPPOSITES: tuple[tuple[tuple[str, ...], ...], ...] = (
     (("byte",), ("kilobyte", "kb"), ("megabyte", "mb"), ("gigabyte", "gb")),
     (("first",), ("second",), ("third",), ("fourth",), ("fifth",), ("last",)),
 )
+# Words that do not change what a question asks: articles and conversational filler. Two
+# queries whose other words are the same (in any order, case and punctuation) are lexical
+# near-duplicates.
+FILLER_WORDS = frozenset(
+    {
+        "a", "an", "the", "please", "pls", "plz", "thanks", "thank", "thx", "hey", "hi", "hello", "so", "well", "ok",
+        "okay", "basically", "actually", "just", "really", "btw", "exactly", "kindly", "quick", "question",
+        "wondering", "wonder", "tell", "me", "i", "you", "was", "if", "can", "help",
+    }
+)  # fmt: skip
+# A near-duplicate is served down to this similarity (the index scores every row at or above
+# 0.9 exactly anyway, so searching there costs no more than at 0.95).
+NEAR_DUPLICATE_FLOOR = 0.9
 # A word that differs from a word of the other query by one of these prefixes is its opposite
 # (prefix, shortest stem): unlock/lock, invalid/valid, deserialize/serialize.
 # Regular forms that are other words (a "setting" is not an act of setting).
@@ -289,11 +305,12 @@ class QueryFeatures:
     raw_quotes: tuple[str, ...]  # quoted strings without word characters (compared as text)
     lowered: str  # the casefolded query, kept only when it has raw_quotes
     negations: int
-    poles: tuple[tuple[int, int], ...]  # (group, bit mask of poles used), sorted
+    poles: tuple[tuple[int, int, int], ...]  # (group, pole bit, how many times), sorted
+    content: tuple[str, ...]  # the words without FILLER_WORDS, sorted (for lexical near-duplicates)
     too_long: bool = False
 
 
-_TOO_LONG = QueryFeatures(" ", frozenset(), (), (), (), "", 0, (), True)
+_TOO_LONG = QueryFeatures(" ", frozenset(), (), (), (), "", 0, (), (), True)
 
 
 def _words(text: str) -> list[str]:
@@ -328,7 +345,7 @@ def _tokens(source: str) -> tuple[list[str], list[str], list[str]]:
                 words.append(word)
                 continue
             words.extend(rewrite)
-            if word in NUMBER_WORDS:
+            if rewrite[0].isdigit() and word != "one":
                 numbers.append(rewrite[0])
             continue
         parts = _words(body.casefold())
@@ -362,13 +379,13 @@ def extract(query: str) -> QueryFeatures:
         source = _NT.sub(" not", source)
     words, numbers, identifiers = _tokens(source)
     quoted, raw = _quotes(source) if _MAY_QUOTE.search(source) else ((), ())
-    poles: dict[int, int] = {}
+    poles: dict[tuple[int, int], int] = {}
     negations = 0
     for word in words:
         if word in NEGATIONS:
             negations += 1
-        for group, bit in POLES.get(word, ()):
-            poles[group] = poles.get(group, 0) | bit
+        for key in POLES.get(word, ()):
+            poles[key] = poles.get(key, 0) + 1
     return QueryFeatures(
         text=f" {' '.join(words)} ",
         words=frozenset(words),
@@ -377,7 +394,8 @@ def extract(query: str) -> QueryFeatures:
         raw_quotes=tuple(raw),
         lowered=source.casefold() if raw else "",
         negations=negations,
-        poles=tuple(sorted(poles.items())),
+        poles=tuple(sorted((group, bit, count) for (group, bit), count in poles.items())),
+        content=tuple(sorted(w for w in words if w not in FILLER_WORDS)),
     )
 
 
@@ -395,11 +413,15 @@ def _contained(phrases: tuple[str, ...], text: str) -> bool:
 
 
 def _opposed(a: QueryFeatures, b: QueryFeatures) -> bool:
+    """One query uses a term of a group more often than the other, which uses another term of it more."""
     if a.poles and b.poles:
-        theirs = dict(b.poles)
-        for group, mine in a.poles:
-            other = theirs.get(group, 0)
-            if mine & ~other and other & ~mine:
+        mine = {(g, p): n for g, p, n in a.poles}
+        theirs = {(g, p): n for g, p, n in b.poles}
+        for group in {g for g, _ in mine} & {g for g, _ in theirs}:
+            poles = {k for k in mine if k[0] == group} | {k for k in theirs if k[0] == group}
+            if any(mine.get(k, 0) > theirs.get(k, 0) for k in poles) and any(
+                theirs.get(k, 0) > mine.get(k, 0) for k in poles
+            ):
                 return True
     return _prefix_opposed(a.words - b.words, b.words) or _prefix_opposed(b.words - a.words, a.words)
 
@@ -429,6 +451,42 @@ def compare(a: QueryFeatures, b: QueryFeatures) -> str | None:
     return None
 
 
+def _typo(x: str, y: str) -> bool:
+    """``y`` is ``x`` with two neighbouring letters swapped, or one letter dropped or added.
+
+    Both words have 5+ letters and keep their first letter; a letter dropped or added keeps
+    the last two letters, so inflections (cache/cached, route/router, file/files) are not
+    typos. A changed letter is never a typo here: lines/links, tests/texts are other words.
+    """
+    if len(x) < 5 or len(y) < 5 or x[0] != y[0] or not (x.isalpha() and y.isalpha()):
+        return False
+    if len(x) == len(y):
+        diff = [i for i in range(len(x)) if x[i] != y[i]]
+        return len(diff) == 2 and diff[1] == diff[0] + 1 and x[diff[0]] == y[diff[1]] and x[diff[1]] == y[diff[0]]
+    short, long_ = (x, y) if len(x) < len(y) else (y, x)
+    if len(long_) - len(short) != 1 or x[-2:] != y[-2:]:
+        return False
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(1, len(long_) - 2))
+
+
+def lexical_near_duplicate(a: QueryFeatures, b: QueryFeatures) -> bool:
+    """The same words, but for case, punctuation, order, FILLER_WORDS and one typo (see _typo)."""
+    if a.too_long or b.too_long or len(a.content) < 2:
+        return False
+    if a.content == b.content:
+        return True
+    if len(a.content) != len(b.content) or len(a.content) < 3:
+        return False
+    only_a = list(a.content)
+    only_b: list[str] = []
+    for word in b.content:
+        if word in only_a:
+            only_a.remove(word)
+        else:
+            only_b.append(word)
+    return len(only_a) == 1 and len(only_b) == 1 and _typo(only_a[0], only_b[0])
+
+
 def _raw_agree(a: QueryFeatures, b: QueryFeatures) -> bool:
     """Quoted strings without letters or digits ("*", "->") must appear in the other query's text."""
     other_a = a.lowered or a.text
@@ -454,6 +512,13 @@ class HitGuard(Protocol):
         """None to accept the candidate, else a reason (one of REASONS; others count as "other")."""
 
 
+class NearDuplicateGuard(HitGuard, Protocol):
+    """A guard that also recognises lexical near-duplicates (served down to NEAR_DUPLICATE_FLOOR)."""
+
+    def near_duplicate(self, prepared: Any, candidate_query: str) -> bool:
+        """True when the candidate is the lookup's query but for case, punctuation, order, filler, a typo."""
+
+
 class RuleGuard:
     """The default guard: the rules of this module."""
 
@@ -462,6 +527,9 @@ class RuleGuard:
 
     def check(self, prepared: QueryFeatures, candidate_query: str) -> str | None:
         return compare(prepared, extract_cached(candidate_query))
+
+    def near_duplicate(self, prepared: QueryFeatures, candidate_query: str) -> bool:
+        return lexical_near_duplicate(prepared, extract_cached(candidate_query))
 
 
 class NoGuard:
@@ -518,39 +586,57 @@ class ShadowSink(Protocol):
 
 
 class HitScreen:
-    """Decides, for one lookup, whether a confirmed similarity candidate is served.
+    """Decides, for one lookup, which confirmed similarity candidate (if any) is served.
 
-    ``admit`` is called for each candidate, best first. A candidate the guard rejects is
-    counted and the next one is tried. In shadow mode the first candidate that passes is
-    recorded and counted, then the lookup ends as a miss (``settled``).
+    ``search_threshold`` is what the index is asked for: the policy threshold, or
+    NEAR_DUPLICATE_FLOOR when the guard can recognise near-duplicates. ``admit`` is then
+    called for each confirmed candidate, best first:
+
+    * at or above the policy threshold, the candidate is served unless the guard rejects it
+      (counted by reason; the next one is tried);
+    * below it (down to the floor), only a lexical near-duplicate the guard accepts is served;
+    * in shadow mode the first candidate that would be served is recorded and counted, and
+      the lookup ends as a miss (``settled``).
     """
 
-    __slots__ = ("_prepared", "embedding_model", "guard", "query", "scope", "settled", "shadow")
+    __slots__ = ("_near", "_prepared", "embedding_model", "guard", "query", "scope", "settled", "shadow", "threshold")
 
     def __init__(
         self,
         query: str,
         *,
+        threshold: float,
         guard: HitGuard | None,
         shadow: ShadowSink | None = None,
         embedding_model: str = "",
         scope: Any = None,
     ) -> None:
         self.query = query
+        self.threshold = threshold
         self.guard = guard
         self.shadow = shadow
         self.embedding_model = embedding_model
         self.scope = scope
         self.settled = False
         self._prepared: Any = None
+        near = getattr(guard, "near_duplicate", None)
+        self._near = near if callable(near) else None
+
+    @property
+    def search_threshold(self) -> float:
+        return min(self.threshold, NEAR_DUPLICATE_FLOOR) if self._near is not None else self.threshold
+
+    def _state(self) -> Any:
+        if self._prepared is None:
+            assert self.guard is not None
+            self._prepared = self.guard.prepare(self.query)
+        return self._prepared
 
     def reject_reason(self, candidate_query: str) -> str | None:
         if self.guard is None:
             return None
         try:
-            if self._prepared is None:
-                self._prepared = self.guard.prepare(self.query)
-            reason = self.guard.check(self._prepared, candidate_query)
+            reason = self.guard.check(self._state(), candidate_query)
         except Exception:
             _log_guard_error()
             return "error"
@@ -558,13 +644,26 @@ class HitScreen:
             return None
         return reason if reason in _REJECTIONS else "other"
 
+    def _near_duplicate(self, candidate_query: str) -> bool:
+        try:
+            return bool(self._near is not None and self._near(self._state(), candidate_query))
+        except Exception:
+            _log_guard_error()
+            return False
+
+    def servable(self, candidate_query: str, similarity: float) -> bool:
+        """Whether the candidate may be served (counts a rejection of a candidate above the threshold)."""
+        reason = self.reject_reason(candidate_query)
+        if similarity >= self.threshold:
+            if reason is not None:
+                _REJECTIONS[reason].inc()
+                return False
+            return True
+        return reason is None and self._near_duplicate(candidate_query)
+
     def admit(self, candidate_query: str, similarity: float) -> bool:
         """True to serve this candidate; False to try the next (or, once settled, to miss)."""
-        if self.settled:
-            return False
-        reason = self.reject_reason(candidate_query)
-        if reason is not None:
-            _REJECTIONS[reason].inc()
+        if self.settled or not self.servable(candidate_query, similarity):
             return False
         if self.shadow is not None:
             self.settled = True
@@ -580,46 +679,47 @@ class HitScreen:
         return True
 
 
-class _OpenScreen(HitScreen):
-    """Serves the first confirmed candidate (guard off, shadow off): no per-lookup state."""
-
-    def admit(self, candidate_query: str, similarity: float) -> bool:
-        return True
-
-
-OPEN_SCREEN = _OpenScreen("", guard=None)
+OPEN_SCREEN = HitScreen("", threshold=0.0, guard=None)  # a placeholder until the lookup sets its own
 
 
 def screen_for(query: str, policy: Any, *, embedding_model: str = "", scope: Any = None) -> HitScreen:
-    """The screen one lookup applies, from the live RAG policy (``similarity_guard``, ``similarity_shadow``)."""
+    """The screen of one lookup, from the live RAG policy (threshold, similarity_guard, similarity_shadow)."""
     guarded = getattr(policy, "similarity_guard", True)
-    shadowed = getattr(policy, "similarity_shadow", False)
-    if not guarded and not shadowed:
-        return OPEN_SCREEN
-    from cache_app.rag.shadow import get_shadow_recorder
+    shadow = None
+    if getattr(policy, "similarity_shadow", False):
+        from cache_app.rag.shadow import get_shadow_recorder
 
+        shadow = get_shadow_recorder()
     return HitScreen(
         query,
+        threshold=policy.similarity_threshold,
         guard=load_guard() if guarded else None,
-        shadow=get_shadow_recorder() if shadowed else None,
+        shadow=shadow,
         embedding_model=embedding_model,
         scope=scope,
     )
 
 
-T = TypeVar("T")
+class _Scored(Protocol):
+    score: float
+
+
+T = TypeVar("T", bound=_Scored)
 
 
 def candidate_batches(candidates: Sequence[T], screen: HitScreen, size: int, rounds: int) -> Iterator[Sequence[T]]:
     """The candidates, best first, ``size`` per confirmation round trip, at most ``rounds`` trips.
 
-    Stops early once the screen has settled the lookup (shadow mode), so no further round
-    trip is made for candidates that cannot be served.
+    Candidates below the policy threshold (possible near-duplicates) fill at most one batch.
+    Stops once the screen has settled the lookup (shadow mode): no round trip is made for
+    candidates that cannot be served.
     """
+    strong = sum(1 for c in candidates if c.score >= screen.threshold)
+    chosen = candidates[: min(len(candidates), strong + size)]
     for number in range(rounds):
         if screen.settled:
             return
-        batch = candidates[number * size : (number + 1) * size]
+        batch = chosen[number * size : (number + 1) * size]
         if not batch:
             return
         yield batch

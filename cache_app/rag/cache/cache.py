@@ -351,7 +351,7 @@ class RAGQueryCache(RedisCacheLayer):
             self.counters.incr(LAYER, "bypassed", masterplan_id=req.masterplan_id)
             return req, None
         req.screen = screen_for(req.query, policy, embedding_model=req.model, scope=req.masterplan_id)
-        return req, policy.similarity_threshold
+        return req, req.screen.search_threshold
 
     def _finish_get(self, req: _Request, outcome: _Outcome | None) -> CachedRAGResult | None:
         result = None if outcome is None else outcome.result
