@@ -74,7 +74,7 @@ EXPANSIONS = {
     "cannot": ("can", "not"),
     "without": ("with", "not"),
     **{
-        f"{stem}nt": (stem, "not")
+        f"{stem}t": (stem[:-1], "not")
         for stem in (
             "don",
             "doesn",
@@ -306,11 +306,12 @@ class QueryFeatures:
     lowered: str  # the casefolded query, kept only when it has raw_quotes
     negations: int
     poles: tuple[tuple[int, int, int], ...]  # (group, pole bit, how many times), sorted
+    pole_order: tuple[tuple[int, int], ...]  # (group, pole bit) of each opposite term, in text order
     content: tuple[str, ...]  # the words without FILLER_WORDS, sorted (for lexical near-duplicates)
     too_long: bool = False
 
 
-_TOO_LONG = QueryFeatures(" ", frozenset(), (), (), (), "", 0, (), (), True)
+_TOO_LONG = QueryFeatures(" ", frozenset(), (), (), (), "", 0, (), (), (), True)
 
 
 def _words(text: str) -> list[str]:
@@ -380,12 +381,14 @@ def extract(query: str) -> QueryFeatures:
     words, numbers, identifiers = _tokens(source)
     quoted, raw = _quotes(source) if _MAY_QUOTE.search(source) else ((), ())
     poles: dict[tuple[int, int], int] = {}
+    order: list[tuple[int, int]] = []
     negations = 0
     for word in words:
         if word in NEGATIONS:
             negations += 1
         for key in POLES.get(word, ()):
             poles[key] = poles.get(key, 0) + 1
+            order.append(key)
     return QueryFeatures(
         text=f" {' '.join(words)} ",
         words=frozenset(words),
@@ -395,6 +398,7 @@ def extract(query: str) -> QueryFeatures:
         lowered=source.casefold() if raw else "",
         negations=negations,
         poles=tuple(sorted((group, bit, count) for (group, bit), count in poles.items())),
+        pole_order=tuple(order),
         content=tuple(sorted(w for w in words if w not in FILLER_WORDS)),
     )
 
@@ -412,18 +416,40 @@ def _contained(phrases: tuple[str, ...], text: str) -> bool:
     return all(f" {phrase} " in text for phrase in phrases)
 
 
+def _same_order(mine: tuple[str, ...], theirs: tuple[str, ...]) -> bool:
+    """The items both queries name come in the same order ("4.3 newer than 3.4" is not "3.4 newer than 4.3")."""
+    if len(mine) < 2 or len(theirs) < 2:
+        return True
+    common = set(mine) & set(theirs)
+    return [x for x in mine if x in common] == [x for x in theirs if x in common]
+
+
 def _opposed(a: QueryFeatures, b: QueryFeatures) -> bool:
-    """One query uses a term of a group more often than the other, which uses another term of it more."""
+    """Opposite terms: one query uses a term of a group more often than the other, which uses
+    another term of it more; or both use the same terms of a group in another order (from X to
+    Y / to X from Y)."""
     if a.poles and b.poles:
         mine = {(g, p): n for g, p, n in a.poles}
         theirs = {(g, p): n for g, p, n in b.poles}
         for group in {g for g, _ in mine} & {g for g, _ in theirs}:
-            poles = {k for k in mine if k[0] == group} | {k for k in theirs if k[0] == group}
-            if any(mine.get(k, 0) > theirs.get(k, 0) for k in poles) and any(
-                theirs.get(k, 0) > mine.get(k, 0) for k in poles
-            ):
+            if _group_opposed(group, mine, theirs, a.pole_order, b.pole_order):
                 return True
     return _prefix_opposed(a.words - b.words, b.words) or _prefix_opposed(b.words - a.words, a.words)
+
+
+def _group_opposed(
+    group: int,
+    mine: dict[tuple[int, int], int],
+    theirs: dict[tuple[int, int], int],
+    my_order: tuple[tuple[int, int], ...],
+    their_order: tuple[tuple[int, int], ...],
+) -> bool:
+    poles = {k for k in mine if k[0] == group} | {k for k in theirs if k[0] == group}
+    more_mine = any(mine.get(k, 0) > theirs.get(k, 0) for k in poles)
+    more_theirs = any(theirs.get(k, 0) > mine.get(k, 0) for k in poles)
+    if more_mine or more_theirs:
+        return more_mine and more_theirs
+    return len(poles) > 1 and [k for k in my_order if k[0] == group] != [k for k in their_order if k[0] == group]
 
 
 def _prefix_opposed(only_here: frozenset[str], there: frozenset[str]) -> bool:
@@ -442,9 +468,13 @@ def compare(a: QueryFeatures, b: QueryFeatures) -> str | None:
         return "negation"
     if _opposed(a, b):
         return "antonym"
-    if not (_contained(a.numbers, b.text) and _contained(b.numbers, a.text)):
+    if not (_contained(a.numbers, b.text) and _contained(b.numbers, a.text) and _same_order(a.numbers, b.numbers)):
         return "number"
-    if not (_contained(a.identifiers, b.text) and _contained(b.identifiers, a.text)):
+    if not (
+        _contained(a.identifiers, b.text)
+        and _contained(b.identifiers, a.text)
+        and _same_order(a.identifiers, b.identifiers)
+    ):
         return "identifier"
     if (a.raw_quotes or b.raw_quotes) and not _raw_agree(a, b):
         return "identifier"
