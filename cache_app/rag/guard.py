@@ -291,6 +291,8 @@ _TOKEN = re.compile(r"(?<!\w)(--?(?=[A-Za-z])|[./~\\]+(?=\w))?(\w+(?:(?:[./\\:]+
 _WORD = re.compile(r"\w+")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _NT = re.compile(r"n['\u2019]t\b", re.IGNORECASE)
+_LEFT_PUNCTUATION = "([{<\"'`\u201c\u2018"
+_RIGHT_PUNCTUATION = ".,;:!?)]}>\"'`\u201d\u2019"
 _MAY_QUOTE = re.compile("[\"'`\u201c]")
 
 
@@ -328,31 +330,46 @@ def _words(text: str) -> list[str]:
     return out
 
 
+def _plain(word: str, words: list[str], numbers: list[str]) -> None:
+    rewrite = _REWRITE.get(word)
+    if rewrite is None:
+        words.append(word)
+        return
+    words.extend(rewrite)
+    if rewrite[0].isdigit() and word != "one":
+        numbers.append(rewrite[0])
+
+
 def _tokens(source: str) -> tuple[list[str], list[str], list[str]]:
     """(words, numbers, identifiers) in one pass over the original-case text.
 
     A token is code unless it is a plain word (all letters, lower case or capitalised): digits,
     underscores, inner capitals, ALLCAPS, joining punctuation, a flag dash or a call suffix make
-    it code. Numbers and identifiers are space-joined normalised word sequences.
+    it code. Numbers and identifiers are space-joined normalised word sequences. Most tokens
+    are plain words: they are recognised with string methods, and only the rest go through
+    the token expression.
     """
     words: list[str] = []
     numbers: list[str] = []
     identifiers: list[str] = []
-    for marker, body, call in _TOKEN.findall(source):
-        if not marker and not call and body.isalpha() and (body.islower() or body.istitle()):
-            word = body.casefold()
-            rewrite = _REWRITE.get(word)
-            if rewrite is None:
-                words.append(word)
-                continue
-            words.extend(rewrite)
-            if rewrite[0].isdigit() and word != "one":
-                numbers.append(rewrite[0])
+    append, rewrites = words.append, _REWRITE  # locals: this loop runs once per token of every query
+    for chunk in source.split():
+        token = chunk.lstrip(_LEFT_PUNCTUATION).rstrip(_RIGHT_PUNCTUATION)
+        if token.isalpha() and (token.islower() or token.istitle()):
+            word = token.casefold()
+            if word in rewrites:
+                _plain(word, words, numbers)
+            else:
+                append(word)
             continue
-        parts = _words(body.casefold())
-        if parts:
-            words.extend(parts)
-            (numbers if all(p.isdigit() for p in parts) else identifiers).append(" ".join(parts))
+        for marker, body, call in _TOKEN.findall(chunk):
+            if not marker and not call and body.isalpha() and (body.islower() or body.istitle()):
+                _plain(body.casefold(), words, numbers)
+                continue
+            parts = _words(body.casefold())
+            if parts:
+                words.extend(parts)
+                (numbers if all(p.isdigit() for p in parts) else identifiers).append(" ".join(parts))
     return words, numbers, identifiers
 
 
@@ -382,13 +399,11 @@ def extract(query: str) -> QueryFeatures:
     quoted, raw = _quotes(source) if _MAY_QUOTE.search(source) else ((), ())
     poles: dict[tuple[int, int], int] = {}
     order: list[tuple[int, int]] = []
-    negations = 0
     for word in words:
-        if word in NEGATIONS:
-            negations += 1
-        for key in POLES.get(word, ()):
-            poles[key] = poles.get(key, 0) + 1
-            order.append(key)
+        if word in POLES:
+            for key in POLES[word]:
+                poles[key] = poles.get(key, 0) + 1
+                order.append(key)
     return QueryFeatures(
         text=f" {' '.join(words)} ",
         words=frozenset(words),
@@ -396,7 +411,7 @@ def extract(query: str) -> QueryFeatures:
         identifiers=tuple(dict.fromkeys([*identifiers, *quoted])),
         raw_quotes=tuple(raw),
         lowered=source.casefold() if raw else "",
-        negations=negations,
+        negations=sum(1 for w in words if w in NEGATIONS),
         poles=tuple(sorted((group, bit, count) for (group, bit), count in poles.items())),
         pole_order=tuple(order),
         content=tuple(sorted(w for w in words if w not in FILLER_WORDS)),
