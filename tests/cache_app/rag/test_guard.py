@@ -89,7 +89,7 @@ def test_held_out_pairs_that_differ_in_meaning_are_rejected_by_the_right_rule(a,
         ("Grep the logs for 'payment declined'", "grep the logs for payment declined"),  # quotes dropped
         ("How can I iterate over all invoices?", "What's the way to loop through every invoice?"),  # paraphrase
         ("How do I sort invoices by date?", "How do I sort invoices by date in ascending order?"),  # one side only
-        ("Which job runs after the backup and before the report?", "Which job runs after the backup, before the report?"),
+        ("Which job runs after the backup and before the report?", "Which job runs after backup, before the report?"),
     ],
 )
 def test_held_out_pairs_that_mean_the_same_pass(a, b):
