@@ -71,7 +71,7 @@ class ScoredPair:
 def _parse_line(number: int, line: str) -> LabelledPair:
     try:
         row = json.loads(line)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise PairsError(f"line {number}: not JSON ({exc.msg})") from None
     if not isinstance(row, dict):
         raise PairsError(f"line {number}: expected a JSON object")
@@ -324,33 +324,41 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:6.1%}"
 
 
+def _table_line(plain: ThresholdResult, guarded: ThresholdResult) -> str:
+    return (
+        f"{plain.threshold:9.2f}  {plain.false_hits:>4}/{plain.different:<4} {_pct(plain.false_hit_rate):>12}"
+        f"  {_pct(plain.near_duplicate_rate):>8}  {_pct(plain.paraphrase_rate):>8}"
+        f"  {guarded.false_hits:>4}/{guarded.different:<4} {_pct(guarded.false_hit_rate):>9}"
+        f"  {_pct(guarded.near_duplicate_rate):>8}  {_pct(guarded.paraphrase_rate):>8}"
+    )
+
+
+def _recommendation_line(report: CalibrationReport, *, guarded: bool) -> str:
+    label = "with the guard" if guarded else "without the guard"
+    best = report.recommended_for(guarded=guarded)
+    highest = report.highest_false_score[guarded]
+    top = "none" if highest is None else f"{highest:.4f}"
+    result = None if best is None else report.result(best, guarded=guarded)
+    if best is None or result is None:
+        return f"{label}: no candidate threshold has zero false hits (highest false score {top})"
+    near, para = _pct(result.near_duplicate_rate).strip(), _pct(result.paraphrase_rate).strip()
+    return (
+        f"{label}: lowest threshold with zero false hits {best:.2f} (highest false score {top}); "
+        f"near-duplicates {near}, paraphrases {para}"
+    )
+
+
 def format_report(report: CalibrationReport) -> str:
-    """A plain-text table, one line per threshold: without the guard, then with it."""
+    """A plain-text table, one line per threshold (without, then with the guard), and the recommendations."""
     lines = [
         f"{report.pairs} labelled pairs, embedder {report.embedding_model}",
         f"{'threshold':>9}  {'false hits (no guard)':>22}  {'near-dup':>8}  {'paraphr.':>8}"
         f"  {'false hits (guard)':>19}  {'near-dup':>8}  {'paraphr.':>8}",
     ]
     for plain in (r for r in report.results if not r.guarded):
-        guarded = report.result(plain.threshold, guarded=True)
-        assert guarded is not None
-        lines.append(
-            f"{plain.threshold:9.2f}  {plain.false_hits:>4}/{plain.different:<4} {_pct(plain.false_hit_rate):>12}"
-            f"  {_pct(plain.near_duplicate_rate):>8}  {_pct(plain.paraphrase_rate):>8}"
-            f"  {guarded.false_hits:>4}/{guarded.different:<4} {_pct(guarded.false_hit_rate):>9}"
-            f"  {_pct(guarded.near_duplicate_rate):>8}  {_pct(guarded.paraphrase_rate):>8}"
-        )
-    for guarded, label in ((False, "without the guard"), (True, "with the guard")):
-        best = report.recommended_for(guarded=guarded)
-        highest = report.highest_false_score[guarded]
-        top = "none" if highest is None else f"{highest:.4f}"
-        if best is None:
-            lines.append(f"{label}: no candidate threshold has zero false hits (highest false score {top})")
-            continue
-        r = report.result(best, guarded=guarded)
-        assert r is not None
-        lines.append(
-            f"{label}: lowest threshold with zero false hits {best:.2f} (highest false score {top}); "
-            f"near-duplicates {_pct(r.near_duplicate_rate).strip()}, paraphrases {_pct(r.paraphrase_rate).strip()}"
-        )
+        with_guard = report.result(plain.threshold, guarded=True)
+        if with_guard is not None:
+            lines.append(_table_line(plain, with_guard))
+    lines.append(_recommendation_line(report, guarded=False))
+    lines.append(_recommendation_line(report, guarded=True))
     return "\n".join(lines)
