@@ -89,7 +89,7 @@ def bench_guard_cost() -> dict:
             rule.prepare(q)
 
     def check_cold() -> None:
-        guard.extract_cached.cache_clear()
+        guard.clear_feature_cache()
         for state, candidate in zip(prepared, cached, strict=True):
             rule.check(state, candidate)
 
