@@ -313,16 +313,17 @@ class QueryFeatures:
     words: frozenset[str]
     numbers: tuple[str, ...]  # space-joined digit sequences that must appear in the other text
     identifiers: tuple[str, ...]  # space-joined word sequences that must appear in the other text
+    labels: dict[str, str]  # number or identifier -> the word before its first occurrence
     raw_quotes: tuple[str, ...]  # quoted strings without word characters (compared as text)
     lowered: str  # the casefolded query, kept only when it has raw_quotes
     negations: int
     poles: tuple[tuple[int, int, int], ...]  # (group, pole bit, how many times), sorted
-    pole_order: tuple[tuple[int, int], ...]  # (group, pole bit) of each opposite term, in text order
+    pole_order: tuple[tuple[int, int, str], ...]  # (group, pole bit, the word after it), in text order
     content: tuple[str, ...]  # the words without FILLER_WORDS, sorted (for lexical near-duplicates)
     too_long: bool = False
 
 
-_TOO_LONG = QueryFeatures(" ", frozenset(), (), (), (), "", 0, (), (), (), True)
+_TOO_LONG = QueryFeatures(" ", frozenset(), (), (), {}, (), "", 0, (), (), (), True)
 
 
 def _words(text: str) -> list[str]:
@@ -339,28 +340,32 @@ def _words(text: str) -> list[str]:
     return out
 
 
-def _plain(word: str, words: list[str], numbers: list[str]) -> None:
+Item = tuple[str, str]  # (a number or identifier as space-joined words, the word before it)
+
+
+def _plain(word: str, words: list[str], numbers: list[Item]) -> None:
     rewrite = _REWRITE.get(word)
     if rewrite is None:
         words.append(word)
         return
-    words.extend(rewrite)
     if rewrite[0].isdigit() and word != "one":
-        numbers.append(rewrite[0])
+        numbers.append((rewrite[0], words[-1] if words else ""))
+    words.extend(rewrite)
 
 
-def _tokens(source: str) -> tuple[list[str], list[str], list[str]]:
+def _tokens(source: str) -> tuple[list[str], list[Item], list[Item]]:
     """(words, numbers, identifiers) in one pass over the original-case text.
 
     A token is code unless it is a plain word (all letters, lower case or capitalised): digits,
     underscores, inner capitals, ALLCAPS, joining punctuation, a flag dash or a call suffix make
-    it code. Numbers and identifiers are space-joined normalised word sequences. Most tokens
-    are plain words: they are recognised with string methods, and only the rest go through
-    the token expression.
+    it code. Numbers and identifiers are space-joined normalised word sequences, each with the
+    word before it (what it is the number of: "wave 3", "version 2.1"). Most tokens are plain
+    words: they are recognised with string methods, and only the rest go through the token
+    expression.
     """
     words: list[str] = []
-    numbers: list[str] = []
-    identifiers: list[str] = []
+    numbers: list[Item] = []
+    identifiers: list[Item] = []
     append, rewrites = words.append, _REWRITE  # locals: this loop runs once per token of every query
     for chunk in source.split():
         token = chunk.lstrip(_LEFT_PUNCTUATION).rstrip(_RIGHT_PUNCTUATION)
@@ -377,9 +382,18 @@ def _tokens(source: str) -> tuple[list[str], list[str], list[str]]:
                 continue
             parts = _words(body.casefold())
             if parts:
+                item = (" ".join(parts), words[-1] if words else "")
+                (numbers if all(p.isdigit() for p in parts) else identifiers).append(item)
                 words.extend(parts)
-                (numbers if all(p.isdigit() for p in parts) else identifiers).append(" ".join(parts))
     return words, numbers, identifiers
+
+
+def _first(items: list[Item]) -> dict[str, str]:
+    """Each item once (its first occurrence, in order), with its label."""
+    out: dict[str, str] = {}
+    for phrase, label in items:
+        out.setdefault(phrase, label)
+    return out
 
 
 def _quotes(source: str) -> tuple[list[str], list[str]]:
@@ -407,17 +421,21 @@ def extract(query: str) -> QueryFeatures:
     words, numbers, identifiers = _tokens(source)
     quoted, raw = _quotes(source) if _MAY_QUOTE.search(source) else ((), ())
     poles: dict[tuple[int, int], int] = {}
-    order: list[tuple[int, int]] = []
-    for word in words:
+    order: list[tuple[int, int, str]] = []
+    for i, word in enumerate(words):
         if word in POLES:
+            after = words[i + 1] if i + 1 < len(words) else ""
             for key in POLES[word]:
                 poles[key] = poles.get(key, 0) + 1
-                order.append(key)
+                order.append((*key, after))
+    number_items = _first(numbers)
+    identifier_items = _first([*identifiers, *((q, "") for q in quoted)])
     return QueryFeatures(
         text=f" {' '.join(words)} ",
         words=frozenset(words),
-        numbers=tuple(dict.fromkeys(numbers)),
-        identifiers=tuple(dict.fromkeys([*identifiers, *quoted])),
+        numbers=tuple(number_items),
+        identifiers=tuple(identifier_items),
+        labels={**number_items, **identifier_items},
         raw_quotes=tuple(raw),
         lowered=source.casefold() if raw else "",
         negations=sum(1 for w in words if w in NEGATIONS),
@@ -449,12 +467,19 @@ def _contained(phrases: tuple[str, ...], text: str) -> bool:
     return all(f" {phrase} " in text for phrase in phrases)
 
 
-def _same_order(mine: tuple[str, ...], theirs: tuple[str, ...]) -> bool:
-    """The items both queries name come in the same order ("4.3 newer than 3.4" is not "3.4 newer than 4.3")."""
+def _same_roles(mine: tuple[str, ...], theirs: tuple[str, ...], a: QueryFeatures, b: QueryFeatures) -> bool:
+    """The numbers (or identifiers) both queries name keep their roles.
+
+    In the same order they do; in another order only if each still follows the same word (a
+    phrase moved whole: "in wave 3, what does atom 5 do" / "what does atom 5 do in wave 3").
+    "Is 4.3 newer than 3.4" / "is 3.4 newer than 4.3" swaps them.
+    """
     if len(mine) < 2 or len(theirs) < 2:
         return True
     common = set(mine) & set(theirs)
-    return [x for x in mine if x in common] == [x for x in theirs if x in common]
+    if [x for x in mine if x in common] == [x for x in theirs if x in common]:
+        return True
+    return all(a.labels.get(x) == b.labels.get(x) for x in common)
 
 
 def _opposed(a: QueryFeatures, b: QueryFeatures) -> bool:
@@ -474,15 +499,20 @@ def _group_opposed(
     group: int,
     mine: dict[tuple[int, int], int],
     theirs: dict[tuple[int, int], int],
-    my_order: tuple[tuple[int, int], ...],
-    their_order: tuple[tuple[int, int], ...],
+    my_order: tuple[tuple[int, int, str], ...],
+    their_order: tuple[tuple[int, int, str], ...],
 ) -> bool:
     poles = {k for k in mine if k[0] == group} | {k for k in theirs if k[0] == group}
     more_mine = any(mine.get(k, 0) > theirs.get(k, 0) for k in poles)
     more_theirs = any(theirs.get(k, 0) > mine.get(k, 0) for k in poles)
     if more_mine or more_theirs:
         return more_mine and more_theirs
-    return len(poles) > 1 and [k for k in my_order if k[0] == group] != [k for k in their_order if k[0] == group]
+    if len(poles) < 2:
+        return False
+    my_terms = [t for t in my_order if t[0] == group]
+    their_terms = [t for t in their_order if t[0] == group]
+    # Another order is fine if each term still governs the same word (a phrase moved whole).
+    return [t[:2] for t in my_terms] != [t[:2] for t in their_terms] and sorted(my_terms) != sorted(their_terms)
 
 
 def _prefix_opposed(only_here: frozenset[str], there: frozenset[str]) -> bool:
@@ -501,12 +531,14 @@ def compare(a: QueryFeatures, b: QueryFeatures) -> str | None:
         return "negation"
     if _opposed(a, b):
         return "antonym"
-    if not (_contained(a.numbers, b.text) and _contained(b.numbers, a.text) and _same_order(a.numbers, b.numbers)):
+    if not (
+        _contained(a.numbers, b.text) and _contained(b.numbers, a.text) and _same_roles(a.numbers, b.numbers, a, b)
+    ):
         return "number"
     if not (
         _contained(a.identifiers, b.text)
         and _contained(b.identifiers, a.text)
-        and _same_order(a.identifiers, b.identifiers)
+        and _same_roles(a.identifiers, b.identifiers, a, b)
     ):
         return "identifier"
     if (a.raw_quotes or b.raw_quotes) and not _raw_agree(a, b):

@@ -66,6 +66,8 @@ def rejections(reason: str) -> float:
         ("Why is the mapping case-sensitive?", "Why is the mapping case-insensitive?", "antonym"),
         ("Is the queue consumer blocking?", "Is the queue consumer nonblocking?", "antonym"),
         ("Move the rows from staging to production", "Move the rows to staging from production", "antonym"),
+        ("Copy 3 files to 5 folders", "Copy 5 files to 3 folders", "number"),
+        ("Rename old_name.py to new_name.py", "Rename new_name.py to old_name.py", "identifier"),
         ("Retry every 10 minutes", "Retry every 10 hours", "antonym"),
         ("Export the report as XML", "Export the report as CSV", "antonym"),
         ("Should retries be longer than the timeout?", "Should retries be shorter than the timeout?", "antonym"),
@@ -90,6 +92,10 @@ def test_held_out_pairs_that_differ_in_meaning_are_rejected_by_the_right_rule(a,
         ("How can I iterate over all invoices?", "What's the way to loop through every invoice?"),  # paraphrase
         ("How do I sort invoices by date?", "How do I sort invoices by date in ascending order?"),  # one side only
         ("Which job runs after the backup and before the report?", "Which job runs after backup, before the report?"),
+        # a phrase moved whole keeps each number, identifier and direction with its word
+        ("In wave 3, what does atom 5 do?", "What does atom 5 do in wave 3?"),
+        ("In settings.py, what does get_user return?", "What does get_user return in settings.py?"),
+        ("From staging, copy the rows to production", "Copy the rows to production from staging"),
     ],
 )
 def test_held_out_pairs_that_mean_the_same_pass(a, b):
