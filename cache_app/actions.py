@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import redis
 from django.core.exceptions import ValidationError
@@ -30,6 +30,7 @@ from cache_app.core.counters import get_counters
 from cache_app.core.redis_client import get_redis
 from cache_app.llm.cache import CacheUnavailableError, LLMPromptCache
 from cache_app.rag.cache import RAGQueryCache
+from cache_app.rag.calibration import CalibrationReport
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +255,8 @@ CACHE_POLICY_FIELDS = (
     "similarity_threshold",
     "cache_nonzero_temperature",
     "cache_truncated",
+    "similarity_guard",
+    "similarity_shadow",
     "notes",
 )
 BATCH_POLICY_FIELDS = ("enabled", "max_batch_size", "batch_window_ms", "notes")
@@ -322,3 +325,56 @@ def update_policy(layer: str, changes: Mapping[str, Any], *, source: str, actor:
         )
     logger.info("policy %s changed by %s via %s: %s", layer, name or "?", source, audit.new_values)
     return PolicyUpdate(row, audit)
+
+
+# --- similarity calibration ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThresholdChange:
+    old: float
+    new: float
+    guarded: bool  # whether the threshold assumes the hit guard (the policy's similarity_guard)
+    audit: Any = None  # the PolicyChangeAudit row (None when the threshold did not change)
+
+
+def tune_similarity_threshold(report: CalibrationReport, *, source: str, actor: Any = None) -> ThresholdChange:
+    """Apply a calibration: set the RAG policy's similarity threshold to the report's recommendation.
+
+    The recommendation matching the policy's ``similarity_guard`` is used; the change goes
+    through :func:`update_policy` (validated, audited). Raises ValueError when the report has
+    none, or was made with another embedder than the configured one (a threshold only means
+    something for the embedder it was measured with).
+    """
+    from cache_app.rag.embedders import load_embedder
+
+    configured = load_embedder().model_name
+    if report.embedding_model != configured:
+        raise ValueError(
+            f"the calibration used {report.embedding_model} but the configured embedder is {configured}; "
+            "calibrate with the configured embedder"
+        )
+    from cache_app.models import CachePolicy
+
+    with transaction.atomic():
+        row, _ = _locked_policy("rag")
+        policy = cast(CachePolicy, row)
+        threshold = report.recommended_for(guarded=policy.similarity_guard)
+        if threshold is None:
+            raise ValueError("no candidate threshold had zero false hits: nothing to apply")
+        old = policy.similarity_threshold
+        update = update_policy("rag", {"similarity_threshold": threshold}, source=source, actor=actor)
+    logger.info("calibration applied: %s", _calibration_evidence(report, threshold, policy.similarity_guard))
+    return ThresholdChange(old, threshold, policy.similarity_guard, update.audit)
+
+
+def _calibration_evidence(report: CalibrationReport, threshold: float, guarded: bool) -> dict[str, Any]:
+    result = report.result(threshold, guarded=guarded)
+    return {
+        "embedding_model": report.embedding_model,
+        "pairs": report.pairs,
+        "guarded": guarded,
+        "false_hits": None if result is None else result.false_hits,
+        "near_duplicate_rate": None if result is None else result.near_duplicate_rate,
+        "paraphrase_rate": None if result is None else result.paraphrase_rate,
+    }

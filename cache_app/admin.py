@@ -23,6 +23,7 @@ from cache_app.models import (
     Masterplan,
     ModelPricing,
     PolicyChangeAudit,
+    SimilarityShadowRecord,
 )
 from cache_app.rag.documents import embed_document
 from cache_app.statistics import cache_statistics
@@ -120,7 +121,7 @@ class CachePolicyAdmin(admin.ModelAdmin):
     readonly_fields = ("updated_at",)
     fieldsets = (
         (None, {"fields": ("layer", "enabled", "ttl_seconds", "notes")}),
-        ("RAG", {"fields": ("similarity_threshold",)}),
+        ("RAG", {"fields": ("similarity_threshold", "similarity_guard", "similarity_shadow")}),
         ("LLM store rules", {"fields": ("cache_nonzero_temperature", "cache_truncated")}),
         (None, {"fields": ("updated_at",)}),
     )
@@ -230,3 +231,19 @@ class DocumentAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Document, form: ModelForm[Document], change: bool) -> None:
         embed_document(obj, content_changed=not change or "content" in form.changed_data)
         super().save_model(request, obj, form, change)
+
+
+@admin.register(SimilarityShadowRecord)
+class SimilarityShadowRecordAdmin(admin.ModelAdmin):
+    """Read-only: similarity hits that shadow mode withheld (the newest first)."""
+
+    list_display = ("created_at", "similarity", "query", "cached_query", "embedding_model", "scope")
+    list_filter = ("embedding_model",)
+    search_fields = ("query", "cached_query")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -12,8 +12,10 @@ class CacheAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from cache_app import signals  # noqa: F401  (registration side effects)
-        from cache_app.core import checks  # noqa: F401
+        from cache_app import (
+            checks,  # noqa: F401
+            signals,  # noqa: F401  (registration side effects)
+        )
 
         if getattr(settings, "REDIS_EMBEDDED", False):
             logger.warning(

@@ -59,6 +59,16 @@ class CachePolicy(models.Model):
         validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
         help_text="RAG only: minimum cosine similarity for a 'similar' hit (0.5 to 1.0).",
     )
+    similarity_guard = models.BooleanField(
+        default=True,
+        help_text="RAG only: refuse a 'similar' hit whose query differs from the cached one in a number, a code "
+        "identifier, a negation or an opposite term (docs/rag_cache.md, Semantic correctness).",
+    )
+    similarity_shadow = models.BooleanField(
+        default=False,
+        help_text="RAG only: shadow mode. 'Similar' hits are counted and recorded (Similarity shadow records) but "
+        "callers get a miss: measure the false-hit risk on live traffic before trusting similarity.",
+    )
     cache_nonzero_temperature = models.BooleanField(
         default=True, help_text="LLM only: also cache responses generated with temperature > 0."
     )
@@ -324,3 +334,24 @@ class PolicyChangeAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_target_display()}: {', '.join(sorted(self.new_values))}"
+
+
+class SimilarityShadowRecord(models.Model):
+    """A RAG similarity hit that shadow mode withheld from its caller (CachePolicy.similarity_shadow).
+
+    Written in batches, off the lookup's thread (``cache_app.rag.shadow``); the table keeps only
+    the newest ``MGECACHE['RAG_SHADOW_MAX_RECORDS']`` rows.
+    """
+
+    created_at = models.DateTimeField(db_index=True, help_text="When the lookup happened.")
+    query = models.TextField(help_text="The query that was looked up.")
+    cached_query = models.TextField(help_text="The cached query whose retrieval would have been served.")
+    similarity = models.FloatField(help_text="Cosine similarity of the two query embeddings.")
+    embedding_model = models.CharField(max_length=100)
+    scope = models.CharField(max_length=36, help_text="The masterplan's UUID, or 'global'.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.similarity:.3f}: {self.query[:40]!r} ~ {self.cached_query[:40]!r}"

@@ -1,6 +1,6 @@
 """mgecache's own settings: one namespaced dict, ``settings.MGECACHE``.
 
-Every key has a documented default here; ``cache_app.core.checks`` validates the merged
+Every key has a documented default here; ``cache_app.checks`` validates the merged
 result at startup. Read values through :func:`app_settings`, never from ``settings``
 directly, so defaults apply everywhere.
 """
@@ -115,6 +115,16 @@ DEFAULTS: dict[str, Any] = {
     "IDEMPOTENCY_LOCK_SECONDS": 600,
     # Masterplan ids remembered as registered, per process (bounded LRU): repeat ids skip the database.
     "MASTERPLAN_MEMO_SIZE": 10_000,
+    # RAG similarity hit guard (docs/rag_cache.md, "Semantic correctness"): dotted path of the
+    # class that decides whether a similar query means the same as the cached one.
+    "RAG_HIT_GUARD": "cache_app.rag.guard.RuleGuard",
+    # Shadow mode records (CachePolicy.similarity_shadow): at most this many wait in a process's
+    # memory for the database (older ones are dropped, never the lookup slowed down) ...
+    "RAG_SHADOW_BUFFER": 1000,
+    # ... written in one batch at most this often, off the lookup's thread ...
+    "RAG_SHADOW_FLUSH_SECONDS": 5.0,
+    # ... and the table keeps only the newest this many rows.
+    "RAG_SHADOW_MAX_RECORDS": 10_000,
 }
 
 LLM_PROVIDERS = ("simulated", "anthropic", "openai")

@@ -59,6 +59,20 @@ RAG_INDEX_ENTRIES = Gauge(
     "Entries held in a process's RAG similarity index (max over processes).",
     multiprocess_mode="max",
 )
+RAG_SIMILARITY_REJECTIONS = Counter(
+    "mgecache_rag_similarity_rejections_total",
+    "Similarity candidates the hit guard refused (reason: negation, antonym, number, identifier, too_long, error, "
+    "other).",
+    ["reason"],
+)
+RAG_SIMILARITY_SHADOW_HITS = Counter(
+    "mgecache_rag_similarity_shadow_hits_total",
+    "Similarity hits recorded and withheld (a miss for the caller) because the RAG policy is in shadow mode.",
+)
+RAG_SHADOW_RECORDS_DROPPED = Counter(
+    "mgecache_rag_shadow_records_dropped_total",
+    "Shadow-mode records lost: the in-memory buffer was full or the database write failed.",
+)
 
 # --- Batching ------------------------------------------------------------------------------
 BATCH_SIZE = Histogram(

@@ -32,6 +32,8 @@ class LayerPolicy:
     similarity_threshold: float = 0.95
     cache_nonzero_temperature: bool = True
     cache_truncated: bool = False
+    similarity_guard: bool = True  # RAG: similar hits must pass the hit guard (cache_app.rag.guard)
+    similarity_shadow: bool = False  # RAG: similar hits are recorded, and the caller gets a miss
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ def _load_from_db() -> tuple[dict[str, LayerPolicy], BatchSettings]:
             similarity_threshold=row.similarity_threshold,
             cache_nonzero_temperature=row.cache_nonzero_temperature,
             cache_truncated=row.cache_truncated,
+            similarity_guard=row.similarity_guard,
+            similarity_shadow=row.similarity_shadow,
         )
     batch_row = BatchPolicy.objects.filter(pk=1).first()
     batch = (

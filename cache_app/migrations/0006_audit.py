@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('cache_app', '0004_access_control'),
+        ('cache_app', '0005_similarity_guard'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

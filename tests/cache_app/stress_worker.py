@@ -90,7 +90,9 @@ class Worker:
                 return LayerPolicy(layer="llm", ttl_seconds=600)
 
             def rag(self) -> LayerPolicy:
-                return LayerPolicy(layer="rag", ttl_seconds=600, similarity_threshold=THRESHOLD)
+                return LayerPolicy(
+                    layer="rag", ttl_seconds=600, similarity_threshold=THRESHOLD, similarity_guard=False
+                )  # labels, not questions
 
         self.keys = keys
         self.client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)

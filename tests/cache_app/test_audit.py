@@ -329,6 +329,7 @@ def test_admin_policy_edits_go_through_the_audited_operation(admin_client, admin
         "notes": "fresher answers",
         "similarity_threshold": "0.95",
         "cache_nonzero_temperature": "on",
+        "similarity_guard": "on",
     }
     assert admin_client.post(url, form).status_code == 302
     audit = PolicyChangeAudit.objects.get()

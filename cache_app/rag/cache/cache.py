@@ -47,6 +47,7 @@ from cache_app.rag.cache.codec import (
 from cache_app.rag.cache.index import Horizon, NamespaceIndex, Position, RAGIndex, SearchResult, get_rag_index
 from cache_app.rag.cache.reclaim import reclaim_layer, reclaim_scope
 from cache_app.rag.cache.scripts import LOG_APPEND_LUA
+from cache_app.rag.guard import OPEN_SCREEN, HitScreen, candidate_batches, screen_for
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class _Request:
     head_key: str
     first_key: str
     ns: NamespaceIndex
+    screen: HitScreen = OPEN_SCREEN  # the policy's hit guard / shadow mode, set per lookup
 
     @property
     def dim(self) -> int:
@@ -270,10 +272,7 @@ class RAGQueryCache(RedisCacheLayer):
         self, req: _Request, found: SearchResult, threshold: float, now: float, corrupt: list[str]
     ) -> Confirmation:
         """Confirm the best candidates against Redis (CONFIRM_BATCH per round trip); the first live one wins."""
-        for round_number in range(CONFIRM_ROUNDS):
-            batch = found.candidates[round_number * CONFIRM_BATCH : (round_number + 1) * CONFIRM_BATCH]
-            if not batch:
-                break
+        for batch in candidate_batches(found.candidates, req.screen, CONFIRM_BATCH, CONFIRM_ROUNDS):
             entry_keys = [keys.rag_entry(req.masterplan_id, c.digest) for c in batch]
             (reply,) = yield [("MGET", req.epoch_key, req.gen_key, *entry_keys)]
             current = make_tag(reply[0], reply[1])
@@ -313,6 +312,8 @@ class RAGQueryCache(RedisCacheLayer):
         similarity = _cosine(entry.embedding, req.unit)
         if similarity < threshold:
             return None, False  # the entry was rewritten with another vector; its newer row decides
+        if not req.screen.admit(entry.query, similarity):
+            return None, False  # the hit guard refused it (the next best is tried), or shadow mode withheld it
         result = CachedRAGResult(
             entry.query, entry.embedding.tolist(), documents, entry.cached_at, "similar", similarity
         )
@@ -379,7 +380,8 @@ class RAGQueryCache(RedisCacheLayer):
         if not policy.enabled:
             self.counters.incr(LAYER, "bypassed", masterplan_id=req.masterplan_id)
             return req, None
-        return req, policy.similarity_threshold
+        req.screen = screen_for(req.query, policy, embedding_model=req.model, scope=req.masterplan_id)
+        return req, req.screen.search_threshold
 
     def _finish_get(self, req: _Request, outcome: _Outcome | None) -> Lookup[CachedRAGResult]:
         result = None if outcome is None else outcome.result

@@ -13,20 +13,12 @@ import uuid
 
 import redis as redis_lib
 
-from cache_app.core.policies import LayerPolicy
 from cache_app.core.redis_client import CircuitBreaker
 from cache_app.llm.cache import LLMPromptCache
 from cache_app.rag.cache import RAGIndex, RAGQueryCache
+from tests.conftest import StaticPolicies
 
 MODEL = "claude-3-5-sonnet"
-
-
-class StaticPolicies:
-    def llm(self) -> LayerPolicy:
-        return LayerPolicy(layer="llm")
-
-    def rag(self) -> LayerPolicy:
-        return LayerPolicy(layer="rag", ttl_seconds=3600)
 
 
 def probe_threads(breaker: CircuitBreaker) -> list[threading.Thread]:

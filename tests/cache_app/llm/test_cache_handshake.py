@@ -14,22 +14,14 @@ import uuid
 import pytest
 import redis as redis_lib
 
-from cache_app.core.policies import LayerPolicy
 from cache_app.llm.cache import LLMPromptCache
 from cache_app.llm.client import LLMClient
 from cache_app.llm.providers import ProviderRequest, ProviderResponse
+from tests.conftest import StaticPolicies
 
 pytestmark = pytest.mark.redis_server
 
 MODEL = "claude-3-5-sonnet"
-
-
-class StaticPolicies:
-    def __init__(self, **fields) -> None:
-        self.policy = LayerPolicy(layer="llm", **fields)
-
-    def llm(self) -> LayerPolicy:
-        return self.policy
 
 
 @pytest.fixture

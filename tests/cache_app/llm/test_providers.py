@@ -10,7 +10,7 @@ import openai
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from cache_app.core.checks import check_llm_provider_settings
+from cache_app.checks import check_llm_provider_settings
 from cache_app.llm import providers
 from cache_app.llm.providers import (
     AnthropicProvider,

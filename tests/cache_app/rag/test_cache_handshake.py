@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from functools import partial
 
 import numpy as np
 import pytest
 
-from cache_app.core.policies import LayerPolicy
 from cache_app.rag.cache import RAGIndex, RAGQueryCache
 from cache_app.rag.embedders import HashedNgramEmbedder
 from cache_app.rag.engine import RAGEngine
+from tests.conftest import StaticPolicies as _StaticPolicies
 
 pytestmark = pytest.mark.redis_server
 
@@ -28,12 +29,8 @@ QUERY = "How does Redis SCAN iterate keys with a cursor?"
 NEAR = "how does redis scan iterate KEYS with a cursor"  # scores >= 0.95 with QUERY
 
 
-class StaticPolicies:
-    def __init__(self, **fields) -> None:
-        self.policy = LayerPolicy(layer="rag", **{"ttl_seconds": 3600, **fields})
-
-    def rag(self) -> LayerPolicy:
-        return self.policy
+# Query texts here are labels, not questions: the hit guard has its own tests (test_guard*.py).
+StaticPolicies = partial(_StaticPolicies, similarity_guard=False)
 
 
 @pytest.fixture

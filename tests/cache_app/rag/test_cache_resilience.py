@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import uuid
+from functools import partial
 
 import numpy as np
 import pytest
@@ -22,7 +23,11 @@ from cache_app.core import keys
 from cache_app.core.redis_client import CircuitBreaker, RedisGuard
 from cache_app.rag.cache import RAGIndex, RAGQueryCache
 from cache_app.rag.cache.index import Horizon, NamespaceIndex, Position
-from tests.conftest import StaticPolicies, run_python
+from tests.conftest import StaticPolicies as _StaticPolicies
+from tests.conftest import run_python
+
+# Query texts here are labels, not questions: the hit guard has its own tests (test_guard*.py).
+StaticPolicies = partial(_StaticPolicies, similarity_guard=False)
 
 MODEL = "hashed-ngram-384-v1"
 
@@ -57,7 +62,7 @@ m = np.random.default_rng({seed}).standard_normal(({n}, 384))
 for i, v in enumerate(m):
     cache.set(f"child query {{i}}", v, [{{"i": i}}], embedding_model="{model}", top_k=4, masterplan_id="{mp}")
 probe = np.asarray({probe})
-hit = cache.get("child probe", probe, embedding_model="{model}", top_k=4, masterplan_id="{mp}")
+hit = cache.get("probe", probe, embedding_model="{model}", top_k=4, masterplan_id="{mp}")
 print(json.dumps(None if hit is None else [hit.query, hit.match]))
 """
 

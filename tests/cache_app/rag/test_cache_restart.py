@@ -12,23 +12,23 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from functools import partial
 
 import numpy as np
 import pytest
 import redis as redis_lib
 
-from cache_app.core.policies import LayerPolicy
 from cache_app.rag.cache import RAGIndex, RAGQueryCache
 from cache_app.rag.cache.codec import pack_record
 from cache_app.rag.cache.index import Horizon, NamespaceIndex
+from tests.conftest import StaticPolicies as _StaticPolicies
 
 MODEL = "hashed-ngram-384-v1"
 DIM = 384
 
 
-class StaticPolicies:
-    def rag(self) -> LayerPolicy:
-        return LayerPolicy(layer="rag", ttl_seconds=3600)
+# Query texts here are labels, not questions: the hit guard has its own tests (test_guard*.py).
+StaticPolicies = partial(_StaticPolicies, similarity_guard=False)
 
 
 def unit(seed: int) -> np.ndarray:

@@ -240,3 +240,43 @@ def check_pipeline_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
             )
         )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_rag_guard_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """RAG similarity hit guard and shadow mode (ids cache_app.E070-E079)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from cache_app.rag.guard import load_guard
+
+    errors: list[checks.CheckMessage] = []
+    s = conf.app_settings()
+    path = s["RAG_HIT_GUARD"]
+    if not isinstance(path, str) or not path:
+        errors.append(checks.Error("MGECACHE['RAG_HIT_GUARD'] must be a dotted path.", id="cache_app.E070"))
+    else:
+        try:
+            load_guard(path)
+        except (ImproperlyConfigured, TypeError) as exc:
+            errors.append(
+                checks.Error(
+                    f"MGECACHE['RAG_HIT_GUARD'] is not a usable hit guard: {exc}",
+                    hint="Name a class with prepare(query) and check(prepared, candidate_query), "
+                    "e.g. cache_app.rag.guard.RuleGuard.",
+                    id="cache_app.E070",
+                )
+            )
+    for name, low, high in (("RAG_SHADOW_BUFFER", 1, 1_000_000), ("RAG_SHADOW_MAX_RECORDS", 1, 10_000_000)):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            errors.append(
+                checks.Error(f"MGECACHE['{name}'] must be an integer between {low} and {high}.", id="cache_app.E071")
+            )
+    flush = s["RAG_SHADOW_FLUSH_SECONDS"]
+    if isinstance(flush, bool) or not isinstance(flush, (int, float)) or not 0.1 <= flush <= 3600:
+        errors.append(
+            checks.Error(
+                "MGECACHE['RAG_SHADOW_FLUSH_SECONDS'] must be a number between 0.1 and 3600.", id="cache_app.E072"
+            )
+        )
+    return errors

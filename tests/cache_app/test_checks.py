@@ -1,6 +1,6 @@
 import pytest
 
-from cache_app.core.checks import check_mgecache_settings
+from cache_app.checks import check_mgecache_settings
 
 
 def ids(settings_value, settings):
@@ -32,7 +32,7 @@ def test_not_a_dict(settings):
 
 
 def test_pipeline_settings_are_checked(settings):
-    from cache_app.core.checks import check_pipeline_settings
+    from cache_app.checks import check_pipeline_settings
 
     assert check_pipeline_settings() == []
     settings.MGECACHE = {**settings.MGECACHE, "WAVE_DEADLINE_SECONDS": 0, "IDEMPOTENCY_TTL_SECONDS": "1d"}
