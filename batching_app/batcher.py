@@ -27,12 +27,15 @@ from typing import Any
 from uuid import UUID
 
 from cache_app.core import metrics
+from cache_app.core.counters import get_counters
 from cache_app.core.policies import DEFAULT_BATCH, BatchSettings, get_policy_source
 from cache_app.llm import prompt_format
 from cache_app.llm.prompt_format import BatchedRequest
 
 logger = logging.getLogger(__name__)
 
+# The durable counters' hash of batch figures (read by cache_app.statistics and the console).
+BATCH_COUNTERS = "batch"
 LLMCall = Callable[[str], Awaitable[str]]
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -96,6 +99,7 @@ class RequestBatcher:
         clock: Callable[[], float] | None = None,
         policies: Any = None,
         sleep: Sleep | None = None,
+        counters: Any = None,
     ) -> None:
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -107,6 +111,7 @@ class RequestBatcher:
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
         self._policies = policies
+        self._counters = counters  # durable (cross-process) batch figures; default get_counters()
         self._last_settings: BatchSettings = DEFAULT_BATCH
         self._collecting: _Batch | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -267,6 +272,7 @@ class RequestBatcher:
             for request in slot.requests:
                 metrics.BATCH_WAIT_SECONDS.observe(max(0.0, now - request.enqueued_at))
         metrics.BATCH_SIZE.observe(len(slots))
+        self._count_batch(len(slots), sum(len(slot.requests) for slot in slots))
         if len(slots) == 1:
             # A batch of one is the plain prompt, no wrapper.
             _resolve(slots[0], await self._timed_call(slots[0].lead.prompt))
@@ -300,6 +306,7 @@ class RequestBatcher:
             if not slot.live():
                 return  # every caller gave up: do not pay for an answer nobody reads
             metrics.BATCH_PARSE_FALLBACKS.inc()
+            self._durable().incr(BATCH_COUNTERS, "parse_fallbacks")
             try:
                 answer = await self._llm_call(slot.lead.prompt)
             except Exception as exc:
@@ -308,6 +315,16 @@ class RequestBatcher:
                 _resolve(slot, answer)
 
         await asyncio.gather(*(one(slot) for slot in slots))
+
+    def _durable(self) -> Any:
+        return self._counters if self._counters is not None else get_counters()
+
+    def _count_batch(self, size: int, requests: int) -> None:
+        """Batches, requests and the size distribution (``size:<n>``, n <= max_batch_size), across processes."""
+        counters = self._durable()
+        counters.incr(BATCH_COUNTERS, "batches")
+        counters.incr(BATCH_COUNTERS, "requests", requests)
+        counters.incr(BATCH_COUNTERS, f"size:{size}")
 
     async def _timed_call(self, prompt: str) -> str:
         started = self._clock()
@@ -318,6 +335,7 @@ class RequestBatcher:
 
     async def _pass_through(self, prompt: str) -> str:
         metrics.BATCH_SIZE.observe(1)
+        self._count_batch(1, 1)
         answer = await self._timed_call(prompt)
         metrics.BATCH_REQUESTS_PROCESSED.inc()
         return answer

@@ -148,3 +148,21 @@ def check_rag_index_settings(app_configs=None, **kwargs) -> list[checks.CheckMes
             )
         )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_console_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Operator console bounds (ids cache_app.E050-E059)."""
+    errors: list[checks.CheckMessage] = []
+    s = conf.app_settings()
+    for name, low, high in (
+        ("CONSOLE_SNAPSHOT_RETENTION_DAYS", 1, 3650),
+        ("CONSOLE_TOP_MASTERPLANS", 1, 100),
+        ("CONSOLE_CENSUS_MAX_KEYS", 1000, 1_000_000_000),
+    ):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            errors.append(
+                checks.Error(f"MGECACHE['{name}'] must be an integer between {low} and {high}.", id="cache_app.E050")
+            )
+    return errors

@@ -76,6 +76,14 @@ DEFAULTS: dict[str, Any] = {
     "LLM_BATCHER": "batching_app.batcher.RequestBatcher",
     # How long each batched atom's answer is kept under keys.batch_result(atom_id).
     "BATCH_RESULT_TTL_SECONDS": 86400,
+    # Operator console (cache_app.console): minute snapshots of the statistics are kept this
+    # many days (the dashboard's longest range is 7 days; a week is ~10,000 rows).
+    "CONSOLE_SNAPSHOT_RETENTION_DAYS": 14,
+    # Masterplans with the largest savings recorded in each snapshot (the dashboard's top list).
+    "CONSOLE_TOP_MASTERPLANS": 10,
+    # The live-entry count (snapshot task, invalidation confirmation) SCANs the keyspace;
+    # it stops after this many keys and says the count is partial.
+    "CONSOLE_CENSUS_MAX_KEYS": 5_000_000,
 }
 
 LLM_PROVIDERS = ("simulated", "anthropic", "openai")

@@ -39,8 +39,10 @@ class DurableCounters:
         guard: RedisGuard | None = None,
         flush_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
+        self._wall_clock = wall_clock  # stamps each masterplan's last activity (P stats:activity)
         self._guard = guard or RedisGuard(get_breaker(), layer="stats")
         self._flush_seconds = flush_seconds
         self._clock = clock
@@ -88,11 +90,15 @@ class DurableCounters:
             return True
         current = keys.prefix()
         writes: dict[str, dict[str, float]] = {}
+        active: dict[str, float] = {}
+        stamp = self._wall_clock()
         for (base, layer, masterplan_id), fields in pending.items():
             if base != current:  # counted under a prefix no longer configured (tests only)
                 continue
             try:
                 key = keys.stats(layer, masterplan_id)
+                if masterplan_id is not None:
+                    active[keys.scope(masterplan_id)] = stamp
             except ValueError:
                 logger.warning("dropping counters of an invalid masterplan id %r", masterplan_id)
                 continue
@@ -106,6 +112,8 @@ class DurableCounters:
                 for field, amount in fields.items():
                     if amount:
                         pipe.hincrbyfloat(key, field, amount)
+            if active:
+                pipe.hset(keys.activity(), mapping=active)
             pipe.execute()
             return True
 
@@ -140,6 +148,18 @@ class DurableCounters:
         hits = sum(totals.get(f, 0.0) for f in hit_fields)
         lookups = hits + totals.get("misses", 0.0)
         return hits / lookups if lookups else 0.0
+
+
+def histogram_field(value: float, bounds: tuple[float, ...]) -> str:
+    """The counter field of ``value``'s bucket: ``le:<smallest bound >= value>``, else ``le:+Inf``.
+
+    Durable histograms (e.g. the RAG similarity scores) count one field per bucket, so a
+    bucket is a bounded, fixed set of field names.
+    """
+    for bound in bounds:
+        if value <= bound:
+            return f"le:{bound:g}"
+    return "le:+Inf"
 
 
 _default: DurableCounters | None = None
