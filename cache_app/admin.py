@@ -220,6 +220,12 @@ class BatchPolicyAdmin(admin.ModelAdmin):
     list_display = ("__str__", "enabled", "max_batch_size", "batch_window_ms", "updated_at")
     readonly_fields = ("updated_at",)
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) or request.user.has_perm("cache_app.tune_policy")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_view_permission(request, obj) or request.user.has_perm("cache_app.tune_policy")
+
     def has_add_permission(self, request) -> bool:
         # A single row, seeded by migration.
         return not BatchPolicy.objects.exists()

@@ -93,9 +93,9 @@ class LiveEntryCensus:
         """Count every scope, or only ``scopes`` (canonical UUIDs or ``global``). Raises on Redis errors."""
         wanted = None if scopes is None else set(scopes)
         census = Census(taken_at=self._clock())
-        cursor = 0
+        cursor, count = 0, min(SCAN_COUNT, self.max_keys)
         while True:
-            cursor, page = self.redis.scan(cursor, match=f"{keys.prefix()}*", count=SCAN_COUNT)
+            cursor, page = self.redis.scan(cursor, match=f"{keys.prefix()}*", count=count)
             census.scanned += len(page)
             self._count_page(census, page, wanted)
             if int(cursor) == 0:
