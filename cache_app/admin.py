@@ -8,10 +8,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.timesince import timesince
+from django.utils.timezone import localtime
 from django.views.decorators.http import require_POST
 
 from cache_app import actions
-from cache_app.console import dashboard
+from cache_app.console import charts, dashboard
 from cache_app.console.figures import masterplan_figures
 from cache_app.console.invalidation import count_removal
 from cache_app.console.snapshots import take_snapshot_now
@@ -51,14 +53,13 @@ def _figure(obj: Masterplan, name: str) -> Any:
 class MasterplanAdmin(admin.ModelAdmin):
     list_display = (
         "name",
-        "id",
+        "short_id",
         "status",
         "llm_entries",
         "rag_entries",
         "hit_rate",
         "saved_usd",
         "last_activity",
-        "created_at",
         "statistics_link",
     )
     list_filter = ("status",)
@@ -68,6 +69,10 @@ class MasterplanAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return FiguresChangeList
+
+    @admin.display(description="Id", ordering="id")
+    def short_id(self, obj: Masterplan) -> str:
+        return format_html('<code title="{}">{}&hellip;</code>', obj.pk, str(obj.pk)[:8])
 
     @admin.display(description="LLM entries")
     def llm_entries(self, obj: Masterplan) -> int | None:
@@ -85,11 +90,14 @@ class MasterplanAdmin(admin.ModelAdmin):
     @admin.display(description="Saved (USD)")
     def saved_usd(self, obj: Masterplan) -> str | None:
         saved = _figure(obj, "saved_usd")
-        return None if saved is None else f"${saved:.4f}"
+        return None if saved is None else charts.dollars(saved)
 
     @admin.display(description="Last activity")
-    def last_activity(self, obj: Masterplan) -> Any:
-        return _figure(obj, "last_activity")
+    def last_activity(self, obj: Masterplan) -> str | None:
+        when = _figure(obj, "last_activity")
+        if when is None:
+            return None
+        return format_html('<span title="{}">{} ago</span>', f"{localtime(when):%Y-%m-%d %H:%M:%S %Z}", timesince(when))
 
     @admin.display(description="Statistics")
     def statistics_link(self, obj: Masterplan) -> str:

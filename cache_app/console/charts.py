@@ -19,9 +19,9 @@ Format = Callable[[float], str]
 PALETTE = ("#417690", "#e08a1e", "#5b9a3c", "#b3452f", "#7a5aa6")
 GRID = "#d9d9d9"
 TEXT = "#555"
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 30, 30
+LEFT, RIGHT, TOP, BOTTOM = 56, 12, 30, 28
 MAX_X_LABELS = 6
-LABEL_CHARS = 32
+LABEL_CHARS = 26
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Series:
 
 
 def plain(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 10 or value == int(value) else f"{value:.2g}"
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.3g}"
 
 
 def percent(value: float) -> str:
@@ -68,7 +68,7 @@ def _open(title: str, width: int, height: int, kind: str, points: int) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="console-chart" data-kind="{kind}" data-points="{points}" '
         f'viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{label}" '
-        f'style="max-width:{width}px;font-family:sans-serif"><title>{label}</title>'
+        f'style="font-family:sans-serif"><title>{label}</title>'
     )
 
 
@@ -132,8 +132,8 @@ def line_chart(
     title: str,
     fmt: Format = plain,
     y_max: float | None = None,
-    width: int = 720,
-    height: int = 240,
+    width: int = 480,
+    height: int = 220,
     empty_message: str = "No data in this range",
 ) -> SafeString:
     """Lines over shared x positions (``labels``); each series has one value (or None) per label."""
@@ -172,8 +172,8 @@ def bar_chart(
     color: str = PALETTE[0],
     highlight: Callable[[str], bool] | None = None,
     highlight_color: str = PALETTE[1],
-    width: int = 720,
-    height: int = 240,
+    width: int = 480,
+    height: int = 220,
     empty_message: str = "No data in this range",
 ) -> SafeString:
     """Vertical bars, one per (label, value), in the given order; ``highlight(label)`` recolours a bar."""
@@ -202,11 +202,11 @@ def hbar_chart(
     title: str,
     fmt: Format = plain,
     color: str = PALETTE[2],
-    width: int = 720,
+    width: int = 480,
     empty_message: str = "No data in this range",
 ) -> SafeString:
     """Horizontal bars (a ranking): label on the left, value at the bar's end."""
-    row, label_w, value_w = 24, 220, 90
+    row, label_w, value_w = 24, 170, 70
     height = TOP + row * max(1, len(bars)) + 10
     if not bars or not any(value > 0 for _, value in bars):
         return _empty(title, width, max(height, 80), empty_message)

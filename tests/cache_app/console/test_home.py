@@ -67,7 +67,7 @@ def test_the_index_shows_the_figures_above_the_model_list(admin_client, redis):
     html = admin_client.get(reverse("admin:index")).content.decode()
     assert html.index('id="console-summary"') < html.index('class="app-cache_app')
     assert 'data-figure="llm-hit-rate">75%' in html
-    assert 'data-figure="saved-today">$2.5000' in html
+    assert 'data-figure="saved-today">$2.50' in html
     assert 'data-health="redis" data-ok="true"' in html
     assert "simulated" in html
     assert reverse("admin:cache_app_statssnapshot_dashboard") in html
