@@ -9,7 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.timesince import timesince
-from django.utils.timezone import localtime
+from django.utils.timezone import localtime, now
 from django.views.decorators.http import require_POST
 
 from cache_app import actions
@@ -97,7 +97,8 @@ class MasterplanAdmin(admin.ModelAdmin):
         when = _figure(obj, "last_activity")
         if when is None:
             return None
-        return format_html('<span title="{}">{} ago</span>', f"{localtime(when):%Y-%m-%d %H:%M:%S %Z}", timesince(when))
+        ago = "just now" if (now() - when).total_seconds() < 60 else f"{timesince(when)} ago"
+        return format_html('<span title="{}">{}</span>', f"{localtime(when):%Y-%m-%d %H:%M:%S %Z}", ago)
 
     @admin.display(description="Statistics")
     def statistics_link(self, obj: Masterplan) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 from django import template
 from django.urls import reverse
 
+from cache_app.console.charts import dollars
 from cache_app.console.home import home_summary
 
 register = template.Library()
@@ -27,3 +28,9 @@ def console_home(context: template.Context) -> dict[str, Any]:
             reverse("admin:cache_app_masterplan_statistics_all") if user.has_perm("cache_app.view_masterplan") else None
         ),
     }
+
+
+@register.filter
+def usd(value: float) -> str:
+    """Dollars with cents, or four decimals for amounts under a cent (simulated calls cost fractions of one)."""
+    return dollars(float(value or 0))
