@@ -104,19 +104,23 @@ class LiveEntryCensus:
                 census.complete = False
                 return census
 
-    def _count_page(self, census: Census, page: list[Any], wanted: set[str] | None) -> None:
+    def _group(self, census: Census, page: list[Any], wanted: set[str] | None) -> dict[tuple[str, str], list[Any]]:
+        """Entry keys of the page by (layer, scope); notes masterplans with cost counters on the way."""
         groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
         for key in page:
-            for layer, parse in _PARSERS.items():
-                scope = parse(key)
-                if scope is not None:
-                    if wanted is None or scope in wanted:
-                        groups[(layer, scope)].append(key)
-                    break
-            else:
+            found = next(
+                ((layer, scope) for layer, parse in _PARSERS.items() if (scope := parse(key)) is not None), None
+            )
+            if found is None:
                 mp = keys.parse_stats_scope(key, COST_LAYER)
                 if mp is not None:
                     census.cost_scopes.add(mp)
+            elif wanted is None or found[1] in wanted:
+                groups[found].append(key)
+        return groups
+
+    def _count_page(self, census: Census, page: list[Any], wanted: set[str] | None) -> None:
+        groups = self._group(census, page, wanted)
         if not groups:
             return
         if self._script is None:

@@ -87,7 +87,7 @@ def downsample(
     counters are taken to have started from zero.
     """
     result = Downsampled(start, step, {name: [0.0] * buckets for name in COUNTERS})
-    previous = baseline if baseline is not None else (None, start, *([0.0] * len(COUNTERS)))
+    previous: Sequence[Any] = baseline if baseline is not None else (None, start, *([0.0] * len(COUNTERS)))
     result.baseline_id = previous[0]
     for row in rows:
         result.rows += 1

@@ -83,11 +83,8 @@ class DurableCounters:
                 for field, amount in fields.items():
                     mine[field] = mine.get(field, 0.0) + amount
 
-    def flush(self) -> bool:
-        """Write buffered deltas to Redis. Returns False (and keeps them) if Redis failed."""
-        pending = self._take()
-        if not pending:
-            return True
+    def _by_key(self, pending: dict[tuple[str, str, Any], dict[str, float]]) -> tuple[dict, dict[str, float]]:
+        """Deltas per Redis key, and the masterplans they touched (-> their last-activity stamp)."""
         current = keys.prefix()
         writes: dict[str, dict[str, float]] = {}
         active: dict[str, float] = {}
@@ -105,6 +102,14 @@ class DurableCounters:
             bucket = writes.setdefault(key, {})
             for field, amount in fields.items():
                 bucket[field] = bucket.get(field, 0.0) + amount
+        return writes, active
+
+    def flush(self) -> bool:
+        """Write buffered deltas to Redis. Returns False (and keeps them) if Redis failed."""
+        pending = self._take()
+        if not pending:
+            return True
+        writes, active = self._by_key(pending)
 
         def write() -> bool:
             pipe = self.redis.pipeline(transaction=False)
