@@ -45,6 +45,7 @@ class Command(BaseCommand):
         if not changes:
             raise CommandError("Nothing to change: give --ttl, --threshold, --enable/--disable, ... (see --help).")
         try:
+            # Audit seam: once cache_app.actions has the audited policy operation, call it here instead.
             before, after = tune_layer_policy(options["layer"], **changes)
         except ValidationError as exc:
             raise CommandError(_messages(exc)) from exc
