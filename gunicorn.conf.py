@@ -18,3 +18,10 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    # Embedded quickstart only (no broker, so no Celery beat): the worker takes the console's minute snapshots.
+    from cache_app.console.scheduler import start_embedded_snapshots
+
+    start_embedded_snapshots()

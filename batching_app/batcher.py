@@ -41,6 +41,8 @@ from cache_app.llm.prompt_format import BatchedRequest
 
 logger = logging.getLogger(__name__)
 
+# The durable counters' hash of batch figures (read by cache_app.statistics and the console).
+BATCH_COUNTERS = "batch"
 LLMCall = Callable[[str], Awaitable[str]]
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -349,8 +351,10 @@ class RequestBatcher:
             logger.warning("could not count %s", field, exc_info=True)
 
     def _count_batch(self, distinct_prompts: int) -> None:
+        """Batches, the prompts the provider received, and the size distribution (``size:<n>``)."""
         self._count("batches", 1)
         self._count("requests", distinct_prompts)
+        self._count(f"size:{distinct_prompts}", 1)
 
     async def _timed_call(self, prompt: str) -> str:
         started = self._clock()

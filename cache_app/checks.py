@@ -280,3 +280,21 @@ def check_rag_guard_settings(app_configs: Any = None, **kwargs: Any) -> list[che
             )
         )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_console_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Operator console bounds (ids cache_app.E080-E089)."""
+    errors: list[checks.CheckMessage] = []
+    s = conf.app_settings()
+    for name, low, high in (
+        ("CONSOLE_SNAPSHOT_RETENTION_DAYS", 1, 3650),
+        ("CONSOLE_TOP_MASTERPLANS", 1, 100),
+        ("CONSOLE_CENSUS_MAX_KEYS", 1000, 1_000_000_000),
+    ):
+        value = s[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            errors.append(
+                checks.Error(f"MGECACHE['{name}'] must be an integer between {low} and {high}.", id="cache_app.E080")
+            )
+    return errors

@@ -49,15 +49,23 @@ class CachePolicy(models.Model):
     layer = models.CharField(
         max_length=8, choices=Layer.choices, unique=True, help_text="Which cache layer this row governs."
     )
-    enabled = models.BooleanField(default=True, help_text="When off, lookups miss and nothing is stored.")
+    enabled = models.BooleanField(
+        default=True,
+        help_text="When off, every lookup misses and nothing is stored: each call goes to the LLM or the RAG "
+        "engine at full cost. Entries already stored are kept and are served again when it is back on.",
+    )
     ttl_seconds = models.PositiveIntegerField(
         validators=[MinValueValidator(1), MaxValueValidator(THIRTY_DAYS)],
-        help_text="How long an entry lives in Redis, in seconds (1 s to 30 days). LLM default 86400, RAG 3600.",
+        help_text="How long an entry lives in Redis, in seconds (1 s to 30 days; LLM default 86400, RAG 3600). "
+        "A lower TTL gives fresher answers and a lower hit rate; a higher one saves more and uses more Redis "
+        "memory. Applies to entries written after the change.",
     )
     similarity_threshold = models.FloatField(
         default=0.95,
         validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
-        help_text="RAG only: minimum cosine similarity for a 'similar' hit (0.5 to 1.0).",
+        help_text="RAG only: minimum cosine similarity for a 'similar' hit (0.5 to 1.0, default 0.95). "
+        "A lower threshold answers more queries from the cache (more similar hits, more saved) and risks "
+        "returning results retrieved for a question that only looks alike; 1.0 allows exact hits only.",
     )
     similarity_guard = models.BooleanField(
         default=True,
@@ -70,10 +78,14 @@ class CachePolicy(models.Model):
         "callers get a miss: measure the false-hit risk on live traffic before trusting similarity.",
     )
     cache_nonzero_temperature = models.BooleanField(
-        default=True, help_text="LLM only: also cache responses generated with temperature > 0."
+        default=True,
+        help_text="LLM only: also cache responses generated with temperature > 0. On: more hits, and a repeated "
+        "request always gets the first sampled answer; off: every sampled request pays for a fresh answer.",
     )
     cache_truncated = models.BooleanField(
-        default=False, help_text="LLM only: also cache responses cut off by max_tokens (finish_reason length)."
+        default=False,
+        help_text="LLM only: also cache responses cut off by max_tokens (finish_reason length). On: more hits, "
+        "and an incomplete answer is served again until it expires; off: truncated answers are asked again.",
     )
     notes = models.TextField(blank=True, help_text="Why the policy is set this way.")
     updated_at = models.DateTimeField(auto_now=True)
@@ -94,16 +106,22 @@ class CachePolicy(models.Model):
 class BatchPolicy(models.Model):
     """A single-row table: the batcher's knobs."""
 
-    enabled = models.BooleanField(default=True, help_text="When off, every request is sent on its own.")
+    enabled = models.BooleanField(
+        default=True,
+        help_text="When off, every request is sent on its own: no waiting for a window, and one upstream call "
+        "(and its fixed overhead) per prompt.",
+    )
     max_batch_size = models.PositiveSmallIntegerField(
         default=5,
         validators=[MinValueValidator(1), MaxValueValidator(50)],
-        help_text="A batch is sent as soon as it holds this many prompts (1 to 50).",
+        help_text="A batch is sent as soon as it holds this many prompts (1 to 50, default 5). Larger batches "
+        "make fewer upstream calls, and each answer waits for a longer combined response; 1 turns batching off.",
     )
     batch_window_ms = models.PositiveIntegerField(
         default=500,
         validators=[MinValueValidator(1), MaxValueValidator(10000)],
-        help_text="A batch is sent this many milliseconds after its first prompt (1 to 10000).",
+        help_text="A batch is sent this many milliseconds after its first prompt (1 to 10000, default 500). "
+        "A longer window fills more batches (fewer calls) and adds up to this much latency to each request.",
     )
     notes = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -355,3 +373,49 @@ class SimilarityShadowRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.similarity:.3f}: {self.query[:40]!r} ~ {self.cached_query[:40]!r}"
+
+
+class StatsSnapshot(models.Model):
+    """The statistics at one moment, written every minute for the operator console's dashboard.
+
+    Every figure is a running total as the durable counters reported it (they only grow,
+    except when Redis loses them); the dashboard charts the differences between
+    snapshots. Rows older than ``MGECACHE['CONSOLE_SNAPSHOT_RETENTION_DAYS']`` are deleted.
+    """
+
+    taken_at = models.DateTimeField(db_index=True, help_text="When the figures were read.")
+    llm_hits = models.BigIntegerField(default=0)
+    llm_misses = models.BigIntegerField(default=0)
+    rag_exact_hits = models.BigIntegerField(default=0)
+    rag_similar_hits = models.BigIntegerField(default=0)
+    rag_misses = models.BigIntegerField(default=0)
+    saved_usd = models.FloatField(default=0.0, help_text="Dollars the cache hits did not spend.")
+    spent_usd = models.FloatField(default=0.0, help_text="Dollars spent on LLM calls.")
+    batches = models.BigIntegerField(default=0)
+    batched_requests = models.BigIntegerField(default=0)
+    redis_errors = models.BigIntegerField(default=0, help_text="Cache calls that failed open on a Redis error.")
+    breaker_skips = models.BigIntegerField(
+        default=0, help_text="Cache calls that skipped Redis because the circuit breaker was open."
+    )
+    batch_sizes = models.JSONField(default=dict, blank=True, help_text="Prompts per batch -> batches.")
+    fail_open = models.JSONField(
+        default=dict, blank=True, help_text="'failed|skipped:<layer>:<operation>' -> calls served without Redis."
+    )
+    similarity_scores = models.JSONField(
+        default=dict, blank=True, help_text="Best similarity of each similarity lookup: 'le:<bound>' -> lookups."
+    )
+    top_masterplans = models.JSONField(
+        default=list, blank=True, help_text="The masterplans that saved most: [[uuid, saved_usd], ...]."
+    )
+    live_entries = models.JSONField(
+        default=dict, blank=True, help_text="Live entries per layer when the snapshot was taken, and 'complete'."
+    )
+    llm_provider = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["-taken_at"]
+        get_latest_by = "taken_at"
+        verbose_name = "statistics snapshot"
+
+    def __str__(self) -> str:
+        return f"Statistics at {self.taken_at:%Y-%m-%d %H:%M:%S}"

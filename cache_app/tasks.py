@@ -60,3 +60,20 @@ def perform_invalidation(self: Task, audit_id: str) -> dict[str, Any]:
     if audit is None:
         return {"id": str(audit_id), "status": "missing", "keys_removed": 0}
     return {"id": str(audit.pk), "status": audit.status, "keys_removed": audit.keys_removed}
+
+
+@shared_task(name="cache_app.tasks.take_stats_snapshot", acks_late=True, ignore_result=True)
+def take_stats_snapshot() -> int | None:
+    """Every minute (CELERY_BEAT_SCHEDULE): one StatsSnapshot row for the admin dashboard; its id."""
+    from cache_app.console.snapshots import take_snapshot
+
+    snapshot = take_snapshot()
+    return None if snapshot is None else snapshot.pk
+
+
+@shared_task(name="cache_app.tasks.cleanup_stats_snapshots", acks_late=True, ignore_result=True)
+def cleanup_stats_snapshots() -> int:
+    """Hourly: delete snapshots older than MGECACHE['CONSOLE_SNAPSHOT_RETENTION_DAYS']."""
+    from cache_app.console.snapshots import cleanup_snapshots
+
+    return cleanup_snapshots()

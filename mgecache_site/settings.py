@@ -280,6 +280,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "cache_app.tasks.reclaim_dead_keys",
         "schedule": _number(float, "MGECACHE_RECLAIM_INTERVAL_SECONDS", 3600.0),
     },
+    # The operator console's dashboard history: one snapshot a minute (a late one is dropped,
+    # the next minute's replaces it), and an hourly cleanup of rows past the retention.
+    "console-stats-snapshot": {
+        "task": "cache_app.tasks.take_stats_snapshot",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+    "console-snapshot-cleanup": {
+        "task": "cache_app.tasks.cleanup_stats_snapshots",
+        "schedule": 3600.0,
+    },
 }
 
 # --- App settings -----------------------------------------------------------------------

@@ -39,6 +39,11 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "cache_app.change_batchpolicy",
         "cache_app.view_modelpricing",
         "cache_app.view_document",
+        # The operator console: the dashboard's snapshots, the audit trail, shadow-mode records.
+        "cache_app.view_statssnapshot",
+        "cache_app.view_invalidationaudit",
+        "cache_app.view_policychangeaudit",
+        "cache_app.view_similarityshadowrecord",
     ),
 }
 # The admin role: every permission of these apps (users and groups; axes: login lockouts).
@@ -46,7 +51,7 @@ ADMIN_APPS = ("cache_app", "auth", "axes")
 
 
 def create_roles(apps: Any, schema_editor: Any = None) -> None:
-    """Create (or complete) the role groups. Idempotent; a RunPython function of migration 0004."""
+    """Create (or complete) the role groups. Idempotent; run by migrations 0004 and 0008 (new models)."""
     _create_permissions(apps)
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
@@ -54,7 +59,10 @@ def create_roles(apps: Any, schema_editor: Any = None) -> None:
         group, _ = Group.objects.get_or_create(name=role)
         for name in names:
             app_label, codename = name.split(".", 1)
-            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+            # A model added by a later migration has no permission yet: that migration runs this again.
+            permission = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if permission is not None:
+                group.permissions.add(permission)
     admin, _ = Group.objects.get_or_create(name=ADMIN)
     admin.permissions.add(*Permission.objects.filter(content_type__app_label__in=ADMIN_APPS))
 

@@ -125,6 +125,14 @@ DEFAULTS: dict[str, Any] = {
     "RAG_SHADOW_FLUSH_SECONDS": 5.0,
     # ... and the table keeps only the newest this many rows.
     "RAG_SHADOW_MAX_RECORDS": 10_000,
+    # Operator console (cache_app.console): minute snapshots of the statistics are kept this
+    # many days (the dashboard's longest range is 7 days; a week is ~10,000 rows).
+    "CONSOLE_SNAPSHOT_RETENTION_DAYS": 14,
+    # Masterplans with the largest savings recorded in each snapshot (the dashboard's top list).
+    "CONSOLE_TOP_MASTERPLANS": 10,
+    # The live-entry count (snapshot task, invalidation confirmation) SCANs the keyspace;
+    # it stops after this many keys and says the count is partial.
+    "CONSOLE_CENSUS_MAX_KEYS": 5_000_000,
 }
 
 LLM_PROVIDERS = ("simulated", "anthropic", "openai")

@@ -42,8 +42,10 @@ class DurableCounters:
         guard: RedisGuard | None = None,
         flush_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
+        self._wall_clock = wall_clock  # stamps each masterplan's last activity (P stats:activity)
         self._guard = guard or RedisGuard(get_breaker(), layer="stats")
         self._flush_seconds = flush_seconds
         self._clock = clock
@@ -90,17 +92,21 @@ class DurableCounters:
         if not pending:
             return True
         writes = _by_key(pending)
-        if not writes or self._guard.run("stats_flush", lambda: self._write(writes), False):
+        active = _activity(pending, self._wall_clock())
+        if not writes or self._guard.run("stats_flush", lambda: self._write(writes, active), False):
             return True
         self._give_back(pending)  # for the next attempt
         return False
 
-    def _write(self, writes: dict[str, dict[str, float]]) -> bool:
+    def _write(self, writes: dict[str, dict[str, float]], active: dict[str, float]) -> bool:
         pipe = self.redis.pipeline(transaction=False)
         for key, fields in writes.items():
             for field, amount in fields.items():
                 if amount:
                     pipe.hincrbyfloat(key, field, amount)
+        if active:  # in the same round trip as the counts
+            stamps: dict[Any, Any] = dict(active)
+            pipe.hset(keys.activity(), mapping=stamps)
         pipe.execute()
         return True
 
@@ -148,6 +154,31 @@ def _by_key(pending: dict[tuple[str, str, Any], dict[str, float]]) -> dict[str, 
         for field, amount in fields.items():
             bucket[field] = bucket.get(field, 0.0) + amount
     return writes
+
+
+def _activity(pending: dict[tuple[str, str, Any], dict[str, float]], stamp: float) -> dict[str, float]:
+    """The masterplans the buffered deltas touched -> ``stamp`` (their last-activity time)."""
+    active: dict[str, float] = {}
+    for _base, _layer, masterplan_id in pending:
+        if masterplan_id is None:
+            continue
+        try:
+            active[keys.scope(masterplan_id)] = stamp
+        except ValueError:
+            continue
+    return active
+
+
+def histogram_field(value: float, bounds: tuple[float, ...]) -> str:
+    """The counter field of ``value``'s bucket: ``le:<smallest bound >= value>``, else ``le:+Inf``.
+
+    Durable histograms (e.g. the RAG similarity scores) count one field per bucket, so a
+    bucket is a bounded, fixed set of field names.
+    """
+    for bound in bounds:
+        if value <= bound:
+            return f"le:{bound:g}"
+    return "le:+Inf"
 
 
 @process_wide

@@ -8,6 +8,8 @@ Layout (``P`` is ``f"{MGECACHE['KEY_PREFIX']}:v1:"``, default ``mgecache:v1:``):
     P batch:result:<scope>:<atom-uuid>:<sha256 of prompt, model, params>
                                           a batched atom's answer (idempotent Celery path)
     P batch:wave:<wave-uuid>              a wave's record (masterplan, atoms' result addresses)
+    P stats:activity                      hash: masterplan UUID -> unix time of its last counted event
+    P console:census                      hash: ``<layer>:<scope>`` -> live entries at the last count (operator console)
 
 Layer-specific layouts (LLM entries ``P llm:...``, RAG entries and vector logs ``P rag:...``)
 are documented next to the functions that build them, below. Bump ``VERSION`` when a stored
@@ -375,3 +377,29 @@ def wave(wave_id: Any) -> str:
 
 def idempotency(scope_name: str, key: str) -> str:
     return f"{prefix()}idem:{digest(['idem', scope_name, key])}"
+
+
+# --- operator console (cache_app.console) ---------------------------------------------------
+
+
+def activity() -> str:
+    """Hash: masterplan UUID -> unix time of its last counted event (written by the durable counters' flush)."""
+    return f"{prefix()}stats:activity"
+
+
+def console_census() -> str:
+    """Hash: ``<layer>:<scope>`` -> live entries, plus ``taken_at`` and ``complete`` (cache_app.console.census)."""
+    return f"{prefix()}console:census"
+
+
+def parse_stats_scope(key: str | bytes, layer: str) -> str | None:
+    """The masterplan UUID of a per-masterplan stats hash of ``layer``, None for any other key."""
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    base = f"{prefix()}stats:{layer}:"
+    if not key.startswith(base):
+        return None
+    try:
+        return normalize_masterplan_id(key[len(base) :])
+    except ValueError:
+        return None

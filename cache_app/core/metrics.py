@@ -49,10 +49,12 @@ REDIS_BREAKER_TRIPS = Counter(
 )
 
 # --- RAG similarity index ---------------------------------------------------------------
+# Also the buckets of the durable score histogram the operator console charts.
+SIMILARITY_SCORE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99, 1.0)
 RAG_SIMILARITY_SCORE = Histogram(
     "mgecache_rag_similarity_score",
     "Best cosine similarity found on each similarity lookup.",
-    buckets=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99, 1.0),
+    buckets=SIMILARITY_SCORE_BUCKETS,
 )
 RAG_INDEX_ENTRIES = Gauge(
     "mgecache_rag_index_entries",

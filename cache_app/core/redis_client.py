@@ -233,6 +233,7 @@ class RedisGuard:
 
     def _failed(self, operation: str, exc: BaseException | None) -> None:
         metrics.CACHE_ERRORS.labels(self.layer, operation).inc()
+        _count_fail_open(self.layer, operation, exc is None)
         now = self._clock()
         interval = float(conf.get("ERROR_LOG_INTERVAL_SECONDS"))
         last = self._last_log.get(operation)
@@ -268,6 +269,20 @@ class RedisGuard:
             return default
         self.breaker.record_success()
         return result
+
+
+def _count_fail_open(layer: str, operation: str, skipped: bool) -> None:
+    """Durable (cross-process) count of calls served without Redis, for the operator console.
+
+    Buffered like every durable counter: an outage's count reaches Redis once it is back.
+    """
+    from cache_app.core.counters import get_counters  # counters builds on this module
+
+    get_counters().incr(FAIL_OPEN_LAYER, f"{'skipped' if skipped else 'failed'}:{layer}:{operation}")
+
+
+# The durable counters' hash of fail-open events: fields ``failed|skipped:<layer>:<operation>``.
+FAIL_OPEN_LAYER = "fail_open"
 
 
 @process_wide

@@ -256,9 +256,9 @@ def test_admin_action_confirms_with_counts_then_runs_the_audited_operation(
     Masterplan.objects.create(id=MP_X, name="wave test")
     fill(MP_X, n=2)
     url = reverse("admin:cache_app_masterplan_changelist")
-    data = {"action": "invalidate_cached_answers", "_selected_action": [str(MP_X)]}
+    data = {"action": "invalidate_all_caches", "_selected_action": [str(MP_X)]}
     page = admin_client.post(url, data)
-    assert b"2 LLM, 2 RAG" in page.content
+    assert b"2 LLM entries and 2 RAG entries" in page.content
     assert not InvalidationAudit.objects.exists()
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(url, {**data, "post": "yes"}, follow=True)

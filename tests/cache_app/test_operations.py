@@ -144,7 +144,7 @@ def test_admin_action_asks_for_confirmation_then_invalidates(admin_client, djang
     Masterplan.objects.create(id=MP_X, name="wave test")
     _fill(MP_X)
     url = reverse("admin:cache_app_masterplan_changelist")
-    data = {"action": "invalidate_cached_answers", "_selected_action": [str(MP_X)]}
+    data = {"action": "invalidate_all_caches", "_selected_action": [str(MP_X)]}
     response = admin_client.post(url, data)
     assert response.status_code == 200
     assert b"Yes, invalidate" in response.content

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from cache_app.core import conf, keys, metrics
+from cache_app.core.counters import histogram_field
 from cache_app.core.layer import AsyncRedis, Lookup, RedisCacheLayer, SyncRedis, expected_tag
 from cache_app.core.scripts import SET_LUA
 from cache_app.core.tags import WriteToken
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 LAYER = "rag"
 SIMILARITY_LAYER = "rag_similarity"
 HIT_FIELDS = ("hits", "similar_hits")
+# Durable histogram of the best similarity score of each similarity lookup (operator console).
+SCORES_LAYER = "rag_scores"
 # Candidates confirmed per round trip, and round trips at most, on a similarity lookup.
 CONFIRM_BATCH = 4
 CONFIRM_ROUNDS = 3
@@ -243,6 +246,8 @@ class RAGQueryCache(RedisCacheLayer):
         found = ns.search(req.unit, threshold, now=now, tag=(epoch, gen))
         if found.best_score is not None:
             metrics.RAG_SIMILARITY_SCORE.observe(max(0.0, found.best_score))
+            score_field = histogram_field(found.best_score, metrics.SIMILARITY_SCORE_BUCKETS)
+            self.counters.incr(SCORES_LAYER, score_field)
         result = yield from self._confirm(req, found, threshold, now, corrupt)
         return _Outcome(result, tuple(corrupt), tag)
 

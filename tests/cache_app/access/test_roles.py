@@ -89,16 +89,16 @@ def test_admin_invalidation_needs_the_invalidate_permission(roles, django_captur
     Masterplan.objects.create(id=MP, name="role test")
     _fill()
     url = reverse("admin:cache_app_masterplan_changelist")
-    data = {"action": "invalidate_cached_answers", "_selected_action": [str(MP)], "post": "yes"}
+    data = {"action": "invalidate_all_caches", "_selected_action": [str(MP)], "post": "yes"}
     # Staff that may view and even change masterplans, but is no operator: the action is not offered.
     viewer = _session(_user("viewer", perms=("cache_app.view_masterplan", "cache_app.change_masterplan")))
     page = viewer.get(url)
     assert page.status_code == 200
-    assert b"invalidate_cached_answers" not in page.content
+    assert b"invalidate_all_caches" not in page.content
     viewer.post(url, data)
     assert _cached()
     operator = _session(_user("operator-1", "operator"))
-    assert b"invalidate_cached_answers" in operator.get(url).content
+    assert b"invalidate_all_caches" in operator.get(url).content
     with django_capture_on_commit_callbacks(execute=True):  # the audited operation runs after commit
         assert operator.post(url, data).status_code == 302
     assert not _cached()

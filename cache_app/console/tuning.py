@@ -1,0 +1,39 @@
+"""Changing a cache layer's policy outside the admin form, with the admin's validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from cache_app.models import CachePolicy
+
+TUNABLE = ("enabled", "ttl_seconds", "similarity_threshold", "cache_nonzero_temperature", "cache_truncated", "notes")
+RAG_ONLY = ("similarity_threshold",)
+LLM_ONLY = ("cache_nonzero_temperature", "cache_truncated")
+
+
+def tune_layer_policy(layer: str, **changes: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Apply ``changes`` to the layer's CachePolicy row; returns (old values, new values).
+
+    Raises ValueError for an unknown layer or field, or a knob of the other layer, and
+    django's ValidationError (the admin form's messages) for out-of-range values.
+    Every process sees the change within ``POLICY_REFRESH_SECONDS``.
+    """
+    unknown = sorted(set(changes) - set(TUNABLE))
+    if unknown:
+        raise ValueError(f"unknown policy fields: {', '.join(unknown)}")
+    if not changes:
+        raise ValueError("nothing to change")
+    wrong_layer = [name for name in changes if name in (RAG_ONLY if layer == "llm" else LLM_ONLY)]
+    if wrong_layer:
+        raise ValueError(f"{', '.join(wrong_layer)} does not apply to the {layer} layer")
+    with transaction.atomic():
+        policy = CachePolicy.objects.select_for_update().filter(layer=layer).first()
+        if policy is None:
+            raise ValueError(f"no cache policy for layer {layer!r} (run manage.py migrate)")
+        before = {name: getattr(policy, name) for name in changes}
+        for name, value in changes.items():
+            setattr(policy, name, value)
+        policy.save()  # full_clean() first: the admin form's validation
+    return before, {name: getattr(policy, name) for name in changes}
