@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
-
-from cache_app.models import CachePolicy
+from cache_app import actions
+from cache_app.actions import PolicyUpdate
 
 TUNABLE = ("enabled", "ttl_seconds", "similarity_threshold", "cache_nonzero_temperature", "cache_truncated", "notes")
 RAG_ONLY = ("similarity_threshold",)
 LLM_ONLY = ("cache_nonzero_temperature", "cache_truncated")
 
 
-def tune_layer_policy(layer: str, **changes: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Apply ``changes`` to the layer's CachePolicy row; returns (old values, new values).
+def tune_layer_policy(layer: str, changes: dict[str, Any], *, source: str, actor: Any) -> PolicyUpdate:
+    """Apply ``changes`` to the layer's CachePolicy through the audited operation (old and new values recorded).
 
     Raises ValueError for an unknown layer or field, or a knob of the other layer, and
     django's ValidationError (the admin form's messages) for out-of-range values.
@@ -28,12 +27,4 @@ def tune_layer_policy(layer: str, **changes: Any) -> tuple[dict[str, Any], dict[
     wrong_layer = [name for name in changes if name in (RAG_ONLY if layer == "llm" else LLM_ONLY)]
     if wrong_layer:
         raise ValueError(f"{', '.join(wrong_layer)} does not apply to the {layer} layer")
-    with transaction.atomic():
-        policy = CachePolicy.objects.select_for_update().filter(layer=layer).first()
-        if policy is None:
-            raise ValueError(f"no cache policy for layer {layer!r} (run manage.py migrate)")
-        before = {name: getattr(policy, name) for name in changes}
-        for name, value in changes.items():
-            setattr(policy, name, value)
-        policy.save()  # full_clean() first: the admin form's validation
-    return before, {name: getattr(policy, name) for name in changes}
+    return actions.update_policy(layer, changes, source=source, actor=actor)

@@ -1,4 +1,8 @@
-"""manage.py tune_policy --layer llm|rag [--ttl S] [--threshold X] [--enable|--disable] ..."""
+"""manage.py tune_policy --user NAME --layer llm|rag [--ttl S] [--threshold X] [--enable|--disable] ...
+
+The command acts as ``--user`` (or $MGECACHE_CLI_USER), who needs ``cache_app.tune_policy``; the change
+leaves a policy-change audit row with the old and new values.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,16 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from cache_app.access.cli import acting_user, add_user_argument
+from cache_app.access.roles import TUNE_POLICY
 from cache_app.console.cli import with_examples
 from cache_app.console.tuning import tune_layer_policy
 from cache_app.core import conf
 
-EXAMPLES = """  manage.py tune_policy --layer rag --ttl 7200 --threshold 0.96
-  manage.py tune_policy --layer llm --ttl 43200 --notes "prompts change daily"
-  manage.py tune_policy --layer llm --cache-truncated no
-  manage.py tune_policy --layer rag --disable
+EXAMPLES = """  manage.py tune_policy --user ops --layer rag --ttl 7200 --threshold 0.96
+  manage.py tune_policy --user ops --layer llm --ttl 43200 --notes "prompts change daily"
+  manage.py tune_policy --user ops --layer llm --cache-truncated no
+  manage.py tune_policy --user ops --layer rag --disable
 """
 MAX_NOTES = 2000
 YES_NO = {"yes": True, "no": False}
@@ -39,19 +45,25 @@ class Command(BaseCommand):
         parser.add_argument("--cache-nonzero-temperature", choices=sorted(YES_NO), help="LLM only.")
         parser.add_argument("--cache-truncated", choices=sorted(YES_NO), help="LLM only.")
         parser.add_argument("--notes", help=f"Why (at most {MAX_NOTES} characters).")
+        add_user_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         changes = _changes(options)
         if not changes:
             raise CommandError("Nothing to change: give --ttl, --threshold, --enable/--disable, ... (see --help).")
+        user = acting_user(options["user"], TUNE_POLICY)
         try:
-            # Audit seam: once cache_app.actions has the audited policy operation, call it here instead.
-            before, after = tune_layer_policy(options["layer"], **changes)
+            update = tune_layer_policy(options["layer"], changes, source="cli", actor=user)
         except ValidationError as exc:
             raise CommandError(_messages(exc)) from exc
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        summary = ", ".join(f"{name} {before[name]!r} -> {after[name]!r}" for name in after)
+        if update.audit is None:
+            self.stdout.write(f"{options['layer']} policy: already so; nothing changed.")
+            return
+        before, after = update.audit.old_values, update.audit.new_values
+        summary = ", ".join(f"{name} {before.get(name)!r} -> {after[name]!r}" for name in after)
+        summary += f" (audit {update.audit.pk})"
         seconds = conf.get("POLICY_REFRESH_SECONDS")
         self.stdout.write(
             self.style.SUCCESS(f"{options['layer']} policy: {summary}. Every process uses it within {seconds:g} s.")

@@ -59,15 +59,34 @@ def test_cache_stats_rejects_a_bad_masterplan():
         run("cache_stats", "--masterplan", "not-a-uuid")
 
 
-def test_tune_policy_changes_the_row_and_reports_old_and_new():
+@pytest.fixture
+def cli_operator(monkeypatch, operator):
+    """The commands act as a named user with the operator's permissions (MGECACHE_CLI_USER)."""
+    monkeypatch.setenv("MGECACHE_CLI_USER", operator.username)
+    return operator
+
+
+def test_tune_policy_changes_the_row_and_reports_old_and_new(cli_operator):
+    from cache_app.models import PolicyChangeAudit
+
     out = run("tune_policy", "--layer", "rag", "--ttl", "7200", "--threshold", "0.96")
     policy = CachePolicy.objects.get(layer="rag")
     assert (policy.ttl_seconds, policy.similarity_threshold) == (7200, 0.96)
     assert "ttl_seconds 3600 -> 7200" in out
     assert "similarity_threshold 0.95 -> 0.96" in out
+    audit = PolicyChangeAudit.objects.get()
+    assert (audit.actor, audit.source, audit.target) == (cli_operator, "cli", "rag")
+    assert audit.new_values == {"ttl_seconds": 7200, "similarity_threshold": 0.96}
 
 
-def test_tune_policy_switches_and_store_rules():
+def test_tune_policy_needs_a_user_who_may_tune(viewer, monkeypatch):
+    monkeypatch.setenv("MGECACHE_CLI_USER", viewer.username)
+    with pytest.raises(CommandError, match=r"lacks the permission cache_app\.tune_policy"):
+        run("tune_policy", "--layer", "rag", "--ttl", "7200")
+    assert CachePolicy.objects.get(layer="rag").ttl_seconds == 3600
+
+
+def test_tune_policy_switches_and_store_rules(cli_operator):
     run("tune_policy", "--layer", "llm", "--disable", "--cache-truncated", "yes", "--notes", "incident 42")
     policy = CachePolicy.objects.get(layer="llm")
     assert (policy.enabled, policy.cache_truncated, policy.notes) == (False, True, "incident 42")
@@ -87,7 +106,7 @@ def test_tune_policy_switches_and_store_rules():
         (["--layer", "rag", "--ttl", "soon"], "invalid int value"),
     ],
 )
-def test_tune_policy_refuses_bad_input_and_changes_nothing(args, message):
+def test_tune_policy_refuses_bad_input_and_changes_nothing(args, message, cli_operator):
     before = list(CachePolicy.objects.order_by("layer").values())
     with pytest.raises(CommandError, match=message):
         run("tune_policy", *args)
@@ -96,7 +115,7 @@ def test_tune_policy_refuses_bad_input_and_changes_nothing(args, message):
 
 @pytest.mark.parametrize(
     ("command", "example"),
-    [("cache_stats", "--layer rag"), ("tune_policy", "--layer rag --ttl 7200 --threshold 0.96")],
+    [("cache_stats", "--layer rag"), ("tune_policy", "--user ops --layer rag --ttl 7200 --threshold 0.96")],
 )
 def test_help_gives_examples(command, example):
     from django.core.management import load_command_class
