@@ -11,5 +11,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("cache_app.urls")),
     path("api/", include("batching_app.urls")),
+    path("v1/", include("cache_app.gateway.urls")),
     path("", include("django_prometheus.urls")),
 ]

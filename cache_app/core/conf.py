@@ -76,6 +76,9 @@ DEFAULTS: dict[str, Any] = {
     "LLM_BATCHER": "batching_app.batcher.RequestBatcher",
     # How long each batched atom's answer is kept under keys.batch_result(atom_id).
     "BATCH_RESULT_TTL_SECONDS": 86400,
+    # OpenAI/Anthropic-compatible gateway (/v1/...): requests per caller (DRF rate syntax,
+    # "N/second|minute|hour|day"), a 429 with Retry-After beyond it; None turns it off.
+    "GATEWAY_THROTTLE_RATE": "600/minute",
 }
 
 LLM_PROVIDERS = ("simulated", "anthropic", "openai")

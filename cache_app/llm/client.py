@@ -9,6 +9,10 @@ Order of work for ``generate``:
 3. the leader calls the batcher (``use_batching`` with an ``atom_id``) or the provider;
 4. the answer is stored under the prompt cache's store rules, and its cost recorded.
 
+``refresh=True`` skips step 1 and the single-flight (a forced fresh answer, still stored);
+``use_cache=False`` skips the cache entirely. With ``on_delta`` the provider call streams and
+every text delta is passed to it as it arrives (a hit or a merged follower streams nothing).
+
 Followers of a single-flight are reported as ``cached=True, cache_layer="singleflight"``:
 they made no call, and the money they saved is recorded under that layer.
 """
@@ -21,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 from uuid import UUID
@@ -32,7 +36,14 @@ from cache_app.core import conf, keys, metrics
 from cache_app.core.policies import PolicySource, get_policy_source
 from cache_app.llm.cache import LLMPromptCache
 from cache_app.llm.pricing import SavingsLedger, get_ledger
-from cache_app.llm.providers import LLMProvider, ProviderRequest, estimate_tokens, get_provider
+from cache_app.llm.providers import (
+    LLMProvider,
+    ProviderRequest,
+    ProviderResponse,
+    estimate_tokens,
+    get_provider,
+    stream_completion,
+)
 from cache_app.llm.singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
@@ -122,6 +133,8 @@ class LLMClient:
         use_batching: bool = False,
         atom_id: UUID | None = None,
         masterplan_id: UUID | None = None,
+        refresh: bool = False,
+        on_delta: Callable[[str], None] | None = None,
     ) -> LLMResponse:
         """Answer ``prompt``. Bad arguments raise ValueError; provider errors reach the caller, uncached."""
         started = time.perf_counter()
@@ -136,7 +149,7 @@ class LLMClient:
             params["max_tokens"] = max_tokens
         provider = self.provider
 
-        if use_cache:
+        if use_cache and not refresh:
             hit = await self.prompt_cache.aget(prompt, model, temperature, masterplan_id=mp, **params)
             if hit is not None:
                 saved = self.ledger.record_saving(
@@ -164,7 +177,7 @@ class LLMClient:
             nonlocal led
             led = True
             generated = await self._call(
-                provider, prompt, model, temperature, max_tokens, system, use_batching, atom, mp
+                provider, prompt, model, temperature, max_tokens, system, use_batching, atom, mp, on_delta
             )
             if use_cache:
                 await self.prompt_cache.aset(
@@ -180,7 +193,7 @@ class LLMClient:
                 )
             return generated
 
-        if use_cache:
+        if use_cache and not refresh:
             key = self.prompt_cache.key_for(prompt, model, temperature, masterplan_id=mp, **params)
             generated = await self.singleflight.run(key, work)
         else:
@@ -220,6 +233,7 @@ class LLMClient:
         use_batching: bool,
         atom_id: UUID | None,
         masterplan_id: str | None,
+        on_delta: Callable[[str], None] | None = None,
     ) -> _Generated:
         if use_batching and atom_id is not None:
             batcher = self._batcher_for(provider, model, temperature, max_tokens, system, masterplan_id)
@@ -229,7 +243,8 @@ class LLMClient:
             completion_tokens = estimate_tokens(text)
             cost = self.ledger.prices.cost_usd(model, prompt_tokens, completion_tokens)
             return _Generated(text, model, prompt_tokens, completion_tokens, None, cost)
-        response = await self._complete(provider, ProviderRequest(prompt, model, temperature, max_tokens, system))
+        request = ProviderRequest(prompt, model, temperature, max_tokens, system)
+        response = await self._complete(provider, request, on_delta)
         cost = self.ledger.record_spend(
             model, response.prompt_tokens, response.completion_tokens, masterplan_id=masterplan_id
         )
@@ -242,10 +257,15 @@ class LLMClient:
             cost,
         )
 
-    async def _complete(self, provider: LLMProvider, request: ProviderRequest) -> Any:
+    async def _complete(
+        self, provider: LLMProvider, request: ProviderRequest, on_delta: Callable[[str], None] | None = None
+    ) -> Any:
         started = time.perf_counter()
         try:
-            response = await provider.complete(request)
+            if on_delta is None:
+                response = await provider.complete(request)
+            else:
+                response = await _streamed(provider, request, on_delta)
         except Exception:
             metrics.LLM_REQUESTS.labels(provider.name, "error").inc()
             raise
@@ -291,6 +311,20 @@ class LLMClient:
         mine = [k for k in self._batchers if k[0] == loop_id]
         for key in mine:
             await self._batchers.pop(key).aclose()
+
+
+async def _streamed(
+    provider: LLMProvider, request: ProviderRequest, on_delta: Callable[[str], None]
+) -> ProviderResponse:
+    response = None
+    async for item in stream_completion(provider, request):
+        if isinstance(item, ProviderResponse):
+            response = item
+        else:
+            on_delta(item)
+    if response is None:
+        raise RuntimeError(f"the {provider.name} stream ended without a final response")
+    return response
 
 
 def _validate(prompt: Any, model: Any, temperature: Any, max_tokens: Any, system: Any) -> None:
@@ -352,9 +386,14 @@ class _BackgroundLoop:
 _background = _BackgroundLoop()
 
 
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coro`` on the process's client loop without waiting (from synchronous code)."""
+    return asyncio.run_coroutine_threadsafe(coro, _background.loop())
+
+
 def run_sync(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
     """Run ``coro`` on the process's client loop and wait for it (from synchronous code)."""
-    future = asyncio.run_coroutine_threadsafe(coro, _background.loop())
+    future = submit(coro)
     try:
         return future.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
