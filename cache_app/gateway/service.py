@@ -152,4 +152,4 @@ def _is_upstream(exc: BaseException) -> bool:
 def _retry_after(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     value = response.headers.get("retry-after") if response is not None else None
-    return value if value and value.isdigit() else "1"
+    return str(max(1, int(value))) if value and value.isdigit() else "1"
