@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -42,10 +43,10 @@ def _saved(result: LLMResponse) -> str:
 # Bearer tokens carry no cookies: the CSRF check (for session-authenticated forms) does not apply.
 @method_decorator(csrf_exempt, name="dispatch")
 class GatewayView(View):
-    http_method_names: ClassVar[list[str]] = ["post"]
+    http_method_names = ["post"]
     wire: ClassVar[WireFormat]
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: HttpRequest) -> HttpResponseBase:
         try:
             caller = auth.authenticate(request)
             auth.throttle(caller)
@@ -68,14 +69,14 @@ class GatewayView(View):
         return response
 
     @staticmethod
-    def _headers(response: HttpResponse, status: str, result: LLMResponse | None) -> HttpResponse:
+    def _headers(response: HttpResponseBase, status: str, result: LLMResponse | None) -> HttpResponseBase:
         response["X-Mgecache-Cache"] = status
         response["X-Mgecache-Saved-USD"] = _saved(result) if result is not None else "0.00000000"
         if result is not None and result.simulated:
             response["X-Mgecache-Simulated"] = "true"
         return response
 
-    def _stream(self, chat: ChatRequest, scope: Scope) -> HttpResponse:
+    def _stream(self, chat: ChatRequest, scope: Scope) -> HttpResponseBase:
         # Wait for the first delta (a miss streaming through) or the end (a hit, or a merged
         # duplicate): the cache status header must be known before the body starts.
         stream = service.start_stream(chat, scope)

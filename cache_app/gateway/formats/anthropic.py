@@ -81,7 +81,7 @@ class AnthropicStream:
         self.prompt_tokens = prompt_tokens  # an estimate on a miss; message_delta carries the real count
 
     def start(self) -> bytes:
-        message = {
+        message: dict[str, Any] = {
             "id": _new_id(),
             "type": "message",
             "role": "assistant",
@@ -92,11 +92,11 @@ class AnthropicStream:
             "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 0},
         }
         block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-        return sse({"type": "message_start", "message": message}, "message_start") + sse(block, block["type"])
+        return sse({"type": "message_start", "message": message}, "message_start") + sse(block, "content_block_start")
 
     def delta(self, text: str) -> bytes:
         event = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
-        return sse(event, event["type"])
+        return sse(event, "content_block_delta")
 
     def finish(self, result: LLMResponse) -> bytes:
         usage = {"input_tokens": result.prompt_tokens, "output_tokens": result.completion_tokens}
