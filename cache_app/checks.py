@@ -298,3 +298,18 @@ def check_console_settings(app_configs: Any = None, **kwargs: Any) -> list[check
                 checks.Error(f"MGECACHE['{name}'] must be an integer between {low} and {high}.", id="cache_app.E080")
             )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_gateway_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The compatible gateway (ids cache_app.E090-E099)."""
+    rate = conf.app_settings()["GATEWAY_THROTTLE_RATE"]
+    if rate is None or (isinstance(rate, str) and re.fullmatch(r"[1-9]\d*/(s|m|h|d)[a-z]*", rate)):
+        return []
+    return [
+        checks.Error(
+            f"MGECACHE['GATEWAY_THROTTLE_RATE'] is {rate!r}.",
+            hint='Use None or "N/second", "N/minute", "N/hour", "N/day".',
+            id="cache_app.E090",
+        )
+    ]

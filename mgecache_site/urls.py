@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/docs/", DocsView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("cache_app.urls")),
     path("api/", include("batching_app.urls")),
+    path("v1/", include("cache_app.gateway.urls")),
 ]
 
 # API paths answer JSON even for Django-level errors (cache_app.access.errors).

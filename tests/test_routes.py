@@ -73,6 +73,27 @@ API_RULES: dict[str, list[Rule]] = {
         ),
         Rule("GET", "/api/waves/", PIPELINE_ONLY, query={"wave_id": "{wave_id}"}),
     ],
+    # The compatible gateway: an API key whose role may use the pipeline (errors in the provider's shape).
+    "v1/chat/completions": [
+        Rule(
+            "POST",
+            "/v1/chat/completions",
+            PIPELINE_ONLY,
+            body={"model": "claude-3-5-sonnet", "messages": [{"role": "user", "content": "route check"}]},
+        )
+    ],
+    "v1/messages": [
+        Rule(
+            "POST",
+            "/v1/messages",
+            PIPELINE_ONLY,
+            body={
+                "model": "claude-3-5-sonnet",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": "route check"}],
+            },
+        )
+    ],
 }
 
 ADMIN_PREFIX = "admin/"

@@ -26,6 +26,23 @@ def bearer_token(request: Any) -> str | None:
     return token.strip()
 
 
+def resolve_api_key(token: str) -> PipelineAPIKey:
+    """The live key ``token`` names (stamped as used), else AuthenticationFailed: unknown, revoked,
+    expired, or its user inactive. Shared by the API's authentication and the gateway."""
+    if not token or len(token) > _MAX_KEY_CHARS:
+        raise exceptions.AuthenticationFailed("Invalid API key.")
+    try:
+        key = cast(PipelineAPIKey, PipelineAPIKey.objects.get_from_key(token))
+    except PipelineAPIKey.DoesNotExist:
+        raise exceptions.AuthenticationFailed("Invalid API key.")
+    if key.has_expired:
+        raise exceptions.AuthenticationFailed("This API key has expired.")
+    if not key.user.is_active:
+        raise exceptions.AuthenticationFailed("The API key's user is inactive.")
+    _stamp_last_used(key)
+    return key
+
+
 class APIKeyAuthentication(BaseAuthentication):
     """Authenticates a :class:`PipelineAPIKey`; ``request.auth`` is the key, ``request.user`` its user.
 
@@ -37,17 +54,7 @@ class APIKeyAuthentication(BaseAuthentication):
         token = bearer_token(request)
         if token is None:
             return None
-        if not token or len(token) > _MAX_KEY_CHARS:
-            raise exceptions.AuthenticationFailed("Invalid API key.")
-        try:
-            key = cast(PipelineAPIKey, PipelineAPIKey.objects.get_from_key(token))
-        except PipelineAPIKey.DoesNotExist:
-            raise exceptions.AuthenticationFailed("Invalid API key.")
-        if key.has_expired:
-            raise exceptions.AuthenticationFailed("This API key has expired.")
-        if not key.user.is_active:
-            raise exceptions.AuthenticationFailed("The API key's user is inactive.")
-        _stamp_last_used(key)
+        key = resolve_api_key(token)
         return key.user, key
 
     def authenticate_header(self, request: Request) -> str:

@@ -133,6 +133,9 @@ DEFAULTS: dict[str, Any] = {
     # The live-entry count (snapshot task, invalidation confirmation) SCANs the keyspace;
     # it stops after this many keys and says the count is partial.
     "CONSOLE_CENSUS_MAX_KEYS": 5_000_000,
+    # OpenAI/Anthropic-compatible gateway (/v1/...): requests per caller (DRF rate syntax,
+    # "N/second|minute|hour|day"), a 429 with Retry-After beyond it; None turns it off.
+    "GATEWAY_THROTTLE_RATE": "600/minute",
 }
 
 LLM_PROVIDERS = ("simulated", "anthropic", "openai")

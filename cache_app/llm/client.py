@@ -22,8 +22,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -34,7 +34,14 @@ from cache_app.core.policies import PolicySource, get_policy_source
 from cache_app.core.state import process_wide
 from cache_app.llm.cache import CachedLLMResponse, LLMPromptCache
 from cache_app.llm.pricing import SavingsLedger, get_ledger
-from cache_app.llm.providers import LLMProvider, ProviderRequest, ProviderResponse, estimate_tokens, get_provider
+from cache_app.llm.providers import (
+    LLMProvider,
+    ProviderRequest,
+    ProviderResponse,
+    estimate_tokens,
+    get_provider,
+    stream_completion,
+)
 from cache_app.llm.singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
@@ -79,6 +86,10 @@ class _Call:
     system: str | None
     atom_id: UUID | None
     masterplan_id: str | None
+    # How the answer is produced (not part of its identity): ``refresh`` skips the lookup and
+    # single-flight but stores the answer; ``on_delta`` receives a miss's text as it streams.
+    refresh: bool = False
+    on_delta: Callable[[str], None] | None = None
 
     @classmethod
     def parse(
@@ -176,18 +187,23 @@ class LLMClient:
         atom_id: UUID | None = None,
         masterplan_id: UUID | None = None,
         lookup: bool = True,
+        refresh: bool = False,
+        on_delta: Callable[[str], None] | None = None,
     ) -> LLMResponse:
         """Answer ``prompt``. Bad arguments raise ValueError; provider errors reach the caller, uncached.
 
         ``lookup=False``: the caller has just looked the prompt up (:meth:`lookup`, a wave),
         so go straight to single-flight, the call and the store, without counting a second miss;
         the answer is then stored under the scope's current tag (no miss token to check).
+        ``refresh=True`` (a client's ``Cache-Control: no-cache``) does the same without a lookup at
+        all. ``on_delta`` receives a miss's text piece by piece as the provider streams it.
         """
         started = time.perf_counter()
         call = _Call.parse(prompt, model, temperature, max_tokens, system, atom_id, masterplan_id)
+        call = replace(call, refresh=refresh, on_delta=on_delta)
         provider = self.provider
         token = None  # the miss's write token: the answer is refused if the scope is invalidated meanwhile
-        if use_cache and lookup:
+        if use_cache and lookup and not refresh:
             found = await self.prompt_cache.alookup(
                 call.prompt, call.model, call.temperature, masterplan_id=call.masterplan_id, **call.params
             )
@@ -247,7 +263,7 @@ class LLMClient:
                 )
             return generated
 
-        if not use_cache:
+        if not use_cache or call.refresh:
             return await work(), True
         key = self.prompt_cache.key_for(
             call.prompt, call.model, call.temperature, masterplan_id=call.masterplan_id, **call.params
@@ -315,7 +331,7 @@ class LLMClient:
             cost = self.ledger.prices.cost_usd(call.model, prompt_tokens, completion_tokens)
             return _Generated(text, call.model, prompt_tokens, completion_tokens, None, cost)
         request = ProviderRequest(call.prompt, call.model, call.temperature, call.max_tokens, call.system)
-        response = await self._complete(provider, request)
+        response = await self._complete(provider, request, call.on_delta)
         cost = self.ledger.record_spend(
             call.model, response.prompt_tokens, response.completion_tokens, masterplan_id=call.masterplan_id
         )
@@ -328,10 +344,15 @@ class LLMClient:
             cost,
         )
 
-    async def _complete(self, provider: LLMProvider, request: ProviderRequest) -> ProviderResponse:
+    async def _complete(
+        self, provider: LLMProvider, request: ProviderRequest, on_delta: Callable[[str], None] | None = None
+    ) -> ProviderResponse:
         started = time.perf_counter()
         try:
-            response = await provider.complete(request)
+            if on_delta is None:
+                response = await provider.complete(request)
+            else:
+                response = await _streamed(provider, request, on_delta)
         except Exception:
             metrics.LLM_REQUESTS.labels(provider.name, "error").inc()
             raise
@@ -384,6 +405,20 @@ class LLMClient:
         mine = [k for k in self._batchers if k[0] == loop_id]
         for key in mine:
             await self._batchers.pop(key).aclose()
+
+
+async def _streamed(
+    provider: LLMProvider, request: ProviderRequest, on_delta: Callable[[str], None]
+) -> ProviderResponse:
+    response = None
+    async for item in stream_completion(provider, request):
+        if isinstance(item, ProviderResponse):
+            response = item
+        else:
+            on_delta(item)
+    if response is None:
+        raise RuntimeError(f"the {provider.name} stream ended without a final response")
+    return response
 
 
 def _validate(prompt: Any, model: Any, temperature: Any, max_tokens: Any, system: Any) -> None:
@@ -444,6 +479,11 @@ def request_timeout() -> float:
     """How long a synchronous caller waits for an answer: each provider attempt (the first and
     LLM_MAX_RETRIES retries) may take LLM_TIMEOUT_SECONDS, plus one more for the cache and batching."""
     return float(conf.get("LLM_TIMEOUT_SECONDS")) * (int(conf.get("LLM_MAX_RETRIES")) + 2)
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coro`` on the process's client loop without waiting (from synchronous code)."""
+    return asyncio.run_coroutine_threadsafe(coro, _background.loop())
 
 
 def run_sync(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:

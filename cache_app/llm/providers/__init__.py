@@ -30,7 +30,10 @@ from cache_app.llm.providers.base import (
     LLMProvider,
     ProviderRequest,
     ProviderResponse,
+    StreamingLLMProvider,
+    StreamItem,
     estimate_tokens,
+    stream_completion,
 )
 from cache_app.llm.providers.openai_provider import OpenAIProvider
 from cache_app.llm.providers.simulated import SimulatedProvider
@@ -44,9 +47,12 @@ __all__ = [
     "ProviderRequest",
     "ProviderResponse",
     "SimulatedProvider",
+    "StreamItem",
+    "StreamingLLMProvider",
     "build_provider",
     "estimate_tokens",
     "get_provider",
+    "stream_completion",
 ]
 
 

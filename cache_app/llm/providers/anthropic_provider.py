@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from cache_app.llm.providers.base import PerLoopClients, ProviderRequest, ProviderResponse, estimate_tokens
+from cache_app.llm.providers.base import (
+    PerLoopClients,
+    ProviderRequest,
+    ProviderResponse,
+    StreamItem,
+    estimate_tokens,
+)
 
 
 class AnthropicProvider:
@@ -41,7 +48,7 @@ class AnthropicProvider:
             )
         )
 
-    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+    def _kwargs(self, request: ProviderRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens or self.default_max_tokens,
@@ -51,7 +58,10 @@ class AnthropicProvider:
             kwargs["extra_body"] = {"temperature": request.temperature}
         if request.system:
             kwargs["system"] = request.system
-        message = await self._clients.get().messages.create(**kwargs)
+        return kwargs
+
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        message = await self._clients.get().messages.create(**self._kwargs(request))
         text = "".join(getattr(block, "text", "") for block in message.content if block.type == "text")
         usage = getattr(message, "usage", None)
         return ProviderResponse(
@@ -63,12 +73,39 @@ class AnthropicProvider:
             provider=self.name,
         )
 
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamItem]:
+        """Text deltas of a streamed Messages call (``stream=True``), then the whole response."""
+        events = await self._clients.get().messages.create(**self._kwargs(request), stream=True)
+        parts: list[str] = []
+        model, prompt_tokens, completion_tokens, stop_reason = request.model, None, None, None
+        async for event in events:
+            if event.type == "message_start":
+                model = event.message.model or model
+                prompt_tokens = _prompt_tokens(event.message.usage)
+            elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                parts.append(event.delta.text)
+                yield event.delta.text
+            elif event.type == "message_delta":
+                stop_reason = event.delta.stop_reason
+                completion_tokens = int(event.usage.output_tokens)
+                if getattr(event.usage, "input_tokens", None) is not None:
+                    prompt_tokens = _prompt_tokens(event.usage)
+        text = "".join(parts)
+        yield ProviderResponse(
+            text=text,
+            model=model,
+            prompt_tokens=estimate_tokens(request.prompt) if prompt_tokens is None else prompt_tokens,
+            completion_tokens=estimate_tokens(text) if completion_tokens is None else completion_tokens,
+            finish_reason=stop_reason,
+            provider=self.name,
+        )
+
 
 def _prompt_tokens(usage: Any) -> int:
     # input_tokens excludes tokens written to or read from Anthropic's own prompt cache;
     # all of them were part of the prompt.
     return (
-        int(usage.input_tokens)
+        int(usage.input_tokens or 0)
         + int(getattr(usage, "cache_creation_input_tokens", 0) or 0)
         + int(getattr(usage, "cache_read_input_tokens", 0) or 0)
     )

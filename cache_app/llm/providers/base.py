@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -63,6 +63,32 @@ class LLMProvider(Protocol):
     simulated: bool
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse: ...
+
+
+# What a stream yields: text deltas (str), then the complete ProviderResponse, last.
+StreamItem = str | ProviderResponse
+
+
+@runtime_checkable
+class StreamingLLMProvider(LLMProvider, Protocol):
+    """A provider that can also stream: ``stream(request)`` yields text deltas, then the full response."""
+
+    def stream(self, request: ProviderRequest) -> AsyncIterator[StreamItem]: ...
+
+
+async def stream_completion(provider: LLMProvider, request: ProviderRequest) -> AsyncIterator[StreamItem]:
+    """The provider's own stream if it has one, else its ``complete`` as a single delta.
+
+    The deltas always add up to the final response's text.
+    """
+    if isinstance(provider, StreamingLLMProvider):
+        async for item in provider.stream(request):
+            yield item
+        return
+    response = await provider.complete(request)
+    if response.text:
+        yield response.text
+    yield response
 
 
 C = TypeVar("C")

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from cache_app.llm.providers.base import PerLoopClients, ProviderRequest, ProviderResponse, estimate_tokens
+from cache_app.llm.providers.base import (
+    PerLoopClients,
+    ProviderRequest,
+    ProviderResponse,
+    StreamItem,
+    estimate_tokens,
+)
 
 
 class OpenAIProvider:
@@ -33,7 +40,8 @@ class OpenAIProvider:
             )
         )
 
-    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+    @staticmethod
+    def _kwargs(request: ProviderRequest) -> dict[str, Any]:
         messages: list[dict[str, str]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
@@ -42,7 +50,10 @@ class OpenAIProvider:
         if request.max_tokens is not None:
             # max_completion_tokens supersedes the deprecated max_tokens on every current model.
             kwargs["max_completion_tokens"] = request.max_tokens
-        completion = await self._clients.get().chat.completions.create(**kwargs)
+        return kwargs
+
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        completion = await self._clients.get().chat.completions.create(**self._kwargs(request))
         choice = completion.choices[0]
         text = choice.message.content or ""
         usage = getattr(completion, "usage", None)
@@ -52,5 +63,30 @@ class OpenAIProvider:
             prompt_tokens=int(usage.prompt_tokens) if usage else estimate_tokens(request.prompt),
             completion_tokens=int(usage.completion_tokens) if usage else estimate_tokens(text),
             finish_reason=choice.finish_reason,
+            provider=self.name,
+        )
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamItem]:
+        """Text deltas of a streamed chat completion (usage requested in the last chunk), then the whole response."""
+        chunks = await self._clients.get().chat.completions.create(
+            **self._kwargs(request), stream=True, stream_options={"include_usage": True}
+        )
+        parts: list[str] = []
+        model, usage, finish_reason = request.model, None, None
+        async for chunk in chunks:
+            model = chunk.model or model
+            usage = getattr(chunk, "usage", None) or usage
+            for choice in chunk.choices[:1]:
+                finish_reason = choice.finish_reason or finish_reason
+                if choice.delta is not None and choice.delta.content:
+                    parts.append(choice.delta.content)
+                    yield choice.delta.content
+        text = "".join(parts)
+        yield ProviderResponse(
+            text=text,
+            model=model,
+            prompt_tokens=int(usage.prompt_tokens) if usage else estimate_tokens(request.prompt),
+            completion_tokens=int(usage.completion_tokens) if usage else estimate_tokens(text),
+            finish_reason=finish_reason,
             provider=self.name,
         )

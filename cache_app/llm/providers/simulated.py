@@ -13,6 +13,8 @@
   that follows the format.
 * **Latency** is ``SIMULATED_CALL_OVERHEAD_SECONDS + n * SIMULATED_SECONDS_PER_OUTPUT_TOKEN``
   (defaults 0.3 s + 5 ms/token: ~0.9 s for 120 tokens), spent in an injectable ``sleep``.
+* **Streaming** (``stream``): the same text in pieces of ``STREAM_PIECE_TOKENS`` tokens, the
+  overhead spent before the first piece and each piece's token time before it is yielded.
 """
 
 from __future__ import annotations
@@ -20,13 +22,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cache_app.core import conf, keys
 from cache_app.llm.prompt_format import SplitPrompt, response_marker, split_combined_prompt
-from cache_app.llm.providers.base import CHARS_PER_TOKEN, ProviderRequest, ProviderResponse, estimate_tokens
+from cache_app.llm.providers.base import (
+    CHARS_PER_TOKEN,
+    ProviderRequest,
+    ProviderResponse,
+    StreamItem,
+    estimate_tokens,
+)
 
 logger = logging.getLogger(__name__)
+
+# Tokens per streamed piece: small enough to look like a live stream, large enough to stay cheap.
+STREAM_PIECE_TOKENS = 4
 
 _WORDS = (
     "the",
@@ -144,6 +155,18 @@ class SimulatedProvider:
         self.calls += 1
         await self._sleep(self.latency_seconds(response.completion_tokens))
         return response
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamItem]:
+        """The text of :meth:`complete` in pieces, with the same total latency, then the response."""
+        response = self.plan(request)
+        self.calls += 1
+        await self._sleep(self.call_overhead_seconds)
+        size = STREAM_PIECE_TOKENS * CHARS_PER_TOKEN
+        for start in range(0, len(response.text), size):
+            piece = response.text[start : start + size]
+            await self._sleep(estimate_tokens(piece) * self.seconds_per_output_token)
+            yield piece
+        yield response
 
 
 def _split_combined(prompt: str) -> SplitPrompt | None:

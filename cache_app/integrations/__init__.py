@@ -1,0 +1,1 @@
+"""Adapters that plug mgecache into other frameworks. Each needs its own optional extra."""
