@@ -55,11 +55,16 @@ test: install-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Micro-benchmarks, then run_masterplan --mode both on the shipped workloads, then one
+# summary table (benchmarks/summary.py; outputs, reports and charts in var/bench/).
 bench: install-dev
-	$(BIN)/python benchmarks/llm_cache.py
-	$(BIN)/python benchmarks/rag_cache.py
-	$(BIN)/python benchmarks/batching.py
-	$(BIN)/python benchmarks/pipeline.py
+	@mkdir -p var
+	@test -s var/secret_key || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret_key
+	@set -e; \
+	export DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat var/secret_key)}"; \
+	export DJANGO_ALLOWED_HOSTS="$${DJANGO_ALLOWED_HOSTS:-127.0.0.1,localhost}"; \
+	$(BIN)/python manage.py migrate --noinput --verbosity 0; \
+	$(BIN)/python benchmarks/summary.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
