@@ -230,7 +230,7 @@ class ClientWaveRunner:
                 use_cache=self.use_cache,
                 use_batching=self.use_batching,
                 atom_id=atom.atom_id,
-                masterplan_id=scope,
+                masterplan_id=UUID(scope),
             )
         except Exception as exc:  # one failed atom never stops the run; it is reported
             return replace(outcome, seconds=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"[:300])

@@ -228,11 +228,11 @@ def _runner(mode: str, meter: MeteredProvider, options: Options) -> ClientWaveRu
     if mode == "baseline":
         off = CachesOff(get_policy_source())
         client = LLMClient(meter, prompt_cache=LLMPromptCache(policies=off), policies=off)  # type: ignore[arg-type]
-        engine = RAGEngine(cache=RAGQueryCache(policies=off))  # type: ignore[arg-type]
+        engine = RAGEngine(cache=RAGQueryCache(policies=off))
         return ClientWaveRunner(
             client, engine, concurrency=options.concurrency, use_cache=False, use_batching=False, default_model=model
         )
-    client = LLMClient(meter)  # type: ignore[arg-type]
+    client = LLMClient(meter)
     return ClientWaveRunner(
         client,
         RAGEngine(),
