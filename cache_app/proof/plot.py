@@ -70,7 +70,7 @@ def render_svg(result: Mapping[str, Any], *, width: int = 960, panel_height: int
         f'<text x="{margin_left}" y="22" font-size="14">{escape(_title(result))}</text>',
     ]
     for i, mode in enumerate(modes):
-        x = margin_left + 320 + i * 110
+        x = width - 250 + i * 110
         out.append(f'<rect x="{x}" y="12" width="12" height="12" fill="{COLOURS[mode]}"/>')
         out.append(f'<text x="{x + 16}" y="22">{mode}</text>')
     for p, (title, _spec) in enumerate(_panels()):

@@ -297,7 +297,7 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
                 f"  => combined hit rate {_pct(compared['combined_hit_rate'])}, cost reduction "
                 f"{_pct(compared['cost_reduction'])}, time reduction {_pct(compared['time_reduction'])} "
                 f"(modelled LLM time {_pct(compared['modelled_llm_time_reduction'])}), "
-                f"saved ${compared['dollars_saved']:.4f}"
+                f"spend cut by ${compared['dollars_saved']:.4f}"
             )
     for mode in modes:
         agree = result[mode]["agreement"]
