@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError
-from django.db import transaction
+from django.db import connection, transaction
 
 from cache_app import actions
 from cache_app.core import conf
@@ -278,4 +278,12 @@ def _copy_documents(original: str, scope: str) -> None:
 def _drop_scopes(scopes: dict[str, str]) -> None:
     for scope in scopes.values():
         actions.invalidate_masterplan(scope, layers=actions.LAYERS)
-    Masterplan.objects.filter(pk__in=scopes.values()).delete()
+    # In one statement per chunk: a cascade would send one post_delete, and so one RAG
+    # invalidation and one Celery task, per document. The scopes were invalidated above.
+    ids = list(Document.objects.filter(masterplan_id__in=scopes.values()).values_list("id", flat=True))
+    table = connection.ops.quote_name(Document._meta.db_table)
+    with transaction.atomic(), connection.cursor() as cursor:
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk)
+        Masterplan.objects.filter(pk__in=scopes.values()).delete()

@@ -286,3 +286,18 @@ def test_the_shipped_workloads_are_valid_and_regenerate_byte_for_byte(tmp_path):
     )
     for name in ("rerun.jsonl", "single.jsonl", "corpus.jsonl"):
         assert (tmp_path / name).read_bytes() == (WORKLOADS / name).read_bytes(), name
+
+
+def test_dropping_a_scope_invalidates_it_once_not_once_per_document(tmp_path, seeded_defaults):
+    from cache_app.proof.report import metric, metrics_delta, metrics_snapshot
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"content": f"document {i}"}) + "\n" for i in range(5)))
+    path = write_workload(tmp_path / "w.jsonl", [(1, 1, "a", "Implement A", "what is document 1?")])
+    before = metrics_snapshot()
+    result = run(path, tmp_path, mode="cached", documents=str(docs))
+    delta = metrics_delta(before, metrics_snapshot())
+
+    # Once when its documents are loaded, once when it is dropped.
+    assert metric(delta, "mgecache_cache_invalidations_total", cache_layer="rag") == 2
+    assert not Document.objects.filter(masterplan_id__in=result["cached"]["scopes"].values()).exists()
