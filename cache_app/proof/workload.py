@@ -161,7 +161,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _parse_record(number: int, line: str, problems: list[Problem]) -> Atom | None:
+def _decode(number: int, line: str, problems: list[Problem]) -> dict[str, Any] | None:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -170,24 +170,40 @@ def _parse_record(number: int, line: str, problems: list[Problem]) -> Atom | Non
     if not isinstance(record, dict):
         problems.append(Problem(number, None, f"expected a JSON object, got {type(record).__name__}"))
         return None
-    found = len(problems)
-    for name in record:
-        if name not in _CHECKS:
-            problems.append(Problem(number, str(name)[:60], f"unknown field (known: {', '.join(_CHECKS)})"))
-    for name in REQUIRED:
-        if name not in record:
-            problems.append(Problem(number, name, "is required"))
+    return record
+
+
+def _check_fields(number: int, record: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    """The checked values of ``record``; each problem found is appended."""
+    problems.extend(
+        Problem(number, str(name)[:60], f"unknown field (known: {', '.join(_CHECKS)})")
+        for name in record
+        if name not in _CHECKS
+    )
+    problems.extend(Problem(number, name, "is required") for name in REQUIRED if name not in record)
     values: dict[str, Any] = {}
     for name, check in _CHECKS.items():
-        if name in record and record[name] is not None:
-            try:
-                values[name] = check(record[name])
-            except _Bad as exc:
-                problems.append(Problem(number, name, str(exc)))
-        elif name in record and name in REQUIRED:
-            problems.append(Problem(number, name, "must not be null"))
+        if name not in record:
+            continue
+        if record[name] is None:
+            if name in REQUIRED:
+                problems.append(Problem(number, name, "must not be null"))
+            continue
+        try:
+            values[name] = check(record[name])
+        except _Bad as exc:
+            problems.append(Problem(number, name, str(exc)))
     if "top_k" in values and "rag_query" not in values:
         problems.append(Problem(number, "top_k", "given without a rag_query"))
+    return values
+
+
+def _parse_record(number: int, line: str, problems: list[Problem]) -> Atom | None:
+    record = _decode(number, line, problems)
+    if record is None:
+        return None
+    found = len(problems)
+    values = _check_fields(number, record, problems)
     if len(problems) > found:
         return None
     values.setdefault("top_k", DEFAULT_TOP_K)
