@@ -74,11 +74,15 @@ test: install-dev
 typecheck: install-dev
 	DJANGO_DEBUG=true MGECACHE_IGNORE_DOTENV=1 $(BIN)/mypy
 
-bench: install-dev
-	$(BIN)/python benchmarks/llm_cache.py
-	$(BIN)/python benchmarks/rag_cache.py
-	$(BIN)/python benchmarks/batching.py
-	$(BIN)/python benchmarks/pipeline.py
+# Micro-benchmarks, then run_masterplan --mode both on the shipped workloads, then one
+# summary table (benchmarks/summary.py; outputs, reports and charts in var/bench/).
+bench: install-dev $(SECRET_KEY_FILE)
+	@chmod 600 $(SECRET_KEY_FILE)
+	@set -e; \
+	export DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat $(SECRET_KEY_FILE))}"; \
+	export DJANGO_ALLOWED_HOSTS="$${DJANGO_ALLOWED_HOSTS:-127.0.0.1,localhost}"; \
+	$(BIN)/python manage.py migrate --noinput --verbosity 0; \
+	$(BIN)/python benchmarks/summary.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .mypy_cache

@@ -80,7 +80,7 @@ def _lower(headers: Any) -> dict[str, str]:
 @pytest.fixture
 def gateway_settings(settings):
     settings.MGECACHE = {**settings.MGECACHE, **FAST_SIMULATION}  # the provider follows the settings
-    yield settings
+    return settings
 
 
 def pipeline_key(username: str, *, masterplans: tuple[str, ...] = ()) -> str:
