@@ -80,11 +80,13 @@ def get_model_catalog() -> ModelCatalog:
     return ModelCatalog()
 
 
-def check_model_request(model: str | None, max_tokens: int | None) -> str:
-    """The model to use (the default when None); a ValidationError names the field and the bound.
+def resolve_model(model: str | None, max_tokens: int | None) -> tuple[str, int | None]:
+    """(model, max_tokens) to send: the default model when None, ``max_tokens`` capped at its maximum output.
 
-    An unknown model is refused with the list of known ones; ``max_tokens`` may not exceed
-    the model's ``max_output_tokens``.
+    The cap is the model's ``max_output_tokens`` (ModelPricing): a larger request would be
+    refused by the provider, and the answer is the same as with the cap. An unknown model is a
+    ValidationError listing the known ones (the API's schema lists them, so it only happens when
+    a ModelPricing row is removed between reading the schema and sending the request).
     """
     chosen = model or str(conf.get("LLM_DEFAULT_MODEL"))
     catalog = get_model_catalog()
@@ -92,8 +94,4 @@ def check_model_request(model: str | None, max_tokens: int | None) -> str:
     if limit is None:
         known = ", ".join(catalog.known()) or "none (add ModelPricing rows in the admin)"
         raise serializers.ValidationError({"model": [f"Unknown model {chosen[:100]!r}. Known models: {known}."]})
-    if max_tokens is not None and max_tokens > limit:
-        raise serializers.ValidationError(
-            {"max_tokens": [f"Ensure this value is less than or equal to {limit}, the maximum output of {chosen}."]}
-        )
-    return chosen
+    return chosen, (None if max_tokens is None else min(max_tokens, limit))
