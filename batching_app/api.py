@@ -37,7 +37,7 @@ class WavesView(V2View):
         },
     )
     def post(self, request: Request) -> Response:
-        query = WaveQuerySerializer(data=request.query_params)
+        query = WaveQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         serializer = WaveRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,9 +14,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cache_app.api.schema import V2AutoSchema
+from cache_app.api.schema import IDEMPOTENCY_KEY_PATTERN, V2AutoSchema
 from cache_app.core.counters import get_counters
 from cache_app.idempotency import (
+    MAX_KEY_CHARS,
     IdempotencyConflictError,
     IdempotencyInProgressError,
     IdempotencyStore,
@@ -24,6 +26,7 @@ from cache_app.idempotency import (
 from cache_app.models import PipelineAPIKey
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 class IdempotencyKeyReused(APIException):
@@ -82,6 +85,10 @@ def idempotent(request: Request, route: str, work: Callable[[], tuple[int, Any]]
     if key is None:
         code, body = work()
         return Response(body, status=code)
+    if not _KEY.match(key):
+        raise ValidationError(
+            {IDEMPOTENCY_HEADER: [f"1 to {MAX_KEY_CHARS} printable ASCII characters, no outer spaces."]}
+        )
 
     def recorded() -> dict[str, Any]:
         code, body = work()

@@ -72,7 +72,7 @@ class MasterplanListView(V2View):
         responses={200: MasterplanPageSerializer, **errors(400)},
     )
     def get(self, request: Request) -> Response:
-        query = MasterplanListQuerySerializer(data=request.query_params)
+        query = MasterplanListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         limit, offset = query.validated_data["limit"], query.validated_data["offset"]
         masterplans = _visible(request)

@@ -73,9 +73,11 @@ RETRY_AFTER = OpenApiParameter(
     response=[409, 429, 503],
     description="Seconds to wait before retrying.",
 )
+# Printable ASCII without leading or trailing space (HTTP servers strip those from header values).
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": r"^[!-~]([ -~]*[!-~])?$"},
+    {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": IDEMPOTENCY_KEY_PATTERN},
     OpenApiParameter.HEADER,
     required=False,
     description=(

@@ -23,7 +23,7 @@ from cache_app.statistics import LAYERS, cache_statistics, layer_statistics
 
 def _scope(request: Request) -> str | None:
     """The masterplan asked for (within the caller's set), or None: the global totals, for operators only."""
-    query = MasterplanQuerySerializer(data=request.query_params)
+    query = MasterplanQuerySerializer(data=request.query_params.dict())
     query.is_valid(raise_exception=True)
     masterplan_id = check_masterplan_scope(request, query.validated_data.get("masterplan_id"))
     if masterplan_id is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 
 from cache_app.llm import prompt_format
@@ -96,35 +95,3 @@ class FakeLLM:
             return answer_for(prompt) if split is None else self.respond(split)
         finally:
             self.in_flight -= 1
-
-
-class RecordingLLMCall:
-    """A thread-safe BATCH_LLM_CALL for the Celery tests (the worker runs in a thread of this process)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.reset()
-
-    def reset(self) -> None:
-        with self.lock:
-            self.prompts: list[str] = []
-            self.failures_left = 0
-            self.fail_single_prompts: set[str] = set()
-
-    async def __call__(self, prompt: str) -> str:
-        with self.lock:
-            self.prompts.append(prompt)
-            if self.failures_left > 0:
-                self.failures_left -= 1
-                from batching_app.llm import TransientLLMError
-
-                raise TransientLLMError("simulated 529 overloaded")
-            if prompt in self.fail_single_prompts:
-                from batching_app.llm import TransientLLMError
-
-                raise TransientLLMError("simulated 503 for a single prompt")
-        split = prompt_format.split_combined_prompt(prompt)
-        return answer_for(prompt) if split is None else well_behaved(split)
-
-
-recording_llm_call = RecordingLLMCall()
