@@ -151,9 +151,7 @@ def test_invalidation_unknown_is_404(api):
     assert api.get("/api/v2/cache/invalidations/not-a-uuid").status_code == 404
 
 
-def test_an_invalidation_that_cannot_reach_redis_ends_failed_with_its_error(
-    api, django_capture_on_commit_callbacks
-):
+def test_an_invalidation_that_cannot_reach_redis_ends_failed_with_its_error(api, django_capture_on_commit_callbacks):
     get_breaker().record_failure()  # the breaker is open: Redis counts as down
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(INVALIDATE, {"masterplan_id": str(MP_X)}, format="json")
