@@ -36,7 +36,9 @@ class ModelField(StrictChoiceField):
     def bind(self, field_name: str, parent: Any) -> None:
         # Bound once per serializer instance, never at import (no database query then).
         super().bind(field_name, parent)
-        self.choices = get_model_catalog().known()
+        self.choices = known = get_model_catalog().known()
+        listed = ", ".join(known) or "none (add ModelPricing rows in the admin)"
+        self.error_messages["invalid_choice"] = f'Unknown model "{{input}}". Known models: {listed}.'
 
 
 class EmbeddingField(serializers.ListField):
