@@ -98,6 +98,12 @@ IDEMPOTENT_REPLAYED = OpenApiParameter(
 class V2AutoSchema(AutoSchema):
     """Closed request objects for strict serializers, and each serializer's own refinements."""
 
+    def _get_request_body(self, direction: Any = "request") -> dict[str, Any] | None:
+        body: dict[str, Any] | None = super()._get_request_body(direction)
+        if body is not None and self.method == "POST":
+            body["required"] = True  # every v2 POST needs its JSON object, even when no field is required alone
+        return body
+
     def _insert_field_validators(self, field: Any, schema: dict[str, Any]) -> None:
         super()._insert_field_validators(field, schema)
         if isinstance(field, StrictCharField) and "oneOf" in schema:
