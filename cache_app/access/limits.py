@@ -1,7 +1,8 @@
-"""Input bounds: bounded text fields, the model catalog (known models, max output), and their checks.
+"""Input bounds: the model catalog (known models, their maximum output) and the model check.
 
-Limits are ``MGECACHE`` settings (defaults in ``cache_app.core.conf``) read when a
-serializer is built, so a settings change applies to the next request.
+Text limits are ``MGECACHE`` settings (defaults in ``cache_app.core.conf``), read by the API's
+fields (``cache_app.serializers.fields``) when a serializer is built, so a change applies to the
+next request.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from rest_framework import serializers
 
@@ -18,18 +18,6 @@ from cache_app.core.dbread import RefreshingSnapshot
 from cache_app.core.state import process_wide
 
 logger = logging.getLogger(__name__)
-
-
-class BoundedCharField(serializers.CharField):
-    """A CharField whose ``max_length`` is the MGECACHE setting ``limit_setting``.
-
-    Over the limit: a 400 naming the field and the limit ("no more than N characters").
-    """
-
-    def __init__(self, *, limit_setting: str, **kwargs: Any) -> None:
-        self.limit_setting = limit_setting
-        kwargs["max_length"] = int(conf.get(limit_setting))
-        super().__init__(**kwargs)
 
 
 def _load_models() -> dict[str, int]:
