@@ -1,13 +1,9 @@
-"""The LLM call the batching layer uses, and a SIMULATED stand-in for offline runs.
+"""Transient LLM errors, and a SIMULATED stand-in for offline runs of the batcher.
 
-``get_llm_call()`` resolves ``MGECACHE['BATCH_LLM_CALL']`` (a dotted path to an async
-callable, prompt -> text); the default is the configured provider
-(``cache_app.llm.client.provider_llm_call``). :class:`SimulatedLLM` is the batching
-layer's own offline stand-in, for tests and the batching benchmark (latency and
-concurrency limits are knobs): deterministic, labelled "simulated", not an LLM.
-
-Transient provider errors (rate limits, 5xx, timeouts, dropped connections) are what
-the Celery wave path retries with backoff; see :data:`TRANSIENT_ERRORS`.
+Transient provider errors (rate limits, 5xx, timeouts, dropped connections) are what the
+Celery wave path retries with backoff; see :data:`TRANSIENT_ERRORS`. :class:`SimulatedLLM`
+is an async ``prompt -> text`` callable for the batcher's tests and the batching benchmark
+(latency and concurrency limits are knobs): deterministic, labelled "simulated", not an LLM.
 """
 
 from __future__ import annotations
@@ -19,9 +15,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from django.utils.module_loading import import_string
-
-from cache_app.core import conf
 from cache_app.llm import prompt_format
 
 LLMCall = Callable[[str], Awaitable[str]]
@@ -129,16 +122,3 @@ class SimulatedLLM:
         async with semaphore:
             await self._sleep(delay)
         return text
-
-
-# A zero-latency, deterministic, SIMULATED call (set BATCH_LLM_CALL to it for offline runs).
-simulated_llm_call = SimulatedLLM()
-
-
-def get_llm_call() -> LLMCall:
-    """The configured LLM call (``MGECACHE['BATCH_LLM_CALL']``), resolved on every use so settings changes apply."""
-    target = conf.get("BATCH_LLM_CALL")
-    call = import_string(target) if isinstance(target, str) else target
-    if not callable(call):
-        raise TypeError(f"MGECACHE['BATCH_LLM_CALL'] ({target!r}) is not callable")
-    return call

@@ -1,31 +1,141 @@
+"""Bodies of the wave routes: ``POST llm/waves`` (request, query) and the wave report both routes answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
 from rest_framework import serializers
 
-from cache_app.access.limits import BoundedCharField
+from batching_app.waves import FAILED, MAX_DEADLINE_SECONDS, PENDING, STATUSES
+from cache_app.access.limits import get_model_catalog
 from cache_app.core import conf
+from cache_app.serializers.fields import (
+    NO_NUL,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictSerializer,
+    StrictUUIDField,
+)
+from cache_app.serializers.pipeline import MAX_TOKENS, ModelField
 
 
-class WaveAtomSerializer(serializers.Serializer):
-    atom_id = serializers.UUIDField()
-    prompt = BoundedCharField(limit_setting="MAX_PROMPT_CHARS", trim_whitespace=False)
+class GenerationParamsSerializer(StrictSerializer):
+    """Generation parameters of a wave's defaults or an atom's overrides (absent or null: inherited)."""
+
+    model = ModelField(required=False, allow_null=True, help_text="A model of *Model pricing*.")
+    temperature = StrictFloatField(min_value=0.0, max_value=2.0, required=False, allow_null=True)
+    max_tokens = StrictIntegerField(
+        min_value=1,
+        max_value=MAX_TOKENS,
+        required=False,
+        allow_null=True,
+        help_text="Upper bound on the answer's tokens; capped at the model's maximum output.",
+    )
+    system = StrictCharField(pattern=NO_NUL, limit_setting="MAX_SYSTEM_CHARS", required=False, allow_null=True)
 
 
-class WaveSerializer(serializers.Serializer):
-    masterplan_id = serializers.UUIDField(
-        required=False, allow_null=True, default=None, help_text="The wave's masterplan; none: the global scope."
+class WaveAtomSerializer(StrictSerializer):
+    atom_id = StrictUUIDField(help_text="Labels the atom in the report (which keeps the input order).")
+    prompt = StrictCharField(limit_setting="MAX_PROMPT_CHARS", help_text="Not blank; no NUL characters.")
+    overrides = GenerationParamsSerializer(required=False, allow_null=True)
+
+
+class WaveRequestSerializer(StrictSerializer):
+    masterplan_id = StrictUUIDField(help_text="The wave's masterplan.")
+    defaults = GenerationParamsSerializer(
+        required=False,
+        allow_null=True,
+        help_text="model (default: the server's), temperature (default 0.7), max_tokens, system.",
     )
     atoms = WaveAtomSerializer(many=True, allow_empty=False)
+    deadline_seconds = StrictFloatField(
+        min_value=1.0,
+        max_value=MAX_DEADLINE_SECONDS,
+        required=False,
+        allow_null=True,
+        help_text="No atom stays pending longer (default: the server's WAVE_DEADLINE_SECONDS).",
+    )
 
-    def get_fields(self) -> dict:
+    def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()
-        fields["atoms"].max_length = int(conf.get("MAX_WAVE_ATOMS"))  # type: ignore[attr-defined]  # a ListSerializer
+        atoms = fields["atoms"]
+        atoms.min_length = 1  # type: ignore[attr-defined]  # a ListSerializer
+        atoms.max_length = int(conf.get("MAX_WAVE_ATOMS"))  # type: ignore[attr-defined]
         return fields
 
-    def validate_atoms(self, atoms: list[dict]) -> list[dict]:
-        ids = [a["atom_id"] for a in atoms]
-        if len(set(ids)) != len(ids):
-            raise serializers.ValidationError("atom_id values must be unique within a wave.")
-        return atoms
+    @classmethod
+    def refine_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        schema["properties"]["atoms"].update(minItems=1, maxItems=int(conf.get("MAX_WAVE_ATOMS")))
+        return schema
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        defaults = attrs.get("defaults") or {}
+        for atom in attrs["atoms"]:
+            capped = _capped_max_tokens(defaults, atom.get("overrides") or {})
+            if capped is not None:
+                atom["overrides"] = {**(atom.get("overrides") or {}), "max_tokens": capped}
+        return attrs
 
 
-class WaveResultsQuerySerializer(serializers.Serializer):
-    wave_id = serializers.UUIDField(help_text="The wave_id returned when the wave was sent.")
+def _capped_max_tokens(defaults: dict[str, Any], overrides: dict[str, Any]) -> int | None:
+    """The atom's max_tokens capped at its model's maximum output, or None when no cap applies."""
+    model = overrides.get("model") or defaults.get("model") or str(conf.get("LLM_DEFAULT_MODEL"))
+    wanted = overrides.get("max_tokens")
+    wanted = defaults.get("max_tokens") if wanted is None else wanted
+    limit = get_model_catalog().max_output_tokens(model)
+    return limit if wanted is not None and limit is not None and wanted > limit else None
+
+
+class QueryBooleanField(serializers.BooleanField):
+    """``true`` or ``false`` in a query string (nothing else)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if data not in ("true", "false"):
+            self.fail("invalid", input=str(data)[:20])
+        return data == "true"
+
+
+class WaveQuerySerializer(serializers.Serializer):
+    wait = QueryBooleanField(
+        default=True,
+        help_text="true: answer once every atom is final (by the deadline); false: answer 202 at once.",
+    )
+
+
+class WaveAtomReportSerializer(serializers.Serializer):
+    atom_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=list(STATUSES), help_text=f"{PENDING}, then hit, answered or {FAILED}")
+    error = serializers.CharField(allow_null=True, help_text="Why the atom failed (failed only).")
+    text = serializers.CharField(allow_null=True, allow_blank=True)
+    model = serializers.CharField()
+    cached = serializers.BooleanField()
+    cache_layer = serializers.CharField(
+        allow_null=True, help_text="llm: a cache hit; singleflight: a merged duplicate."
+    )
+    prompt_tokens = serializers.IntegerField(allow_null=True)
+    completion_tokens = serializers.IntegerField(allow_null=True)
+    cost_usd = serializers.FloatField()
+    saved_usd = serializers.FloatField()
+    finish_reason = serializers.CharField(allow_null=True)
+    provider = serializers.CharField(allow_null=True, allow_blank=True)
+    simulated = serializers.BooleanField(allow_null=True, help_text="True: the offline simulator answered.")
+
+
+class WaveCountsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    hit = serializers.IntegerField()
+    answered = serializers.IntegerField()
+    failed = serializers.IntegerField()
+
+
+class WaveReportSerializer(serializers.Serializer):
+    wave_id = serializers.UUIDField(help_text="Follow it at llm/waves/{wave_id}.")
+    masterplan_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["running", "completed"])
+    created_at = serializers.DateTimeField()
+    deadline = serializers.DateTimeField(help_text="No atom stays pending past it.")
+    counts = WaveCountsSerializer()
+    batches = serializers.IntegerField(help_text="Batches the misses were sent in.")
+    atoms = WaveAtomReportSerializer(many=True, help_text="One per atom, in input order.")

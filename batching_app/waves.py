@@ -56,11 +56,11 @@ STATUSES = (PENDING, HIT, ANSWERED, FAILED)
 OVERRIDE_FIELDS = ("model", "temperature", "max_tokens", "system")
 DEADLINE_EXCEEDED = "deadline exceeded"
 
-# Input bounds (the API's serializers state the same limits).
-MAX_PROMPT_CHARS = 200_000
-MAX_SYSTEM_CHARS = 50_000
+# Input bounds (the API's serializers state the same limits); prompts and systems are bounded by
+# the MGECACHE settings MAX_PROMPT_CHARS and MAX_SYSTEM_CHARS. MAX_TOKENS is the largest maximum
+# output a ModelPricing row may declare.
 MAX_MODEL_CHARS = 100
-MAX_TOKENS = 200_000
+MAX_TOKENS = 1_000_000
 MAX_ERROR_CHARS = 500
 MAX_DEADLINE_SECONDS = 3600.0
 LOOKUP_CONCURRENCY = 8
@@ -164,12 +164,13 @@ def _check_params(raw: Mapping[str, Any], where: str, errors: dict[str, list[str
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS
     ):
         errors.setdefault(f"{where}.max_tokens", []).append(f"an integer between 1 and {MAX_TOKENS}")
-    system = raw.get("system")
-    if system is not None and (not isinstance(system, str) or len(system) > MAX_SYSTEM_CHARS):
-        errors.setdefault(f"{where}.system", []).append(f"a string of at most {MAX_SYSTEM_CHARS} characters")
+    system, limit = raw.get("system"), int(conf.get("MAX_SYSTEM_CHARS"))
+    if system is not None and (not isinstance(system, str) or len(system) > limit):
+        errors.setdefault(f"{where}.system", []).append(f"a string of at most {limit} characters")
 
 
-def _check_atom(i: int, atom: Any, seen: set[uuid.UUID], errors: dict[str, list[str]]) -> None:
+def _check_atom(i: int, atom: Any, errors: dict[str, list[str]]) -> None:
+    """One atom's input. Atom ids label the atoms; the report keeps the input order, so they may repeat."""
     where = f"atoms.{i}"
     if not isinstance(atom, Mapping):
         errors.setdefault(where, []).append("an object with atom_id and prompt")
@@ -178,16 +179,12 @@ def _check_atom(i: int, atom: Any, seen: set[uuid.UUID], errors: dict[str, list[
     if unknown:
         errors.setdefault(where, []).append(f"unknown fields: {', '.join(unknown)}")
     try:
-        atom_id = uuid.UUID(str(atom.get("atom_id")))
+        uuid.UUID(str(atom.get("atom_id")))
     except ValueError:
         errors.setdefault(f"{where}.atom_id", []).append("a UUID")
-    else:
-        if atom_id in seen:
-            errors.setdefault(f"{where}.atom_id", []).append("duplicated: atom ids are unique within a wave")
-        seen.add(atom_id)
-    prompt = atom.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
-        errors.setdefault(f"{where}.prompt", []).append(f"a non-blank string of at most {MAX_PROMPT_CHARS} characters")
+    prompt, limit = atom.get("prompt"), int(conf.get("MAX_PROMPT_CHARS"))
+    if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > limit:
+        errors.setdefault(f"{where}.prompt", []).append(f"a non-blank string of at most {limit} characters")
     overrides = atom.get("overrides") or {}
     if not isinstance(overrides, Mapping):
         errors.setdefault(f"{where}.overrides", []).append("an object")
@@ -205,9 +202,8 @@ def build_atoms(defaults: Mapping[str, Any] | None, atoms: Sequence[Any]) -> lis
     limit = int(conf.get("MAX_WAVE_ATOMS"))
     if isinstance(atoms, (str, bytes)) or not isinstance(atoms, Sequence) or not 1 <= len(atoms) <= limit:
         raise WaveValidationError({**errors, "atoms": [f"a list of 1 to {limit} atoms"]})
-    seen: set[uuid.UUID] = set()
     for i, atom in enumerate(atoms):
-        _check_atom(i, atom, seen, errors)
+        _check_atom(i, atom, errors)
     if errors:
         raise WaveValidationError(errors)
     temperature = defaults.get("temperature")

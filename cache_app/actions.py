@@ -247,6 +247,32 @@ def count_entries(masterplan_id: Any = None, layers: Any = LAYERS) -> dict[str, 
     return counts
 
 
+# --- masterplans -----------------------------------------------------------------------------------
+
+MASTERPLAN_FIELDS = ("name", "status")
+
+
+def update_masterplan(masterplan_id: Any, changes: Mapping[str, Any]) -> Any:
+    """Rename a masterplan or set its status; returns the row, or None if there is no such masterplan.
+
+    Raises ValidationError (per field) for an unknown field or a bad value; nothing is saved then.
+    """
+    from cache_app.models import Masterplan
+
+    unknown = sorted(set(changes) - set(MASTERPLAN_FIELDS))
+    if unknown:
+        raise ValidationError({name: "Unknown or read-only masterplan field." for name in unknown})
+    normalized = keys.normalize_masterplan_id(masterplan_id)
+    row = None if normalized is None else Masterplan.objects.filter(pk=normalized).first()
+    if row is None or not changes:
+        return row
+    for field, value in changes.items():
+        setattr(row, field, value)
+    row.full_clean()
+    row.save(update_fields=[*changes, "updated_at"])
+    return row
+
+
 # --- policies --------------------------------------------------------------------------------------
 
 CACHE_POLICY_FIELDS = (
@@ -285,6 +311,21 @@ def _locked_policy(layer: str) -> tuple[models.Model, bool]:
 
 def _defaults(values: Any, fields: Iterable[str]) -> dict[str, Any]:
     return {name: getattr(values, name) for name in fields if hasattr(values, name)}
+
+
+def read_policy(layer: str) -> models.Model:
+    """The ``llm``, ``rag`` or ``batching`` policy row; an unsaved row of the defaults if there is none yet."""
+    from cache_app.core.policies import DEFAULT_BATCH, DEFAULT_LAYERS
+    from cache_app.models import BatchPolicy, CachePolicy
+
+    if layer not in POLICY_FIELDS:
+        raise ValueError(f"layer must be one of {', '.join(POLICY_FIELDS)}; got {layer!r}")
+    if layer == "batching":
+        return BatchPolicy.objects.filter(pk=1).first() or BatchPolicy(
+            pk=1, **_defaults(DEFAULT_BATCH, BATCH_POLICY_FIELDS)
+        )
+    row = CachePolicy.objects.filter(layer=layer).first()
+    return row or CachePolicy(layer=layer, **_defaults(DEFAULT_LAYERS[layer], CACHE_POLICY_FIELDS))
 
 
 def update_policy(layer: str, changes: Mapping[str, Any], *, source: str, actor: Any = None) -> PolicyUpdate:

@@ -105,10 +105,10 @@ def check_llm_provider_settings(app_configs: Any = None, **kwargs: Any) -> list[
 
 @checks.register(checks.Tags.compatibility)
 def check_batching_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Batching's Celery path (ids cache_app.E030-E039)."""
+    """Batching (ids cache_app.E030-E039)."""
     errors: list[checks.CheckMessage] = []
     s = conf.app_settings()
-    for name in ("BATCH_LLM_CALL", "LLM_BATCHER"):
+    for name in ("LLM_BATCHER",):
         try:
             target = import_string(s[name])
         except (ImportError, TypeError) as exc:
@@ -116,11 +116,6 @@ def check_batching_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
         else:
             if not callable(target):
                 errors.append(checks.Error(f"MGECACHE['{name}'] is not callable.", id="cache_app.E030"))
-    ttl = s["BATCH_RESULT_TTL_SECONDS"]
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
-        errors.append(
-            checks.Error("MGECACHE['BATCH_RESULT_TTL_SECONDS'] must be a positive integer.", id="cache_app.E031")
-        )
     return errors
 
 

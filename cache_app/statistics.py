@@ -121,3 +121,8 @@ def layer_statistics(layer: str, masterplan_id: Any = None) -> dict[str, Any]:
     if layer == "batching":
         return _batching_section(normalized)
     raise ValueError(f"layer must be one of {', '.join(LAYERS)}; got {layer!r}")
+
+
+def masterplan_statistics(masterplan_id: Any) -> dict[str, dict[str, Any]]:
+    """One masterplan's figures per layer (``llm``, ``rag``, ``batching``), as :func:`layer_statistics`."""
+    return {layer: layer_statistics(layer, masterplan_id) for layer in LAYERS}

@@ -11,8 +11,8 @@ urlpatterns = [
     path("metrics", metrics, name="prometheus-django-metrics"),
     path("api/schema/", SchemaView.as_view(), name="schema"),
     path("api/docs/", DocsView.as_view(url_name="schema"), name="swagger-ui"),
-    path("api/", include("cache_app.urls")),
-    path("api/", include("batching_app.urls")),
+    path("api/v2/", include("cache_app.urls")),
+    path("api/v2/", include("batching_app.urls")),
     path("v1/", include("cache_app.gateway.urls")),
 ]
 

@@ -8,6 +8,10 @@ words (input: system + every message; output: the reply). When ``max_tokens`` /
 ``max_completion_tokens`` is lower than the reply's word count the reply is cut to that
 many words and the stop reason is ``max_tokens`` (Anthropic) or ``length`` (OpenAI).
 
+With ``answer_batches`` set, a combined batch prompt (``cache_app.llm.prompt_format``) is answered
+in the batch format, one ``RESPONSE i [batch n]`` section per prompt, each the stub's reply to it;
+``batch_sizes()`` lists the prompts each Anthropic request carried (1 for a plain prompt).
+
 Scripting: ``fail_next(status, times)`` answers the next ``times`` requests with an error
 (with ``retry-after-ms: 1`` so SDK retries take a millisecond, not seconds);
 ``delay_seconds`` delays every answer; ``gate`` (a threading.Event) holds answers until set.
@@ -22,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from cache_app.llm import prompt_format
 
 
 @dataclass
@@ -45,6 +51,7 @@ class StubLLMServer:
     delay_seconds: float = 0.0
     gate: threading.Event | None = None
     reply_prefix: str = "stub reply: "
+    answer_batches: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -104,6 +111,14 @@ class StubLLMServer:
         with self._lock:
             return [r for r in self.requests if r.path == path]
 
+    def batch_sizes(self) -> list[int]:
+        """Prompts per Anthropic request, in arrival order (1 for a plain prompt)."""
+        sizes = []
+        for request in self.requests_to("/v1/messages"):
+            split = prompt_format.split_combined_prompt(_last_user_text(request.body))
+            sizes.append(1 if split is None else len(split.atoms))
+        return sizes
+
     def _next_failure(self) -> int | None:
         with self._lock:
             while self._failures and self._failures[0].remaining <= 0:
@@ -116,6 +131,14 @@ class StubLLMServer:
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(request)
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    messages = body.get("messages") or []
+    content = next((m for m in reversed(messages) if m.get("role") == "user"), {}).get("content")
+    if isinstance(content, list):  # content blocks
+        return "".join(block.get("text", "") for block in content if isinstance(block, dict))
+    return str(content or "")
 
 
 def _words(text: Any) -> list[str]:
@@ -181,17 +204,29 @@ class _Handler(BaseHTTPRequestHandler):
             return reply[:limit], True
         return reply, False
 
+    def _batch_reply(self, prompt: str) -> str | None:
+        split = prompt_format.split_combined_prompt(prompt) if self.server_stub.answer_batches else None
+        if split is None:
+            return None
+        return "".join(
+            f"{prompt_format.response_marker(i, split.nonce)}\n{self.server_stub.reply_prefix}{text}\n\n"
+            for i, (_, text) in enumerate(split.atoms, start=1)
+        )
+
     def _anthropic(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body.get("messages") or []
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         input_words = _words(body.get("system")) + [w for m in messages for w in _words(m.get("content"))]
         reply, cut = self._reply(_words(last_user.get("content")), body.get("max_tokens"))
+        text = self._batch_reply(_last_user_text(body))
+        if text is not None:
+            reply, cut = text.split(), False
         return {
             "id": f"msg_stub_{len(self.server_stub.requests)}",
             "type": "message",
             "role": "assistant",
             "model": body.get("model", "stub-model"),
-            "content": [{"type": "text", "text": " ".join(reply)}],
+            "content": [{"type": "text", "text": " ".join(reply) if text is None else text}],
             "stop_reason": "max_tokens" if cut else "end_turn",
             "stop_sequence": None,
             "usage": {"input_tokens": len(input_words), "output_tokens": len(reply)},

@@ -9,6 +9,7 @@ sessions only, then the admin's model permissions; it is checked on every admin 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -16,8 +17,8 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
-from batching_app.tasks import result_addresses
-from batching_app.wave import WaveStore
+from batching_app.waves import AtomSpec, GenerationParams, WaveMeta, WaveStore
+from cache_app.models import InvalidationAudit, Masterplan
 
 pytestmark = pytest.mark.django_db
 
@@ -43,35 +44,50 @@ def expect(anonymous: int, pipeline: int, operator: int, admin: int) -> dict[str
 PIPELINE_ONLY = expect(401, 200, 403, 200)
 OPERATOR_ONLY = expect(401, 403, 200, 200)
 ANY_LOGIN = expect(401, 200, 200, 200)
+V2 = "/api/v2"
+ATOM = {"atom_id": "88888888-8888-4888-8888-888888888888", "prompt": "route check"}
 
 # Route pattern -> the requests that show its rule. Metrics: bearer API keys are not the metrics token.
+# URLs and queries may name {wave_id} and {invalidation_id}: objects the test creates first.
 API_RULES: dict[str, list[Rule]] = {
     "healthz": [Rule("GET", "/healthz", expect(200, 200, 200, 200))],
     "metrics": [Rule("GET", "/metrics", expect(401, 403, 403, 403))],
     "api/schema/": [Rule("GET", "/api/schema/", ANY_LOGIN)],
     "api/docs/": [Rule("GET", "/api/docs/", ANY_LOGIN)],
-    "api/llm/generate/": [
-        Rule("POST", "/api/llm/generate/", PIPELINE_ONLY, body={"prompt": "route check", "temperature": 0})
+    "api/v2/llm/generate": [
+        Rule("POST", f"{V2}/llm/generate", PIPELINE_ONLY, body={"prompt": "route check", "temperature": 0})
     ],
-    "api/rag/query/": [Rule("POST", "/api/rag/query/", PIPELINE_ONLY, body={"query": "route check"})],
-    "api/cache/statistics/": [
-        Rule("GET", "/api/cache/statistics/", OPERATOR_ONLY),  # the global totals
-        Rule("GET", "/api/cache/statistics/", expect(401, 200, 200, 200), query={"masterplan_id": str(MP)}),
+    "api/v2/rag/query": [Rule("POST", f"{V2}/rag/query", PIPELINE_ONLY, body={"query": "route check"})],
+    "api/v2/llm/waves": [
+        Rule("POST", f"{V2}/llm/waves", PIPELINE_ONLY, body={"masterplan_id": str(MP), "atoms": [ATOM]}),
     ],
-    "api/cache/invalidate/": [
-        Rule("POST", "/api/cache/invalidate/", OPERATOR_ONLY, body={"layers": ["llm"], "confirm": True})
+    "api/v2/llm/waves/<uuid:wave_id>": [Rule("GET", f"{V2}/llm/waves/{{wave_id}}", PIPELINE_ONLY)],
+    "api/v2/cache/statistics": [
+        Rule("GET", f"{V2}/cache/statistics", OPERATOR_ONLY),  # the global totals
+        Rule("GET", f"{V2}/cache/statistics", ANY_LOGIN, query={"masterplan_id": str(MP)}),
     ],
-    "api/masterplans/<uuid:masterplan_id>/invalidate/": [
-        Rule("POST", f"/api/masterplans/{MP}/invalidate/", OPERATOR_ONLY, body={})
+    "api/v2/^cache/statistics/(?P<layer>llm|rag|batching)$": [
+        Rule("GET", f"{V2}/cache/statistics/rag", OPERATOR_ONLY),
+        Rule("GET", f"{V2}/cache/statistics/batching", ANY_LOGIN, query={"masterplan_id": str(MP)}),
     ],
-    "api/waves/": [
-        Rule(
-            "POST",
-            "/api/waves/",
-            expect(401, 202, 403, 202),
-            body={"atoms": [{"atom_id": "88888888-8888-4888-8888-888888888888", "prompt": "route check"}]},
-        ),
-        Rule("GET", "/api/waves/", PIPELINE_ONLY, query={"wave_id": "{wave_id}"}),
+    "api/v2/cache/invalidate": [
+        Rule("POST", f"{V2}/cache/invalidate", expect(401, 403, 202, 202), body={"masterplan_id": str(MP)})
+    ],
+    "api/v2/cache/invalidations/<uuid:invalidation_id>": [
+        Rule("GET", f"{V2}/cache/invalidations/{{invalidation_id}}", OPERATOR_ONLY)
+    ],
+    "api/v2/masterplans": [Rule("GET", f"{V2}/masterplans", ANY_LOGIN)],
+    "api/v2/masterplans/<uuid:masterplan_id>": [
+        Rule("GET", f"{V2}/masterplans/{MP}", ANY_LOGIN),
+        Rule("PATCH", f"{V2}/masterplans/{MP}", OPERATOR_ONLY, body={"name": "route check"}),
+    ],
+    "api/v2/^cache/policies/(?P<layer>llm|rag)$": [
+        Rule("GET", f"{V2}/cache/policies/llm", OPERATOR_ONLY),
+        Rule("PATCH", f"{V2}/cache/policies/rag", OPERATOR_ONLY, body={"notes": "route check"}),
+    ],
+    "api/v2/batching/policy": [
+        Rule("GET", f"{V2}/batching/policy", OPERATOR_ONLY),
+        Rule("PATCH", f"{V2}/batching/policy", OPERATOR_ONLY, body={"notes": "route check"}),
     ],
     # The compatible gateway: an API key whose role may use the pipeline (errors in the provider's shape).
     "v1/chat/completions": [
@@ -151,11 +167,12 @@ def callers(make_caller, settings, seeded_defaults) -> dict[str, APIClient]:
     return {"anonymous": APIClient(), **{role: make_caller(role) for role in ROLES[1:]}}
 
 
-def _send(client: APIClient, rule: Rule, wave_id: str):
-    query = {k: v.format(wave_id=wave_id) for k, v in rule.query.items()}
+def _send(client: APIClient, rule: Rule, objects: dict[str, str]):
+    url = rule.url.format(**objects)
+    query = {k: v.format(**objects) for k, v in rule.query.items()}
     if rule.method == "GET":
-        return client.get(rule.url, query)
-    return client.generic(rule.method, rule.url, data=_json(rule.body), content_type="application/json")
+        return client.get(url, query)
+    return client.generic(rule.method, url, data=_json(rule.body), content_type="application/json")
 
 
 def _json(body) -> str:
@@ -164,12 +181,22 @@ def _json(body) -> str:
     return json.dumps(body if body is not None else {})
 
 
+def _objects() -> dict[str, str]:
+    """A wave, an invalidation and a masterplan for the routes that read one."""
+    now = time.time()
+    meta = WaveMeta(str(uuid.uuid4()), str(MP), now, now + 60, 1)
+    WaveStore().create(meta, [AtomSpec(0, uuid.UUID(ATOM["atom_id"]), "a prompt", GenerationParams("m", 0.0))])
+    Masterplan.objects.get_or_create(pk=MP, defaults={"name": "route check"})
+    audit = InvalidationAudit.objects.create(source="api", masterplan_id=MP, layers=["llm"])
+    return {"wave_id": meta.wave_id, "invalidation_id": str(audit.pk)}
+
+
 @pytest.mark.parametrize("route", sorted(API_RULES))
 def test_api_route_answers_each_role_as_its_rule_says(route, callers):
-    wave = WaveStore().create(None, result_addresses([(uuid.uuid4(), "a prompt")]))
+    objects = _objects()
     for rule in API_RULES[route]:
         for role in ROLES:
-            response = _send(callers[role], rule, str(wave.wave_id))
+            response = _send(callers[role], rule, objects)
             assert response.status_code == rule.expect[role], (role, rule, response.content[:300])
             if response.status_code >= 400:
                 assert response["Content-Type"].startswith("application/json"), (role, rule)

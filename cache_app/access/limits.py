@@ -1,7 +1,8 @@
-"""Input bounds: bounded text fields, the model catalog (known models, max output), and their checks.
+"""Input bounds: the model catalog (known models, their maximum output) and the model check.
 
-Limits are ``MGECACHE`` settings (defaults in ``cache_app.core.conf``) read when a
-serializer is built, so a settings change applies to the next request.
+Text limits are ``MGECACHE`` settings (defaults in ``cache_app.core.conf``), read by the API's
+fields (``cache_app.serializers.fields``) when a serializer is built, so a change applies to the
+next request.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from rest_framework import serializers
 
@@ -18,18 +18,6 @@ from cache_app.core.dbread import RefreshingSnapshot
 from cache_app.core.state import process_wide
 
 logger = logging.getLogger(__name__)
-
-
-class BoundedCharField(serializers.CharField):
-    """A CharField whose ``max_length`` is the MGECACHE setting ``limit_setting``.
-
-    Over the limit: a 400 naming the field and the limit ("no more than N characters").
-    """
-
-    def __init__(self, *, limit_setting: str, **kwargs: Any) -> None:
-        self.limit_setting = limit_setting
-        kwargs["max_length"] = int(conf.get(limit_setting))
-        super().__init__(**kwargs)
 
 
 def _load_models() -> dict[str, int]:
@@ -80,11 +68,13 @@ def get_model_catalog() -> ModelCatalog:
     return ModelCatalog()
 
 
-def check_model_request(model: str | None, max_tokens: int | None) -> str:
-    """The model to use (the default when None); a ValidationError names the field and the bound.
+def resolve_model(model: str | None, max_tokens: int | None) -> tuple[str, int | None]:
+    """(model, max_tokens) to send: the default model when None, ``max_tokens`` capped at its maximum output.
 
-    An unknown model is refused with the list of known ones; ``max_tokens`` may not exceed
-    the model's ``max_output_tokens``.
+    The cap is the model's ``max_output_tokens`` (ModelPricing): a larger request would be
+    refused by the provider, and the answer is the same as with the cap. An unknown model is a
+    ValidationError listing the known ones (the API's schema lists them, so it only happens when
+    a ModelPricing row is removed between reading the schema and sending the request).
     """
     chosen = model or str(conf.get("LLM_DEFAULT_MODEL"))
     catalog = get_model_catalog()
@@ -92,8 +82,4 @@ def check_model_request(model: str | None, max_tokens: int | None) -> str:
     if limit is None:
         known = ", ".join(catalog.known()) or "none (add ModelPricing rows in the admin)"
         raise serializers.ValidationError({"model": [f"Unknown model {chosen[:100]!r}. Known models: {known}."]})
-    if max_tokens is not None and max_tokens > limit:
-        raise serializers.ValidationError(
-            {"max_tokens": [f"Ensure this value is less than or equal to {limit}, the maximum output of {chosen}."]}
-        )
-    return chosen
+    return chosen, (None if max_tokens is None else min(max_tokens, limit))

@@ -67,15 +67,9 @@ DEFAULTS: dict[str, Any] = {
     # Document store: how often a process checks the database for documents changed by
     # other processes (a cheap count/max query). Changes made in this process are seen at once.
     "DOCUMENT_REFRESH_SECONDS": 2.0,
-    # Batching, Celery wave path (batching_app.tasks.run_batch): dotted path of the async
-    # callable (prompt -> text) that answers batched prompts: the configured LLM provider
-    # (LLM_PROVIDER; the offline "simulated" one by default), with its spend recorded.
-    "BATCH_LLM_CALL": "cache_app.llm.client.provider_llm_call",
     # The batcher LLMClient combines concurrent prompts with (dotted path). It lives in
     # batching_app, which sits above cache_app: cache_app never imports it by name.
     "LLM_BATCHER": "batching_app.batcher.RequestBatcher",
-    # How long each batched atom's answer is kept under keys.batch_result(atom_id).
-    "BATCH_RESULT_TTL_SECONDS": 86400,
     # --- Access control and abuse resistance (cache_app.access, docs/operations.md) ---
     # Input bounds: a request over one gets a 400 naming the field and the limit.
     # 200k characters is about 50k tokens: larger than any prompt the pipeline sends.

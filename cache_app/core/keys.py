@@ -95,17 +95,6 @@ def lock(name: str) -> str:
     return f"{prefix()}lock:{name}"
 
 
-def batch_result(atom_id: Any, masterplan_id: Any = None, request_digest: str = "") -> str:
-    """A batched atom's answer, addressed by atom, masterplan and the request's SHA-256 digest."""
-    checked = _check_hex(request_digest, 64, "request digest")
-    return f"{prefix()}batch:result:{scope(masterplan_id)}:{uuid.UUID(str(atom_id))}:{checked}"
-
-
-def batch_wave(wave_id: Any) -> str:
-    """A wave's record: its masterplan and the result address of each atom (JSON, same TTL as results)."""
-    return f"{prefix()}batch:wave:{uuid.UUID(str(wave_id))}"
-
-
 # --- LLM prompt cache (cache_app.llm.cache) -------------------------------------------------
 #
 #     P llm:epoch                  string (INCR): layer-wide epoch; bumped by invalidate_all()

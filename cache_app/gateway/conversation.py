@@ -8,7 +8,7 @@ is what decides which requests share a cached answer.
 * **system**: the system text (OpenAI ``system``/``developer`` messages, Anthropic's
   ``system`` field); several parts are joined with a blank line. Absent or empty = no system.
 * **prompt**, for a conversation of exactly one user turn: that turn's text, unchanged. It is
-  then the same request as ``POST /api/llm/generate/`` with that prompt (the same upstream call,
+  then the same request as ``POST /api/v2/llm/generate`` with that prompt (the same upstream call,
   so the same cache entry).
 * **prompt**, for any other conversation: a transcript in which every turn states its role and
   its length in characters::

@@ -436,15 +436,6 @@ def _validate(prompt: Any, model: Any, temperature: Any, max_tokens: Any, system
         raise ValueError("system must be a string")
 
 
-async def provider_llm_call(prompt: str) -> str:
-    """prompt -> text through the configured provider (the Celery wave path's ``BATCH_LLM_CALL``)."""
-    provider = get_provider()
-    request = ProviderRequest(prompt, conf.get("LLM_DEFAULT_MODEL"))
-    response = await provider.complete(request)
-    get_ledger().record_spend(request.model, response.prompt_tokens, response.completion_tokens)
-    return response.text
-
-
 @process_wide
 def get_llm_client() -> LLMClient:
     """The process-wide client (the API's; one set of batchers and single-flight state per process)."""

@@ -1,12 +1,17 @@
-"""Test doubles for the batching tests: a controllable clock/timer and a scriptable LLM."""
+"""Test doubles for the batching tests: a controllable clock/timer, a scriptable LLM, a recording provider."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Callable
 
+from prometheus_client import REGISTRY
+
 from cache_app.llm import prompt_format
+from cache_app.llm.prompt_format import split_combined_prompt
+from cache_app.llm.providers import SimulatedProvider
 
 
 class ManualClock:
@@ -98,33 +103,57 @@ class FakeLLM:
             self.in_flight -= 1
 
 
-class RecordingLLMCall:
-    """A thread-safe BATCH_LLM_CALL for the Celery tests (the worker runs in a thread of this process)."""
+# --- LLM waves ---------------------------------------------------------------------------------
+
+
+class RecordingProvider:
+    """The simulated provider (no latency), recording every request it receives; thread-safe."""
+
+    name = "recording"
+    simulated = True
 
     def __init__(self) -> None:
+        self.inner = SimulatedProvider(call_overhead_seconds=0.0, seconds_per_output_token=0.0)
         self.lock = threading.Lock()
-        self.reset()
+        self.requests: list = []
+        self.fail = None  # request -> exception or None
 
-    def reset(self) -> None:
+    async def complete(self, request):
         with self.lock:
-            self.prompts: list[str] = []
-            self.failures_left = 0
-            self.fail_single_prompts: set[str] = set()
+            self.requests.append(request)
+        error = self.fail(request) if self.fail else None
+        if error is not None:
+            raise error
+        return self.inner.plan(request)
 
-    async def __call__(self, prompt: str) -> str:
-        with self.lock:
-            self.prompts.append(prompt)
-            if self.failures_left > 0:
-                self.failures_left -= 1
-                from batching_app.llm import TransientLLMError
-
-                raise TransientLLMError("simulated 529 overloaded")
-            if prompt in self.fail_single_prompts:
-                from batching_app.llm import TransientLLMError
-
-                raise TransientLLMError("simulated 503 for a single prompt")
-        split = prompt_format.split_combined_prompt(prompt)
-        return answer_for(prompt) if split is None else well_behaved(split)
+    def prompts_per_call(self) -> list[int]:
+        sizes = []
+        for request in self.requests:
+            split = split_combined_prompt(request.prompt)
+            sizes.append(1 if split is None else len(split.atoms))
+        return sizes
 
 
-recording_llm_call = RecordingLLMCall()
+def atom(prompt: str, **overrides) -> dict:
+    data = {"atom_id": str(uuid.uuid4()), "prompt": prompt}
+    if overrides:
+        data["overrides"] = overrides
+    return data
+
+
+def twenty_atoms() -> tuple[list[str], list[dict]]:
+    """5 prompts already cached, 10 fresh ones, then 5 duplicates of fresh ones."""
+    cached = [f"cached step {i}" for i in range(5)]
+    fresh = [f"fresh step {i}" for i in range(10)]
+    return cached, [atom(p) for p in cached + fresh + fresh[:5]]
+
+
+def cache_errors() -> float:
+    """Every fail-open event so far (a Redis timeout makes lookups miss: the counts would be off)."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "mgecache_cache_errors"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 
 import pytest
-from prometheus_client import REGISTRY
 
 from batching_app import waves
 from batching_app.batcher import StaticBatchPolicy
@@ -16,47 +14,11 @@ from cache_app.core import keys
 from cache_app.core.policies import BatchSettings
 from cache_app.llm import client as client_module
 from cache_app.llm.client import get_llm_client, run_sync
-from cache_app.llm.prompt_format import split_combined_prompt
-from cache_app.llm.providers import SimulatedProvider
 from cache_app.models import Masterplan
 from cache_app.statistics import cache_statistics, layer_statistics
+from tests.batching_app.fakes import RecordingProvider, atom, cache_errors, twenty_atoms
 
 MP = uuid.UUID("33333333-3333-4333-8333-333333333333")
-
-
-class RecordingProvider:
-    """The simulated provider (no latency), recording every request it receives; thread-safe."""
-
-    name = "recording"
-    simulated = True
-
-    def __init__(self) -> None:
-        self.inner = SimulatedProvider(call_overhead_seconds=0.0, seconds_per_output_token=0.0)
-        self.lock = threading.Lock()
-        self.requests: list = []
-        self.fail = None  # request -> exception or None
-
-    async def complete(self, request):
-        with self.lock:
-            self.requests.append(request)
-        error = self.fail(request) if self.fail else None
-        if error is not None:
-            raise error
-        return self.inner.plan(request)
-
-    def prompts_per_call(self) -> list[int]:
-        sizes = []
-        for request in self.requests:
-            split = split_combined_prompt(request.prompt)
-            sizes.append(1 if split is None else len(split.atoms))
-        return sizes
-
-
-@pytest.fixture
-def provider(monkeypatch) -> RecordingProvider:
-    recording = RecordingProvider()
-    monkeypatch.setattr(client_module, "get_provider", lambda: recording)
-    return recording
 
 
 class WallClock:
@@ -69,34 +31,9 @@ class WallClock:
         return self.now
 
 
-def atom(prompt: str, **overrides) -> dict:
-    data = {"atom_id": str(uuid.uuid4()), "prompt": prompt}
-    if overrides:
-        data["overrides"] = overrides
-    return data
-
-
-def twenty_atoms() -> tuple[list[str], list[dict]]:
-    """5 prompts already cached, 10 fresh ones, then 5 duplicates of fresh ones."""
-    cached = [f"cached step {i}" for i in range(5)]
-    fresh = [f"fresh step {i}" for i in range(10)]
-    return cached, [atom(p) for p in cached + fresh + fresh[:5]]
-
-
 def precache(prompts: list[str]) -> None:
     for prompt in prompts:
         run_sync(get_llm_client().generate(prompt, temperature=0.0, masterplan_id=MP))
-
-
-def cache_errors() -> float:
-    """Every fail-open event so far (a Redis timeout makes lookups miss: the counts would be off)."""
-    return sum(
-        sample.value
-        for metric in REGISTRY.collect()
-        if metric.name == "mgecache_cache_errors"
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-    )
 
 
 def check_twenty_atom_wave(report: dict, provider: RecordingProvider, atoms: list[dict], errors_before: float) -> None:
@@ -343,6 +280,7 @@ def test_atoms_take_the_defaults_then_their_overrides():
         ({}, [{"atom_id": str(uuid.uuid4()), "prompt": "p", "overrides": {"top_p": 1}}], "atoms.0.overrides"),
         ({"max_tokens": 0}, [{"atom_id": str(uuid.uuid4()), "prompt": "p"}], "defaults.max_tokens"),
         ({"temperature": float("nan")}, [{"atom_id": str(uuid.uuid4()), "prompt": "p"}], "defaults.temperature"),
+        ({"max_tokens": 1_000_001}, [{"atom_id": str(uuid.uuid4()), "prompt": "p"}], "defaults.max_tokens"),
     ],
 )
 def test_bad_input_names_the_field(defaults, atoms, field):
@@ -351,11 +289,11 @@ def test_bad_input_names_the_field(defaults, atoms, field):
     assert field in caught.value.errors
 
 
-def test_duplicate_atom_ids_and_too_many_atoms_are_refused(settings):
+def test_atom_ids_may_repeat_and_too_many_atoms_are_refused(settings):
+    # Atom ids label the atoms; results keep the input order, so a repeated id stays unambiguous.
     same = str(uuid.uuid4())
-    with pytest.raises(WaveValidationError) as caught:
-        build_atoms({}, [{"atom_id": same, "prompt": "a"}, {"atom_id": same, "prompt": "b"}])
-    assert "atoms.1.atom_id" in caught.value.errors
+    specs = build_atoms({}, [{"atom_id": same, "prompt": "a"}, {"atom_id": same, "prompt": "b"}])
+    assert [(s.index, str(s.atom_id), s.prompt) for s in specs] == [(0, same, "a"), (1, same, "b")]
     settings.MGECACHE = {**settings.MGECACHE, "MAX_WAVE_ATOMS": 3}
     with pytest.raises(WaveValidationError, match="1 to 3"):
         build_atoms({}, [atom(f"p{i}") for i in range(4)])

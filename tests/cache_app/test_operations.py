@@ -1,4 +1,4 @@
-"""Invalidation and statistics from the API, manage.py and the admin."""
+"""Invalidation and statistics from manage.py and the admin (the API's: tests/cache_app/api/)."""
 
 import uuid
 
@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
-from rest_framework.test import APIClient
 
-from cache_app.core.redis_client import get_breaker
 from cache_app.llm.cache import LLMPromptCache
 from cache_app.models import Masterplan
 from cache_app.rag.cache import RAGQueryCache
@@ -38,81 +36,6 @@ def _cached(masterplan_id) -> tuple[bool, bool]:
     llm = LLMPromptCache().get("write a parser", "claude-3-5-sonnet", 0.0, masterplan_id=masterplan_id)
     rag = RAGQueryCache().get("how to parse", VEC, embedding_model="m", top_k=3, masterplan_id=masterplan_id)
     return llm is not None, rag is not None
-
-
-@pytest.fixture
-def api(admin_user):
-    client = APIClient()
-    client.force_authenticate(admin_user)
-    return client
-
-
-def test_api_requires_authentication():
-    client = APIClient()
-    assert client.get("/api/cache/statistics/").status_code in (401, 403)
-    assert client.post(f"/api/masterplans/{MP_X}/invalidate/", {}, format="json").status_code in (401, 403)
-
-
-def test_api_invalidates_only_the_target_masterplan(api):
-    _fill(MP_X)
-    _fill(MP_Y)
-    assert _cached(MP_X) == (True, True)
-    response = api.post(f"/api/masterplans/{MP_X}/invalidate/", {}, format="json")
-    assert response.status_code == 200, response.content
-    assert response.json()["layers"] == ["llm", "rag"]
-    assert _cached(MP_X) == (False, False)
-    assert _cached(MP_Y) == (True, True)
-
-
-def test_api_invalidates_one_layer(api):
-    _fill(MP_X)
-    response = api.post(f"/api/masterplans/{MP_X}/invalidate/", {"layers": ["rag"]}, format="json")
-    assert response.status_code == 200
-    assert _cached(MP_X) == (True, False)
-
-
-def test_api_rejects_unknown_layer_with_field_error(api):
-    response = api.post(f"/api/masterplans/{MP_X}/invalidate/", {"layers": ["llm", "disk"]}, format="json")
-    assert response.status_code == 400
-    assert "layers" in response.json()
-
-
-def test_api_whole_layer_invalidation_needs_confirm(api):
-    _fill(MP_X)
-    response = api.post("/api/cache/invalidate/", {"layers": ["llm"]}, format="json")
-    assert response.status_code == 400
-    assert "confirm" in response.json()
-    assert _cached(MP_X) == (True, True)
-    response = api.post("/api/cache/invalidate/", {"layers": ["llm"], "confirm": True}, format="json")
-    assert response.status_code == 200
-    assert _cached(MP_X) == (False, True)
-
-
-def test_api_answers_503_when_redis_is_down(api):
-    get_breaker().record_failure()  # the breaker is open: Redis counts as down
-    response = api.post(f"/api/masterplans/{MP_X}/invalidate/", {}, format="json")
-    assert response.status_code == 503
-
-
-def test_statistics_reflect_hits_and_misses(api):
-    _fill(MP_X)
-    _cached(MP_X)  # 1 llm hit, 1 rag exact hit
-    _cached(MP_Y)  # 1 llm miss, 1 rag miss
-    body = api.get("/api/cache/statistics/").json()
-    assert body["llm_provider_simulated"] is True  # the embedded default is labelled as simulated
-    assert body["llm_cache"]["total_hits"] == 1
-    assert body["llm_cache"]["total_misses"] == 1
-    assert body["rag_cache"]["exact_hits"] == 1
-    assert body["combined_hit_rate"] == pytest.approx(0.5)
-    scoped = api.get("/api/cache/statistics/", {"masterplan_id": str(MP_Y)}).json()
-    assert scoped["llm_cache"]["total_hits"] == 0
-    assert scoped["llm_cache"]["total_misses"] == 1
-
-
-def test_statistics_rejects_bad_masterplan_id(api):
-    response = api.get("/api/cache/statistics/", {"masterplan_id": "not-a-uuid"})
-    assert response.status_code == 400
-    assert "masterplan_id" in response.json()
 
 
 def test_command_invalidates_masterplan(capsys, admin_user):

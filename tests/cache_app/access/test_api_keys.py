@@ -25,7 +25,7 @@ def _bearer(key: str) -> APIClient:
 
 
 def _stats(client, masterplan_id=MP):
-    return client.get("/api/cache/statistics/", {"masterplan_id": str(masterplan_id)})
+    return client.get("/api/v2/cache/statistics", {"masterplan_id": str(masterplan_id)})
 
 
 @pytest.fixture
@@ -128,8 +128,9 @@ def test_use_stamps_last_used_at_at_most_once_per_period(make_caller, settings):
 
 def test_a_key_has_its_users_role(make_caller):
     operator = make_caller("operator")
-    assert operator.post("/api/llm/generate/", {"prompt": "x"}, format="json").status_code == 403
-    assert operator.post(f"/api/masterplans/{MP}/invalidate/", {}, format="json").status_code == 200
+    assert operator.post("/api/v2/llm/generate", {"prompt": "x"}, format="json").status_code == 403
+    body = {"masterplan_id": str(MP)}
+    assert operator.post("/api/v2/cache/invalidate", body, format="json").status_code == 202
 
 
 def test_admin_creates_a_key_and_shows_it_once(admin_client, pipeline_user):

@@ -25,15 +25,15 @@ def test_unknown_api_paths_are_json_404s(client, make_caller):
 
 @pytest.mark.django_db
 def test_an_unexpected_error_is_a_json_500_without_details(make_caller, monkeypatch):
-    from cache_app import api
+    from cache_app.api import statistics
 
     def broken(masterplan_id):
         raise RuntimeError("secret internals at 10.0.0.7:5432")
 
-    monkeypatch.setattr(api, "cache_statistics", broken)
+    monkeypatch.setattr(statistics, "cache_statistics", broken)
     caller = make_caller("operator")
     caller.raise_request_exception = False
-    response = caller.get("/api/cache/statistics/")
+    response = caller.get("/api/v2/cache/statistics")
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal server error.", "code": "server_error"}
     assert b"10.0.0.7" not in response.content
@@ -42,9 +42,9 @@ def test_an_unexpected_error_is_a_json_500_without_details(make_caller, monkeypa
 @pytest.mark.django_db
 def test_wrong_method_and_media_type_are_json(make_caller):
     caller = make_caller("pipeline")
-    response = caller.put("/api/llm/generate/", {"prompt": "x"}, format="json")
+    response = caller.put("/api/v2/llm/generate", {"prompt": "x"}, format="json")
     assert (response.status_code, response["Content-Type"]) == (405, "application/json")
-    response = caller.post("/api/llm/generate/", "prompt=x", content_type="application/x-www-form-urlencoded")
+    response = caller.post("/api/v2/llm/generate", "prompt=x", content_type="application/x-www-form-urlencoded")
     assert (response.status_code, response["Content-Type"]) == (415, "application/json")
 
 
@@ -59,7 +59,7 @@ def anthropic_stub(settings, llm_stub_server):
 @pytest.mark.django_db
 def test_a_provider_error_is_a_502(make_caller, anthropic_stub):
     anthropic_stub.fail_next(500, times=5)
-    response = make_caller("pipeline").post("/api/llm/generate/", {"prompt": "x", "temperature": 0}, format="json")
+    response = make_caller("pipeline").post("/api/v2/llm/generate", {"prompt": "x", "temperature": 0}, format="json")
     assert response.status_code == 502
     assert response.json()["code"] == "bad_gateway"
     assert anthropic_stub.url.encode() not in response.content
@@ -70,7 +70,9 @@ def test_a_provider_timeout_is_a_504(make_caller, anthropic_stub, settings):
     settings.MGECACHE = {**settings.MGECACHE, "LLM_TIMEOUT_SECONDS": 0.2}
     anthropic_stub.gate = threading.Event()  # the stub holds every answer
     try:
-        response = make_caller("pipeline").post("/api/llm/generate/", {"prompt": "x", "temperature": 0}, format="json")
+        response = make_caller("pipeline").post(
+            "/api/v2/llm/generate", {"prompt": "x", "temperature": 0}, format="json"
+        )
     finally:
         anthropic_stub.gate.set()
     assert response.status_code == 504
@@ -98,19 +100,21 @@ from django.test import Client
 authed = Client(raise_request_exception=False, HTTP_AUTHORIZATION="Bearer " + os.environ["TEST_KEY"])
 anonymous = Client(raise_request_exception=False)
 out = []
-for who, method, path, body in json.loads(os.environ["TEST_REQUESTS"]):
+for who, method, path, body, headers in json.loads(os.environ["TEST_REQUESTS"]):
     client = authed if who == "key" else anonymous
     if method == "GET":
         r = client.get(path)
     else:
-        r = client.post(path, json.dumps(body), content_type="application/json")
+        r = client.post(path, json.dumps(body), content_type="application/json", headers=headers)
     out.append({"status": r.status_code, "type": r.get("Content-Type"), "retry_after": r.get("Retry-After"),
-                "body": r.content.decode(errors="replace")[:400]})
+                "body": r.content.decode(errors="replace")[:4000]})
 print("RESULT " + json.dumps(out))
 """
 
 
 def _serve(env: dict, key: str, requests: list) -> list[dict]:
+    """Each request is (who, method, path, body[, headers]), answered by a fresh process."""
+    requests = [(*r, {}) if len(r) == 4 else r for r in requests]
     proc = run_python(REQUESTS_SCRIPT, {**env, "TEST_KEY": key, "TEST_REQUESTS": json.dumps(requests)})
     [line] = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     return json.loads(line.removeprefix("RESULT "))
@@ -127,6 +131,10 @@ def _wave(atom: str) -> dict:
     return {"atoms": [{"atom_id": atom, "prompt": "outage"}], "masterplan_id": str(MP)}
 
 
+WAVES = "/api/v2/llm/waves?wait=false"
+INVALIDATE = "/api/v2/cache/invalidate"
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.redis_server
 def test_json_503_with_retry_after_when_redis_is_stopped(private_redis, subprocess_env, make_caller, seeded_defaults):
@@ -135,20 +143,19 @@ def test_json_503_with_retry_after_when_redis_is_stopped(private_redis, subproce
     env.pop("CELERY_BROKER_URL", None)  # the broker follows REDIS_URL: the private server, db 1
 
     # Redis up: a wave is accepted (queued on the private broker) and readable.
-    up = _serve(env, caller.key, [("key", "POST", "/api/waves/", _wave(str(uuid.uuid4())))])
+    up = _serve(env, caller.key, [("key", "POST", WAVES, _wave(str(uuid.uuid4())))])
     assert up[0]["status"] == 202, up
     wave_id = json.loads(up[0]["body"])["wave_id"]
-    assert _serve(env, caller.key, [("key", "GET", f"/api/waves/?wave_id={wave_id}", None)])[0]["status"] == 200
+    assert _serve(env, caller.key, [("key", "GET", f"/api/v2/llm/waves/{wave_id}", None)])[0]["status"] == 200
 
     private_redis.stop()
     down = _serve(
         env,
         caller.key,
         [
-            ("key", "GET", f"/api/waves/?wave_id={wave_id}", None),
-            ("key", "POST", "/api/waves/", _wave(str(uuid.uuid4()))),
-            ("key", "POST", f"/api/masterplans/{MP}/invalidate/", {}),
-            ("key", "POST", "/api/cache/invalidate/", {"layers": ["llm"], "confirm": True}),
+            ("key", "GET", f"/api/v2/llm/waves/{wave_id}", None),
+            ("key", "POST", WAVES, _wave(str(uuid.uuid4()))),
+            ("key", "POST", INVALIDATE, {"masterplan_id": str(MP)}, {"Idempotency-Key": "outage"}),
         ],
     )
     for result in down:
@@ -160,13 +167,26 @@ def test_json_503_with_retry_after_when_redis_is_stopped(private_redis, subproce
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.redis_server
-def test_json_503_when_the_broker_is_down_but_redis_is_up(private_redis, subprocess_env, make_caller, seeded_defaults):
-    caller = make_caller("pipeline")
+def test_with_the_broker_down_the_work_fails_visibly_not_the_request(
+    private_redis, subprocess_env, make_caller, seeded_defaults
+):
+    caller = make_caller("admin")
     dead_broker = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     env = {**subprocess_env, "REDIS_URL": private_redis.url, "CELERY_BROKER_URL": dead_broker}
-    [result] = _serve(env, caller.key, [("key", "POST", "/api/waves/", _wave(str(uuid.uuid4())))])
-    _assert_json_503(result)
-    assert "broker" in result["body"]
+    wave, invalidation = _serve(
+        env,
+        caller.key,
+        [("key", "POST", WAVES, _wave(str(uuid.uuid4()))), ("key", "POST", INVALIDATE, {"masterplan_id": str(MP)})],
+    )
+    # The wave is recorded and its batch that could not be sent is failed, with the reason.
+    assert wave["status"] == 202, wave
+    [atom] = json.loads(wave["body"])["atoms"]
+    assert (atom["status"], atom["error"].startswith("batch not run")) == ("failed", True)
+    # The invalidation is recorded, and failed: it could not start.
+    assert invalidation["status"] == 202, invalidation
+    recorded = json.loads(invalidation["body"])
+    assert (recorded["status"], recorded["error"].startswith("could not start")) == ("failed", True)
+    assert "127.0.0.1" not in wave["body"] + invalidation["body"]
 
 
 class TCPProxy:
@@ -235,8 +255,8 @@ def test_json_503_with_retry_after_when_postgres_is_stopped(subprocess_env, make
     env["DATABASE_URL"] = env["DATABASE_URL"].replace(f":{db.get('PORT') or 5432}/", f":{proxy.port}/")
     assert str(proxy.port) in env["DATABASE_URL"]
     requests = [
-        ("key", "GET", f"/api/cache/statistics/?masterplan_id={MP}", None),
-        ("key", "POST", "/api/llm/generate/", {"prompt": "db outage", "temperature": 0}),
+        ("key", "GET", f"/api/v2/cache/statistics?masterplan_id={MP}", None),
+        ("key", "POST", "/api/v2/llm/generate", {"prompt": "db outage", "temperature": 0}),
     ]
     try:
         assert [r["status"] for r in _serve(env, caller.key, requests)] == [200, 200]

@@ -124,13 +124,18 @@ def test_admin_policy_changes_need_the_tune_permission(roles):
     assert BatchPolicy.objects.get(pk=1).max_batch_size == 9
 
 
-def test_api_invalidation_needs_the_operator_role(make_caller):
+INVALIDATE = "/api/v2/cache/invalidate"
+
+
+def test_api_invalidation_needs_the_operator_role(make_caller, django_capture_on_commit_callbacks):
     _fill()
     for role in ("pipeline",):
-        response = make_caller(role).post(f"/api/masterplans/{MP}/invalidate/", {}, format="json")
+        response = make_caller(role).post(INVALIDATE, {"masterplan_id": str(MP)}, format="json")
         assert response.status_code == 403
     assert _cached()
-    assert make_caller("operator").post(f"/api/masterplans/{MP}/invalidate/", {}, format="json").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        response = make_caller("operator").post(INVALIDATE, {"masterplan_id": str(MP)}, format="json")
+    assert response.status_code == 202
     assert not _cached()
 
 

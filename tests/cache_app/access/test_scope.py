@@ -14,20 +14,20 @@ THEIRS = uuid.UUID("22222222-2222-4222-8222-222222222222")
 
 def _generate(client, masterplan_id):
     body = {"prompt": "scope check", "temperature": 0, "masterplan_id": masterplan_id}
-    return client.post("/api/llm/generate/", body, format="json")
+    return client.post("/api/v2/llm/generate", body, format="json")
 
 
 def _rag(client, masterplan_id):
-    return client.post("/api/rag/query/", {"query": "scope check", "masterplan_id": masterplan_id}, format="json")
+    return client.post("/api/v2/rag/query", {"query": "scope check", "masterplan_id": masterplan_id}, format="json")
 
 
 def _statistics(client, masterplan_id):
-    return client.get("/api/cache/statistics/", {} if masterplan_id is None else {"masterplan_id": masterplan_id})
+    return client.get("/api/v2/cache/statistics", {} if masterplan_id is None else {"masterplan_id": masterplan_id})
 
 
 def _wave(client, masterplan_id):
     atoms = [{"atom_id": str(uuid.uuid4()), "prompt": "scope check"}]
-    return client.post("/api/waves/", {"atoms": atoms, "masterplan_id": masterplan_id}, format="json")
+    return client.post("/api/v2/llm/waves?wait=false", {"atoms": atoms, "masterplan_id": masterplan_id}, format="json")
 
 
 PIPELINE_ROUTES = {
@@ -43,7 +43,8 @@ def test_scoped_pipeline_key_uses_its_masterplan_only(route, make_caller):
     call, ok = PIPELINE_ROUTES[route]
     scoped = make_caller("pipeline", masterplans=[MINE])
     assert call(scoped, str(MINE)).status_code == ok
-    for other in (str(THEIRS), None):  # another masterplan, and the global scope
+    # Another masterplan, and the global scope (a wave always names its masterplan).
+    for other in (str(THEIRS),) if route == "wave" else (str(THEIRS), None):
         response = call(scoped, other)
         assert response.status_code == 403, (other, response.content)
         assert response.json()["code"] == "permission_denied"
@@ -53,26 +54,27 @@ def test_scoped_pipeline_key_uses_its_masterplan_only(route, make_caller):
 def test_unrestricted_pipeline_key_uses_every_masterplan_and_the_global_scope(route, make_caller):
     call, ok = PIPELINE_ROUTES[route]
     unrestricted = make_caller("pipeline")
-    for masterplan_id in (str(MINE), str(THEIRS), None):
+    for masterplan_id in (str(MINE), str(THEIRS)) if route == "wave" else (str(MINE), str(THEIRS), None):
         assert call(unrestricted, masterplan_id).status_code == ok
 
 
 def test_scoped_key_cannot_read_another_masterplans_wave(make_caller):
     theirs = make_caller("pipeline", masterplans=[THEIRS])
     wave_id = _wave(theirs, str(THEIRS)).json()["wave_id"]
-    assert theirs.get("/api/waves/", {"wave_id": wave_id}).status_code == 200
+    assert theirs.get(f"/api/v2/llm/waves/{wave_id}").status_code == 200
     mine = make_caller("pipeline", masterplans=[MINE])
-    response = mine.get("/api/waves/", {"wave_id": wave_id})
+    response = mine.get(f"/api/v2/llm/waves/{wave_id}")
     assert response.status_code == 403
-    assert "answers" not in response.json()
+    assert "atoms" not in response.json()
 
 
 def test_scoped_operator_key_invalidates_its_masterplan_only(make_caller):
     scoped = make_caller("operator", masterplans=[MINE])
-    assert scoped.post(f"/api/masterplans/{MINE}/invalidate/", {}, format="json").status_code == 200
-    assert scoped.post(f"/api/masterplans/{THEIRS}/invalidate/", {}, format="json").status_code == 403
-    whole = scoped.post("/api/cache/invalidate/", {"layers": ["llm"], "confirm": True}, format="json")
-    assert whole.status_code == 403  # whole layers are every masterplan and the global scope
+    invalidate = "/api/v2/cache/invalidate"
+    assert scoped.post(invalidate, {"masterplan_id": str(MINE)}, format="json").status_code == 202
+    assert scoped.post(invalidate, {"masterplan_id": str(THEIRS)}, format="json").status_code == 403
+    whole = scoped.post(invalidate, {"all_masterplans": True, "layers": ["llm"]}, format="json")
+    assert whole.status_code == 403  # every masterplan includes the global scope
     assert _statistics(scoped, None).status_code == 403  # global totals
     assert _statistics(scoped, str(THEIRS)).status_code == 403
     assert _statistics(scoped, str(MINE)).status_code == 200

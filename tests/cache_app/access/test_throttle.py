@@ -18,7 +18,7 @@ def tight_rates(settings):
 
 
 def _statistics(client):
-    return client.get("/api/cache/statistics/", {"masterplan_id": MP})
+    return client.get("/api/v2/cache/statistics", {"masterplan_id": MP})
 
 
 def test_reads_over_the_rate_get_429_with_retry_after(make_caller, tight_rates):
@@ -39,16 +39,20 @@ def test_scopes_are_counted_separately(make_caller, tight_rates):
         assert _statistics(caller).status_code == 200
     assert _statistics(caller).status_code == 429
     body = {"prompt": "throttle", "temperature": 0}
-    assert [caller.post("/api/llm/generate/", body, format="json").status_code for _ in range(4)] == [200] * 3 + [429]
-    assert caller.post(f"/api/masterplans/{MP}/invalidate/", {}, format="json").status_code == 200
-    assert caller.post(f"/api/masterplans/{MP}/invalidate/", {}, format="json").status_code == 429
+    generate = [caller.post("/api/v2/llm/generate", body, format="json").status_code for _ in range(4)]
+    assert generate == [200] * 3 + [429]
+    invalidate = {"masterplan_id": MP}
+    assert caller.post("/api/v2/cache/invalidate", invalidate, format="json").status_code == 202
+    assert caller.post("/api/v2/cache/invalidate", invalidate, format="json").status_code == 429
+    # Operator changes share the invalidate rate.
+    assert caller.patch("/api/v2/batching/policy", {"notes": "x"}, format="json").status_code == 429
 
 
 def test_wave_posts_share_the_generate_rate_and_wave_reads_the_read_rate(make_caller, tight_rates):
     caller = make_caller("pipeline")
-    atoms = [{"atom_id": str(uuid.uuid4()), "prompt": "throttle"}]
-    posts = [caller.post("/api/waves/", {"atoms": atoms}, format="json") for _ in range(4)]
+    body = {"masterplan_id": MP, "atoms": [{"atom_id": str(uuid.uuid4()), "prompt": "throttle"}]}
+    posts = [caller.post("/api/v2/llm/waves?wait=false", body, format="json") for _ in range(4)]
     assert [p.status_code for p in posts] == [202] * 3 + [429]
     wave_id = posts[0].json()["wave_id"]
-    reads = [caller.get("/api/waves/", {"wave_id": wave_id}).status_code for _ in range(3)]
+    reads = [caller.get(f"/api/v2/llm/waves/{wave_id}").status_code for _ in range(3)]
     assert reads == [200, 200, 429]

@@ -37,7 +37,7 @@ def test_cache_stats_json_is_the_statistics_endpoints_document(admin_user, maste
     _traffic()
     api = APIClient()
     api.force_authenticate(admin_user)
-    expected = api.get("/api/cache/statistics/", {"masterplan_id": masterplan} if masterplan else {}).json()
+    expected = api.get("/api/v2/cache/statistics", {"masterplan_id": masterplan} if masterplan else {}).json()
     args = ["cache_stats", "--json"] + (["--masterplan", masterplan] if masterplan else [])
     assert json.loads(run(*args)) == expected
 

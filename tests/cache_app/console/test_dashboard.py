@@ -138,7 +138,7 @@ def test_empty_state_says_how_to_produce_traffic(admin_client):
     response = admin_client.get(reverse(URL))
     html = response.content.decode()
     assert 'id="console-empty"' in html
-    assert "/api/llm/generate/" in html
+    assert "/api/v2/llm/generate" in html
     assert "celery -A mgecache_site beat" in html
 
 

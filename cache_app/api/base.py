@@ -1,0 +1,110 @@
+"""The base of every v2 view: counters published before answering, Idempotency-Key, the schema class."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cache_app.api.schema import IDEMPOTENCY_KEY_PATTERN, V2AutoSchema
+from cache_app.core.counters import get_counters
+from cache_app.idempotency import (
+    MAX_KEY_CHARS,
+    IdempotencyConflictError,
+    IdempotencyInProgressError,
+    IdempotencyStore,
+    body_digest,
+)
+from cache_app.models import PipelineAPIKey
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+
+class IdempotencyKeyReused(APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "This Idempotency-Key was already used with a different request body."
+    default_code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInProgress(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "A request with this Idempotency-Key is still in progress; retry later."
+    default_code = "idempotency_key_in_progress"
+
+    def __init__(self, wait: float) -> None:
+        super().__init__()
+        self.wait = max(1, round(wait))  # DRF's handler turns this into Retry-After
+
+
+class V2View(APIView):
+    """Every v2 view: parse, call one function, report.
+
+    Statistics counters are buffered per process; a request that counted something publishes
+    its counts before it answers, so the next request sees them whichever worker it reaches.
+    """
+
+    schema = V2AutoSchema()
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        get_counters().flush()
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+@contextmanager
+def model_errors() -> Iterator[None]:
+    """A model's own validation (Django's ValidationError) as a 400 with its field errors."""
+    try:
+        yield
+    except DjangoValidationError as exc:
+        raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages})
+
+
+def caller_ident(request: Request) -> str:
+    """The caller, as throttles count it: the API key, else the user."""
+    if isinstance(request.auth, PipelineAPIKey):
+        return f"key:{request.auth.prefix}"
+    return f"user:{request.user.pk}"
+
+
+def idempotent(request: Request, route: str, work: Callable[[], tuple[int, Any]]) -> Response:
+    """``work()`` -> (status, body) as a response, run at most once per ``Idempotency-Key`` (if sent).
+
+    A replay returns the first response with ``Idempotent-Replayed: true``. A bad key is a 400,
+    a key reused with another body a 422, a key whose first request is still running a 409.
+    """
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        code, body = work()
+        return Response(body, status=code)
+    if not _KEY.match(key):
+        raise ValidationError(
+            {IDEMPOTENCY_HEADER: [f"1 to {MAX_KEY_CHARS} printable ASCII characters, no outer spaces."]}
+        )
+
+    def recorded() -> dict[str, Any]:
+        code, body = work()
+        return {"status": code, "body": body}
+
+    try:
+        result = IdempotencyStore().run(
+            key, body_digest(request.data), recorded, scope=f"{route}|{caller_ident(request)}"
+        )
+    except ValueError as exc:
+        raise ValidationError({IDEMPOTENCY_HEADER: [str(exc)]})
+    except IdempotencyConflictError:
+        raise IdempotencyKeyReused()
+    except IdempotencyInProgressError as exc:
+        raise IdempotencyKeyInProgress(exc.retry_after)
+    response = Response(result.value["body"], status=result.value["status"])
+    if result.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
