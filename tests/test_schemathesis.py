@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 
 import pytest
 import schemathesis
@@ -30,6 +31,8 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS
+
+from cache_app.api.schema import IDEMPOTENCY_KEY_PATTERN
 
 # Per operation and mode (about half a minute per mode on a shared 2-core host). A deeper local run:
 # ST_EXAMPLES=300 pytest tests/test_schemathesis.py -o timeout=3600
@@ -74,10 +77,10 @@ def api_schema(admin_key, wsgi_app):
 
 def _unique_idempotency_key(case, counter: itertools.count) -> None:
     """A client sends a new Idempotency-Key for each new request; the generator, not knowing, repeats
-    simple values (a repeat with another body is a 422, as documented). Keep the generated key, made unique."""
+    simple values (a repeat with another body is a 422, as documented). A valid key is kept, made unique."""
     headers = case.headers or {}
     key = headers.get("Idempotency-Key")
-    if key is not None:
+    if isinstance(key, str) and len(key) <= 255 and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         headers["Idempotency-Key"] = f"{next(counter)}:{key}"[:255].rstrip()
 
 
