@@ -251,3 +251,36 @@ def test_admin_routes_need_a_staff_session_then_model_permissions(admin_sessions
             assert not response.get("Location", "").startswith("/admin/login/"), (role, url)
             if pattern in ADMIN_PAGES:
                 assert response.status_code == ADMIN_PAGES[pattern][index], (role, url, response.status_code)
+
+
+def _v2_views() -> dict[str, type]:
+    from django.urls import get_resolver
+
+    def walk(patterns, prefix: str) -> dict[str, type]:
+        found: dict[str, type] = {}
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                found.update(walk(pattern.url_patterns, prefix + str(pattern.pattern)))
+            elif prefix.startswith("api/v2/"):
+                found[prefix + str(pattern.pattern)] = pattern.callback.view_class
+        return found
+
+    return walk(get_resolver().url_patterns, "")
+
+
+def test_every_v2_view_declares_its_access_rule_and_throttles(rf):
+    from rest_framework.settings import api_settings
+
+    from cache_app.api.base import V2View
+
+    views = _v2_views()
+    assert len(views) == 12
+    for route, view_class in views.items():
+        assert issubclass(view_class, V2View), route
+        assert view_class.permission_classes != api_settings.DEFAULT_PERMISSION_CLASSES, route
+        for method in view_class().allowed_methods:
+            if method == "OPTIONS":
+                continue
+            view = view_class()
+            view.request = rf.generic(method, "/")
+            assert view.get_throttles(), (route, method)
