@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cache_app.core import conf, metrics
+from cache_app.core.state import process_wide
 
 logger = logging.getLogger(__name__)
 
@@ -164,22 +165,14 @@ class ShadowRecorder:
             logger.warning("Could not store %d RAG shadow records; they are dropped", count, exc_info=True)
 
 
-_default: ShadowRecorder | None = None
-_default_lock = threading.Lock()
-
-
+@process_wide
 def get_shadow_recorder() -> ShadowRecorder:
     """The process-wide recorder (its buffer is flushed at exit)."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = ShadowRecorder()
-                atexit.register(_flush_at_exit)
-    return _default
+    recorder = ShadowRecorder()
+    atexit.register(_flush_at_exit, recorder)
+    return recorder
 
 
-def _flush_at_exit() -> None:
-    recorder = _default
-    if recorder is not None and recorder.pending():
+def _flush_at_exit(recorder: ShadowRecorder) -> None:
+    if recorder.pending():
         recorder.flush()

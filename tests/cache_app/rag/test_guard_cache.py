@@ -63,7 +63,7 @@ def recorder(monkeypatch) -> shadow.ShadowRecorder:
     jobs: list = []
     instance = shadow.ShadowRecorder(schedule=lambda delay, job: jobs.append(job), background=False)
     instance.jobs = jobs  # type: ignore[attr-defined]
-    monkeypatch.setattr(shadow, "_default", instance)
+    shadow.get_shadow_recorder.set(instance)  # reset_process_state() forgets it after the test
     return instance
 
 
