@@ -22,6 +22,7 @@ from cache_app.idempotency import (
     IdempotencyInProgressError,
     IdempotencyStore,
     body_digest,
+    check_key,
 )
 from cache_app.models import PipelineAPIKey
 
@@ -59,6 +60,17 @@ class V2View(APIView):
         return super().finalize_response(request, response, *args, **kwargs)
 
 
+def _check_key(key: str) -> None:
+    """The schema's rule for a key (printable ASCII, no outer spaces, at most 255 characters), else a 400."""
+    try:
+        check_key(key)
+        if not _KEY.match(key):
+            raise ValueError(key)
+    except ValueError:
+        message = f"1 to {MAX_KEY_CHARS} printable ASCII characters, without leading or trailing spaces."
+        raise ValidationError({IDEMPOTENCY_HEADER: [message]})
+
+
 @contextmanager
 def model_errors() -> Iterator[None]:
     """A model's own validation (Django's ValidationError) as a 400 with its field errors."""
@@ -85,10 +97,7 @@ def idempotent(request: Request, route: str, work: Callable[[], tuple[int, Any]]
     if key is None:
         code, body = work()
         return Response(body, status=code)
-    if not _KEY.match(key):
-        raise ValidationError(
-            {IDEMPOTENCY_HEADER: [f"1 to {MAX_KEY_CHARS} printable ASCII characters, no outer spaces."]}
-        )
+    _check_key(key)
 
     def recorded() -> dict[str, Any]:
         code, body = work()
@@ -98,8 +107,6 @@ def idempotent(request: Request, route: str, work: Callable[[], tuple[int, Any]]
         result = IdempotencyStore().run(
             key, body_digest(request.data), recorded, scope=f"{route}|{caller_ident(request)}"
         )
-    except ValueError as exc:
-        raise ValidationError({IDEMPOTENCY_HEADER: [str(exc)]})
     except IdempotencyConflictError:
         raise IdempotencyKeyReused()
     except IdempotencyInProgressError as exc:

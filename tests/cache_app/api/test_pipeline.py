@@ -163,3 +163,20 @@ def test_non_finite_embeddings_are_refused_before_the_engine(api):
     response = api.generic("POST", RAG, body, content_type="application/json")
     assert response.status_code == 400
     assert "query_embedding" in response.json()
+
+
+def test_a_retry_while_the_first_request_runs_is_a_409_with_retry_after(api, admin_user):
+    from cache_app.idempotency import IdempotencyStore, body_digest
+
+    body = {"prompt": "slow", "temperature": 0}
+    retried = {}
+
+    def first_request_still_running():
+        retried["response"] = api.post(GENERATE, body, format="json", HTTP_IDEMPOTENCY_KEY="slow-1")
+        return {"status": 200, "body": {}}
+
+    scope = f"llm/generate|user:{admin_user.pk}"
+    IdempotencyStore().run("slow-1", body_digest(body), first_request_still_running, scope=scope)
+    assert retried["response"].status_code == 409
+    assert retried["response"].json()["code"] == "idempotency_key_in_progress"
+    assert int(retried["response"]["Retry-After"]) >= 1
