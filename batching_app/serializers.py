@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from batching_app.waves import FAILED, MAX_DEADLINE_SECONDS, PENDING, STATUSES
-from cache_app.access.limits import get_model_catalog
+from cache_app.access.limits import max_tokens_error
 from cache_app.core import conf
 from cache_app.serializers.fields import (
     NO_NUL,
@@ -17,7 +17,7 @@ from cache_app.serializers.fields import (
     StrictSerializer,
     StrictUUIDField,
 )
-from cache_app.serializers.pipeline import MAX_TOKENS, ModelField
+from cache_app.serializers.pipeline import MAX_TOKENS, MAX_TOKENS_HELP, ModelField, publish_max_output_tokens
 
 
 class GenerationParamsSerializer(StrictSerializer):
@@ -30,9 +30,13 @@ class GenerationParamsSerializer(StrictSerializer):
         max_value=MAX_TOKENS,
         required=False,
         allow_null=True,
-        help_text="Upper bound on the answer's tokens; capped at the model's maximum output.",
+        help_text=MAX_TOKENS_HELP,
     )
     system = StrictCharField(pattern=NO_NUL, limit_setting="MAX_SYSTEM_CHARS", required=False, allow_null=True)
+
+    @classmethod
+    def refine_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        return publish_max_output_tokens(schema)
 
 
 class WaveAtomSerializer(StrictSerializer):
@@ -71,20 +75,20 @@ class WaveRequestSerializer(StrictSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         defaults = attrs.get("defaults") or {}
-        for atom in attrs["atoms"]:
-            capped = _capped_max_tokens(defaults, atom.get("overrides") or {})
-            if capped is not None:
-                atom["overrides"] = {**(atom.get("overrides") or {}), "max_tokens": capped}
+        atom_errors = [_max_tokens_errors(defaults, atom.get("overrides") or {}) for atom in attrs["atoms"]]
+        if any(atom_errors):
+            raise serializers.ValidationError({"atoms": atom_errors})
         return attrs
 
 
-def _capped_max_tokens(defaults: dict[str, Any], overrides: dict[str, Any]) -> int | None:
-    """The atom's max_tokens capped at its model's maximum output, or None when no cap applies."""
+def _max_tokens_errors(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The atom's field errors when its max_tokens exceeds its model's maximum output ({} when none)."""
     model = overrides.get("model") or defaults.get("model") or str(conf.get("LLM_DEFAULT_MODEL"))
-    wanted = overrides.get("max_tokens")
-    wanted = defaults.get("max_tokens") if wanted is None else wanted
-    limit = get_model_catalog().max_output_tokens(model)
-    return limit if wanted is not None and limit is not None and wanted > limit else None
+    if overrides.get("max_tokens") is not None:
+        error = max_tokens_error(model, overrides["max_tokens"])
+        return {"overrides": {"max_tokens": [error]}} if error else {}
+    error = max_tokens_error(model, defaults.get("max_tokens"))
+    return {"defaults": {"max_tokens": [error]}} if error else {}
 
 
 class QueryBooleanField(serializers.BooleanField):

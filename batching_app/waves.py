@@ -47,6 +47,7 @@ from cache_app.core import conf, keys, metrics
 from cache_app.core.counters import get_counters
 from cache_app.core.policies import BatchSettings, get_policy_source
 from cache_app.core.redis_client import get_redis
+from cache_app.core.taskopts import BrokerUnavailableError, send_task
 from cache_app.llm.client import LLMClient, LLMResponse, get_llm_client, run_sync
 
 logger = logging.getLogger(__name__)
@@ -387,7 +388,7 @@ def _report(fields: Mapping[str, str]) -> dict[str, Any]:
 def _dispatch_task(wave_id: str, batch_no: int, options: Mapping[str, Any]) -> None:
     from batching_app.tasks import run_wave_batch
 
-    run_wave_batch.apply_async(args=(wave_id, batch_no), **options)
+    send_task(run_wave_batch, (wave_id, batch_no), dict(options))
 
 
 class WaveService:
@@ -464,9 +465,11 @@ class WaveService:
         counters = self._counters or get_counters()
         counters.incr("batch", "waves", 1, masterplan_id=mp)
         counters.incr("batch", "wave_atoms", len(specs), masterplan_id=mp)
-        for number, indexes in enumerate(batches):
-            self._send(meta.wave_id, number, indexes)
+        sent = [self._send(meta.wave_id, number, indexes) for number, indexes in enumerate(batches)]
+        unsent = [error for error in sent if error is not None]
         counters.flush()  # other processes report statistics: do not leave the lookups buffered
+        if batches and len(unsent) == len(batches) and isinstance(unsent[0], BrokerUnavailableError):
+            raise unsent[0]  # nothing is in flight: the caller gets a 503 and retries (the record says why)
         if wait:
             return self.wait(meta.wave_id) or {}
         return self.get(meta.wave_id) or {}
@@ -515,7 +518,8 @@ class WaveService:
                 logger.warning("cache lookup of a wave atom failed: %r", result)
         return hits
 
-    def _send(self, wave_id: str, batch_no: int, indexes: Sequence[int]) -> None:
+    def _send(self, wave_id: str, batch_no: int, indexes: Sequence[int]) -> Exception | None:
+        """Send one batch; on failure mark its atoms failed and return the error."""
         try:
             if self._dispatch is not None:
                 self._dispatch(wave_id, batch_no)
@@ -526,6 +530,8 @@ class WaveService:
             self.store.mark(
                 wave_id, [(i, *failure_result(f"batch not run: {type(exc).__name__}: {exc}")) for i in indexes]
             )
+            return exc
+        return None
 
     def get(self, wave_id: Any) -> dict[str, Any] | None:
         """The wave's report (input order), or None if unknown or expired. Enforces the deadline."""

@@ -38,6 +38,8 @@ LAYERS = ("llm", "rag")
 ALL_LAYERS = "all"
 MAX_ERROR_CHARS = 2000
 # Errors worth another attempt of an invalidation (Redis down or timing out).
+# The error of an invalidation whose task could not be sent (the broker was down).
+NOT_STARTED = "could not start"
 RETRYABLE = (CacheUnavailableError, redis.RedisError, OSError)
 
 
@@ -163,7 +165,7 @@ def _enqueue(audit_id: str, task_options: dict[str, Any]) -> None:
         InvalidationAudit.objects.filter(pk=audit_id, status=InvalidationAudit.Status.PENDING).update(
             status=InvalidationAudit.Status.FAILED,
             finished_at=timezone.now(),
-            error=f"could not start: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS],
+            error=f"{NOT_STARTED}: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS],
         )
 
 

@@ -13,6 +13,9 @@ Two adaptations, both about the generator, not the contract:
 
 * A client sends a new ``Idempotency-Key`` per new request; the generator repeats simple values, and
   a repeat with another body is the documented 422. Positive cases keep their generated key, made unique.
+* ``max_tokens`` is bounded per model (the schema publishes each model's maximum output as
+  ``x-max-output-tokens``; JSON Schema cannot tie one field's bound to another's value). A client
+  reads it; positive cases keep their generated ``max_tokens`` within their model's maximum.
 * The coverage phase cannot build a valid body for ``llm/generate`` and ``llm/waves``: their prompt's
   pattern with its 200,000-character bound becomes a regex repetition longer than Hypothesis draws
   (the limit is between 50,000 and 100,000). Their valid bodies come from the generated phase.
@@ -32,7 +35,9 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS
 
+from cache_app.access.limits import max_output_tokens_by_model
 from cache_app.api.schema import IDEMPOTENCY_KEY_PATTERN
+from cache_app.core import conf
 
 # Per operation and mode (about half a minute per mode on a shared 2-core host). A deeper local run:
 # ST_EXAMPLES=300 pytest tests/test_schemathesis.py -o timeout=3600
@@ -84,6 +89,28 @@ def _unique_idempotency_key(case, counter: itertools.count) -> None:
         headers["Idempotency-Key"] = f"{next(counter)}:{key}"[:255].rstrip()
 
 
+def _within_model_limits(case) -> None:
+    """Positive cases keep ``max_tokens`` within their model's published maximum output (``x-max-output-tokens``)."""
+    body = case.body
+    if not isinstance(body, dict):
+        return
+    limits = max_output_tokens_by_model()
+    default_model = str(conf.get("LLM_DEFAULT_MODEL"))
+
+    def clamp(params, model) -> None:
+        if isinstance(params, dict) and isinstance(params.get("max_tokens"), int) and model in limits:
+            params["max_tokens"] = min(params["max_tokens"], limits[model])
+
+    clamp(body, body.get("model") or default_model)
+    defaults = body.get("defaults") if isinstance(body.get("defaults"), dict) else {}
+    for atom in body.get("atoms") or []:
+        overrides = atom.get("overrides") if isinstance(atom, dict) else None
+        overrides = overrides if isinstance(overrides, dict) else {}
+        model = overrides.get("model") or defaults.get("model") or default_model
+        clamp(overrides, model)
+        clamp(defaults, model)
+
+
 def _run(operation, mode: GenerationMode, headers: dict[str, str], failures: list[str]) -> None:
     checks = CHECKS.get_all()
     counter = itertools.count()
@@ -100,6 +127,7 @@ def _run(operation, mode: GenerationMode, headers: dict[str, str], failures: lis
     def check(case) -> None:
         if mode is GenerationMode.POSITIVE:
             _unique_idempotency_key(case, counter)
+            _within_model_limits(case)
         case.call_and_validate(headers=headers, checks=checks)
 
     try:
@@ -117,6 +145,7 @@ def _cover(api_schema, operation, mode: GenerationMode, headers: dict[str, str],
     for case in itertools.islice(cases, MAX_COVERAGE_CASES):
         if mode is GenerationMode.POSITIVE:
             _unique_idempotency_key(case, counter)
+            _within_model_limits(case)
         try:
             case.call_and_validate(headers=headers, checks=CHECKS.get_all())
         except (Exception, BaseExceptionGroup) as exc:

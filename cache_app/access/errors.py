@@ -30,6 +30,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from cache_app.core.layer import CacheUnavailableError
+from cache_app.core.taskopts import BrokerUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def translate(exc: BaseException) -> BaseException:
         return ServiceUnavailable("The database is unavailable; retry later.")
     if isinstance(exc, (CacheUnavailableError, redis.ConnectionError, redis.TimeoutError)):
         return ServiceUnavailable("Redis is unavailable; retry later.")
-    if isinstance(exc, _broker_errors()):
+    if isinstance(exc, (BrokerUnavailableError, *_broker_errors())):
         return ServiceUnavailable("The task broker is unavailable; retry later.")
     if isinstance(exc, (TimeoutError, *_sdk_errors("APITimeoutError"))):
         return GatewayTimeout()

@@ -68,18 +68,37 @@ def get_model_catalog() -> ModelCatalog:
     return ModelCatalog()
 
 
-def resolve_model(model: str | None, max_tokens: int | None) -> tuple[str, int | None]:
-    """(model, max_tokens) to send: the default model when None, ``max_tokens`` capped at its maximum output.
+def max_tokens_error(model: str, max_tokens: int | None) -> str | None:
+    """Why ``max_tokens`` is refused for ``model`` (it exceeds the model's maximum output), or None.
 
-    The cap is the model's ``max_output_tokens`` (ModelPricing): a larger request would be
-    refused by the provider, and the answer is the same as with the cap. An unknown model is a
-    ValidationError listing the known ones (the API's schema lists them, so it only happens when
-    a ModelPricing row is removed between reading the schema and sending the request).
+    The limit is the model's ``max_output_tokens`` (ModelPricing): the provider would refuse a
+    larger request, and a silent cap would cache the answer under a request nobody sent.
+    """
+    limit = get_model_catalog().max_output_tokens(model)
+    if max_tokens is None or limit is None or max_tokens <= limit:
+        return None
+    return f"Ensure this value is less than or equal to {limit}, the maximum output of model {model[:100]!r}."
+
+
+def max_output_tokens_by_model() -> dict[str, int]:
+    """Each known model's maximum output (the schema publishes it next to ``max_tokens``)."""
+    catalog = get_model_catalog()
+    return {model: limit for model in catalog.known() if (limit := catalog.max_output_tokens(model)) is not None}
+
+
+def resolve_model(model: str | None, max_tokens: int | None) -> str:
+    """The model to call: the default model when None; its ``max_tokens`` within the model's maximum output.
+
+    An unknown model is a ValidationError listing the known ones (the API's schema lists them, so it
+    only happens when a ModelPricing row is removed between reading the schema and sending the
+    request); ``max_tokens`` above the model's maximum output is a ValidationError naming the limit.
     """
     chosen = model or str(conf.get("LLM_DEFAULT_MODEL"))
     catalog = get_model_catalog()
-    limit = catalog.max_output_tokens(chosen)
-    if limit is None:
+    if catalog.max_output_tokens(chosen) is None:
         known = ", ".join(catalog.known()) or "none (add ModelPricing rows in the admin)"
         raise serializers.ValidationError({"model": [f"Unknown model {chosen[:100]!r}. Known models: {known}."]})
-    return chosen, (None if max_tokens is None else min(max_tokens, limit))
+    error = max_tokens_error(chosen, max_tokens)
+    if error:
+        raise serializers.ValidationError({"max_tokens": [error]})
+    return chosen

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from cache_app import actions
+from cache_app.access.errors import ServiceUnavailable
 from cache_app.access.permissions import CanInvalidate
 from cache_app.access.scope import check_masterplan_scope
 from cache_app.access.throttles import InvalidateThrottle, ReadThrottle
@@ -49,6 +50,9 @@ class InvalidateView(V2View):
                 actor=request.user,
             )
             audit.refresh_from_db()  # without a broker the task has already run
+            if audit.status == InvalidationAudit.Status.FAILED and audit.error.startswith(actions.NOT_STARTED):
+                # Recorded as failed; nothing is in flight: the caller retries after Retry-After.
+                raise ServiceUnavailable("The task broker is unavailable; retry later.")
             return status.HTTP_202_ACCEPTED, dict(InvalidationSerializer(audit).data)
 
         return idempotent(request, "cache/invalidate", invalidate)

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.validators import MaxLengthValidator, MinLengthValidator
 from rest_framework import serializers
 
-from cache_app.access.limits import get_model_catalog, resolve_model
+from cache_app.access.limits import get_model_catalog, max_output_tokens_by_model, resolve_model
 from cache_app.rag.engine import get_rag_engine
 from cache_app.serializers.fields import (
     NO_NUL,
@@ -21,10 +21,22 @@ from cache_app.serializers.fields import (
     StrictUUIDField,
 )
 
-# The largest maximum output a ModelPricing row may declare; each request is capped at its model's.
+# The largest maximum output a ModelPricing row may declare; each request is bounded by its model's.
 MAX_TOKENS = 1_000_000
 # Bounds a query embedding's values (finite, and far from float overflow when squared).
 MAX_EMBEDDING_VALUE = 1e6
+
+
+MAX_TOKENS_HELP = (
+    "Upper bound on the answer's tokens: at most the model's maximum output (x-max-output-tokens lists "
+    "each model's), or the request is a 400 naming the limit."
+)
+
+
+def publish_max_output_tokens(schema: dict[str, Any]) -> dict[str, Any]:
+    """Each model's maximum output next to ``max_tokens``: the bound a schema cannot state per model."""
+    schema["properties"]["max_tokens"]["x-max-output-tokens"] = max_output_tokens_by_model()
+    return schema
 
 
 class ModelField(StrictChoiceField):
@@ -69,7 +81,7 @@ class GenerateRequestSerializer(StrictSerializer):
         required=False,
         allow_null=True,
         default=None,
-        help_text="Upper bound on the answer's tokens; capped at the model's maximum output.",
+        help_text=MAX_TOKENS_HELP,
     )
     system = StrictCharField(
         pattern=NO_NUL, limit_setting="MAX_SYSTEM_CHARS", required=False, allow_null=True, default=None
@@ -83,8 +95,12 @@ class GenerateRequestSerializer(StrictSerializer):
         required=False, allow_null=True, default=None, help_text="The masterplan; none: the global scope."
     )
 
+    @classmethod
+    def refine_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        return publish_max_output_tokens(schema)
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        attrs["model"], attrs["max_tokens"] = resolve_model(attrs["model"], attrs["max_tokens"])
+        attrs["model"] = resolve_model(attrs["model"], attrs["max_tokens"])
         if attrs["use_batching"] and attrs["atom_id"] is None:
             attrs["atom_id"] = uuid.uuid4()  # the batcher labels each prompt; any id will do
         return attrs

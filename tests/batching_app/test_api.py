@@ -112,12 +112,19 @@ def test_repeated_atom_ids_are_answered_in_input_order(api, provider):
     assert report["atoms"][0]["text"] != report["atoms"][1]["text"]
 
 
-def test_max_tokens_are_capped_per_atom_at_its_models_maximum(api, provider):
-    body = _wave(
-        [atom("a"), atom("b", model="claude-sonnet-4-5")],
-        defaults={"temperature": 0.0, "model": "claude-3-5-sonnet", "max_tokens": 50_000},
-    )
-    assert api.post(WAVES, body, format="json").status_code == 200
+def test_max_tokens_over_an_atoms_model_maximum_is_a_400_naming_the_atom_and_limit(api, provider):
+    defaults = {"temperature": 0.0, "model": "claude-sonnet-4-5", "max_tokens": 50_000}
+    body = _wave([atom("a"), atom("b", model="claude-3-5-sonnet")], defaults=defaults)
+    refused = api.post(WAVES, body, format="json")
+    assert refused.status_code == 400, refused.content
+    errors = refused.json()["atoms"]
+    assert errors[0] == {}
+    assert "8192" in " ".join(errors[1]["defaults"]["max_tokens"])
+    overridden = _wave([atom("a"), atom("b", model="claude-3-5-sonnet", max_tokens=9000)], defaults=defaults)
+    assert "8192" in " ".join(api.post(WAVES, overridden, format="json").json()["atoms"][1]["overrides"]["max_tokens"])
+    assert not provider.requests  # nothing ran
+    within = _wave([atom("a"), atom("b", model="claude-3-5-sonnet", max_tokens=8192)], defaults=defaults)
+    assert api.post(WAVES, within, format="json").status_code == 200
     assert sorted(r.max_tokens for r in provider.requests) == [8192, 50_000]
 
 

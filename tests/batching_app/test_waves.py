@@ -241,6 +241,21 @@ def test_an_undispatchable_batch_fails_only_its_atoms(redis, provider, fixed_bat
     assert "broker down" in report["atoms"][5]["error"]
 
 
+def test_a_wave_none_of_whose_batches_could_be_sent_raises_after_recording_why(redis, provider, fixed_batch):
+    from cache_app.core.taskopts import BrokerUnavailableError
+
+    def down(wave_id: str, batch_no: int) -> None:
+        raise BrokerUnavailableError("OperationalError: connection refused")
+
+    service = WaveService(clock=WallClock(), dispatch=down, register=lambda mp: None)
+    with pytest.raises(BrokerUnavailableError):
+        service.submit(MP, [atom(f"q{i}") for i in range(6)], wait=False)
+    [wave_key] = redis.scan_iter(match="*:wave:*")
+    report = service.get(wave_key.decode().rsplit(":", 1)[-1])
+    assert {a["status"] for a in report["atoms"]} == {"failed"}
+    assert all("batch not run" in a["error"] for a in report["atoms"])
+
+
 def test_a_late_outcome_never_overwrites_a_final_one(redis):
     store = WaveStore()
     specs = build_atoms({}, [atom("a")])

@@ -74,13 +74,20 @@ def test_generate_takes_exactly_what_the_schema_says(api, body, field):
     assert field in response.json()
 
 
-def test_max_tokens_over_the_models_maximum_is_capped(api):
-    body = {"prompt": "p", "model": "claude-3-5-sonnet", "temperature": 0, "max_tokens": 999_999}
-    capped = {**body, "max_tokens": 8192}  # the model's max_output_tokens
-    first = api.post(GENERATE, body, format="json")
-    assert first.status_code == 200, first.content
-    # The same request as the capped one: it is answered from the cache.
-    assert api.post(GENERATE, capped, format="json").json()["cached"] is True
+def test_max_tokens_over_the_models_maximum_is_a_400_naming_the_limit(api):
+    body = {"prompt": "p", "model": "claude-3-5-sonnet", "temperature": 0}
+    refused = api.post(GENERATE, {**body, "max_tokens": 8193}, format="json")
+    assert refused.status_code == 400, refused.content
+    message = " ".join(refused.json()["max_tokens"])
+    assert "8192" in message
+    assert "claude-3-5-sonnet" in message
+    assert api.post(GENERATE, {**body, "max_tokens": 8192}, format="json").status_code == 200
+
+
+def test_the_schema_publishes_each_models_maximum_output(api):
+    schema = api.get("/api/schema/?format=json").json()
+    field = schema["components"]["schemas"]["GenerateRequest"]["properties"]["max_tokens"]
+    assert field["x-max-output-tokens"]["claude-3-5-sonnet"] == 8192
 
 
 def test_use_batching_without_an_atom_id_is_labelled_for_it(api):
