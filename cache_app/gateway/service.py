@@ -9,6 +9,7 @@ from uuid import UUID
 
 from django.http.request import HttpHeaders
 
+from cache_app.access.limits import max_tokens_error
 from cache_app.core import conf, keys
 from cache_app.gateway.conversation import ChatRequest
 from cache_app.gateway.errors import GatewayError, Kind, invalid
@@ -55,8 +56,9 @@ def scope_from_headers(headers: HttpHeaders) -> Scope:
     return Scope(masterplan_id, atom_id, cache_mode(headers.get("Cache-Control", "")))
 
 
-def check_model(model: str) -> None:
-    """A model without a ModelPricing row is refused: its calls could not be priced."""
+def check_model(model: str, max_tokens: int | None = None) -> None:
+    """A model without a ModelPricing row is refused (its calls could not be priced), and so is
+    ``max_tokens`` above the model's maximum output (the limit is named, as on the v2 API)."""
     if get_ledger().prices.price(model) is None:
         raise GatewayError(
             Kind.NOT_FOUND,
@@ -64,6 +66,9 @@ def check_model(model: str) -> None:
             param="model",
             code="model_not_found",
         )
+    error = max_tokens_error(model, max_tokens)
+    if error:
+        raise invalid(f"max_tokens: {error}", "max_tokens")
 
 
 def cache_status(scope: Scope, result: LLMResponse) -> str:

@@ -53,7 +53,7 @@ class GatewayView(View):
             chat = self.wire.parse(_read_json(request))
             scope = service.scope_from_headers(request.headers)
             auth.check_scope(caller, scope.masterplan_id)
-            service.check_model(chat.model)
+            service.check_model(chat.model, chat.max_tokens)
             if chat.stream:
                 return self._stream(chat, scope)
             result = service.complete(chat, scope)

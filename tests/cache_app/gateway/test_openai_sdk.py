@@ -260,6 +260,17 @@ def test_an_unpriced_model_is_not_found(gateway):
     assert gateway.upstream_calls == 0
 
 
+def test_max_tokens_above_the_models_maximum_output_is_a_bad_request_naming_it(gateway):
+    from cache_app.models import ModelPricing
+
+    limit = ModelPricing.objects.get(model=MODEL).max_output_tokens
+    with pytest.raises(openai.BadRequestError) as err:
+        gateway.openai().chat.completions.create(model=MODEL, messages=user("hi"), max_tokens=limit + 1)
+    assert err.value.body["param"] == "max_tokens"
+    assert str(limit) in err.value.message
+    assert gateway.upstream_calls == 0
+
+
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
