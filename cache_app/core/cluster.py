@@ -33,7 +33,8 @@ class EvalScript(Script):
     def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
         keys, args = list(keys or []), list(args or [])
         target = self.registered_client if client is None else client
-        return target.eval(self.script, len(keys), *keys, *args)  # type: ignore[arg-type]  # bytes work too
+        # execute_command: ClusterPipeline.eval() is not the EVAL command.
+        return target.execute_command("EVAL", self.script, len(keys), *keys, *args)
 
 
 class CacheCluster(RedisCluster):
