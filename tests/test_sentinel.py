@@ -10,7 +10,7 @@ import pytest
 import redis as redis_lib
 
 from cache_app.core import keys
-from tests.cluster.conftest import wait_for
+from tests.cluster.conftest import die_with_parent, wait_for
 from tests.conftest import ROOT, free_port
 
 
@@ -98,7 +98,13 @@ class SentinelSet:
     def _spawn(self, *args: str) -> None:
         binary = shutil.which("redis-server")
         self.procs.append(
-            subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.directory)
+            subprocess.Popen(
+                [binary, *args],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=self.directory,
+                preexec_fn=die_with_parent,
+            )
         )
 
     def start(self) -> None:

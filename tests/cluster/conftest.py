@@ -44,6 +44,13 @@ def wait_for(condition: Callable[[], object], what: str, deadline: float = 30.0,
         time.sleep(step)  # a polling step, not a timing assumption
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the server gets SIGKILL if the test process dies (even by os._exit on a timeout)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _port_pair() -> int:
     """A free port whose cluster bus port (+10000) is free too."""
     for _ in range(200):
@@ -96,6 +103,7 @@ class Cluster:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
 
     def topology(self) -> dict[int, dict[str, object]]:
@@ -118,7 +126,12 @@ class Cluster:
         return sorted(p for p, info in self.topology().items() if info["role"] == "master")
 
     def replica_of(self, primary: int) -> int:
-        return next(p for p, info in self.topology().items() if info["primary"] == primary)
+        """A replica of ``primary`` (waits until the node's view lists one: gossip after a failover)."""
+
+        def find() -> int | None:
+            return next((p for p, info in self.topology().items() if info["primary"] == primary), None)
+
+        return int(wait_for(find, f"a replica of {primary}"))  # type: ignore[arg-type]
 
     def primary_of_slot(self, slot: int) -> int:
         for start, end, primary, *_ in self.node(self.alive()[0]).execute_command("CLUSTER SLOTS"):
@@ -127,7 +140,13 @@ class Cluster:
         raise LookupError(slot)
 
     def healthy(self) -> bool:
-        """Every live node says the cluster is ok, and every live replica's link is up."""
+        """Every live node says the cluster is ok and maps slots alike, and every live replica's link is up."""
+        views = {
+            str(sorted((s[0], s[1], int(s[2][1])) for s in self.node(p).execute_command("CLUSTER SLOTS")))
+            for p in self.alive()
+        }
+        if len(views) != 1:
+            return False
         for port in self.alive():
             client = self.node(port)
             if b"cluster_state:ok" not in client.execute_command("CLUSTER INFO"):
@@ -200,9 +219,17 @@ def on_cluster(redis_cluster, settings, _isolated_mgecache) -> Cluster:
 
 def masterplans_per_primary(cluster: Cluster) -> dict[int, str]:
     """One masterplan UUID whose keys land on each primary (so a test spans every node)."""
+    wait_for(cluster.healthy, "the cluster to be ok")
+    ranges = [
+        (int(start), int(end), int(primary[1]))
+        for start, end, primary, *_ in cluster.node(cluster.alive()[0]).execute_command("CLUSTER SLOTS")
+    ]
+    primaries = {port for _, _, port in ranges}
     found: dict[int, str] = {}
-    primaries = set(cluster.primaries())
-    while set(found) != primaries:
+    for _ in range(10_000):
         mp = str(uuid.uuid4())
-        found.setdefault(cluster.primary_of_slot(keys.key_slot(mp)), mp)
-    return found
+        slot = keys.key_slot(mp)
+        found.setdefault(next(port for start, end, port in ranges if start <= slot <= end), mp)
+        if set(found) == primaries:
+            return found
+    raise AssertionError(f"no masterplan found for every primary of {ranges}")

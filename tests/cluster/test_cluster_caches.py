@@ -14,7 +14,7 @@ import pytest
 
 from cache_app.console.census import LiveEntryCensus
 from cache_app.core import keys, retired
-from cache_app.core.cluster import CacheCluster, ThreadedCluster, node_clients
+from cache_app.core.cluster import AsyncCacheCluster, CacheCluster, node_clients
 from cache_app.core.counters import get_counters
 from cache_app.core.redis_client import get_async_redis, get_redis
 from cache_app.llm.cache import LLMPromptCache
@@ -59,7 +59,7 @@ def test_the_configured_clients_are_the_cluster(on_cluster):
     async def client_type() -> type:
         return type(get_async_redis())
 
-    assert asyncio.run(client_type()) is ThreadedCluster
+    assert asyncio.run(client_type()) is AsyncCacheCluster
 
 
 def test_exact_hits_sync_and_async_on_every_node(on_cluster, spread):
