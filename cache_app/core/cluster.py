@@ -5,26 +5,26 @@
   promoted replica after a failover, a node added later) and redis-py does not reload it
   there; our scripts are under 1 KB and Redis caches their compiled form, so EVAL costs
   a few hundred bytes per call and never fails that way.
-* :class:`AsyncCacheCluster` is redis.asyncio's ``RedisCluster`` with the same EVAL scripts,
-  one per event loop (asyncio connections cannot cross loops). An earlier attempt ran the
-  sync client in threads because the asyncio client had dropped connections under
-  concurrency; with redis-py 8.1 that did not reproduce (200 concurrent callers, 60,000
-  pipelined round trips, 0 errors; the failover tests pass with it), and it does twice the
-  round trips per second of the threaded design on this machine (docs/operations.md).
+* :class:`ThreadedCluster` is the asyncio face of the same sync client: each call runs in a
+  worker thread (``asyncio.to_thread``). redis-py 8.1's ``redis.asyncio.RedisCluster`` is
+  about twice as fast in a micro-benchmark (200 concurrent callers, 0 errors), but under the
+  load test (2 gunicorn workers, CPU saturated, no failover) it lost connections mid-command
+  ("Error UNKNOWN while writing to socket") and once raised ``AttributeError: 'NoneType'
+  object has no attribute 'writelines'`` from inside the client, which is not a RedisError,
+  so it reached a caller as a 500. The sync cluster client is thread-safe, keeps one pool per
+  node shared by the sync and async paths, and had no such error in the same runs.
 * :func:`node_clients` / :func:`scan_pages`: reclaim, statistics and the console census
   SCAN every primary (on a single Redis, the one server).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterator
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import redis
-from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
@@ -72,41 +72,69 @@ def make_cluster(nodes: list[tuple[str, int]], *, socket_timeout: float, connect
     )
 
 
-class AsyncEvalScript:
-    """The asyncio twin of :class:`EvalScript` (queues on a cluster pipeline, or awaits the call)."""
+class _ThreadedPipeline:
+    """A sync cluster pipeline with an awaitable ``execute`` (commands are queued synchronously)."""
 
-    def __init__(self, registered_client: Any, script: Any) -> None:
-        self.registered_client = registered_client
-        self.script = script
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._pipe, name)
+
+        def queue(*args: Any, **kwargs: Any) -> _ThreadedPipeline:
+            method(*args, **kwargs)
+            return self
+
+        return queue
+
+    def eval(self, script: Any, numkeys: int, *keys_and_args: Any) -> _ThreadedPipeline:
+        # redis-py's sync ClusterPipeline.eval() is not the EVAL command: queue it by name.
+        self._pipe.execute_command("EVAL", script, numkeys, *keys_and_args)
+        return self
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        return await asyncio.to_thread(self._pipe.execute, raise_on_error)
+
+
+class _ThreadedScript:
+    def __init__(self, script: EvalScript) -> None:
+        self._script = script
 
     async def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
-        keys, args = list(keys or []), list(args or [])
-        target = self.registered_client if client is None else client
-        reply = target.execute_command("EVAL", self.script, len(keys), *keys, *args)
-        return await reply if inspect.isawaitable(reply) else reply  # a pipeline queues and returns itself
+        if isinstance(client, _ThreadedPipeline):
+            self._script(keys=keys, args=args, client=client._pipe)
+            return client
+        return await asyncio.to_thread(self._script, keys, args)
 
 
-class AsyncCacheCluster(AsyncRedisCluster):
-    """redis.asyncio's RedisCluster with EVAL-only scripts; one per event loop (see get_async_redis)."""
+class ThreadedCluster:
+    """The asyncio interface the cache layers use, on the thread-safe sync :class:`CacheCluster`."""
 
-    def register_script(self, script: Any) -> Any:
-        return AsyncEvalScript(self, script)
+    def __init__(self, cluster: CacheCluster) -> None:
+        self.cluster = cluster
 
+    def pipeline(self, transaction: bool = False) -> _ThreadedPipeline:
+        return _ThreadedPipeline(self.cluster.pipeline(transaction=transaction))
 
-def make_async_cluster(
-    nodes: list[tuple[str, int]], *, socket_timeout: float, connect_timeout: float
-) -> AsyncCacheCluster:
-    return AsyncCacheCluster(
-        startup_nodes=[AsyncClusterNode(host, port) for host, port in nodes],
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=connect_timeout,
-        retry=AsyncRetry(NoBackoff(), 1),
-        require_full_coverage=False,
-    )
+    def register_script(self, script: Any) -> _ThreadedScript:
+        return _ThreadedScript(EvalScript(self.cluster, script))
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self.cluster, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(functools.partial(method, *args, **kwargs))
+
+        return call
+
+    async def aclose(self) -> None:  # the sync client is process-wide: closed with the process
+        return None
 
 
 def node_clients(client: Any) -> list[Any]:
     """A plain client per primary of a Cluster; ``[client]`` for a single server."""
+    if isinstance(client, ThreadedCluster):
+        client = client.cluster
     if isinstance(client, RedisCluster):
         return [client.get_redis_connection(node) for node in client.get_primaries()]
     return [client]

@@ -5,8 +5,8 @@
   ``MGECACHE['REDIS_CLUSTER_NODES']``, a Redis Cluster client for the cache layers
   (Django's own cache, throttles and the Celery broker stay on ``REDIS_URL``).
 * :func:`get_async_redis` is a ``redis.asyncio`` client on the same server, one per
-  event loop (asyncio connections cannot cross loops); on a Cluster, redis.asyncio's
-  RedisCluster (cache_app.core.cluster.AsyncCacheCluster).
+  event loop (asyncio connections cannot cross loops); on a Cluster, the sync cluster
+  client run in worker threads (cache_app.core.cluster.ThreadedCluster: why, there).
 * :class:`CircuitBreaker` bounds the cost of an outage: the first failure costs at most
   the socket timeout; while the breaker is open calls skip Redis in microseconds, and a
   background thread (never a caller) probes Redis and closes the breaker once it answers,
@@ -34,7 +34,7 @@ from cache_app.core import conf, metrics
 from cache_app.core.cluster import (
     CacheCluster,
     ClusterClientError,
-    make_async_cluster,
+    ThreadedCluster,
     make_cluster,
     parse_nodes,
 )
@@ -77,13 +77,8 @@ def get_async_redis() -> redis.asyncio.Redis:
 
 
 def _make_async_client() -> redis.asyncio.Redis:
-    nodes = conf.get("REDIS_CLUSTER_NODES")
-    if nodes:
-        return make_async_cluster(  # type: ignore[return-value]  # same command surface
-            parse_nodes(nodes),
-            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-            connect_timeout=settings.REDIS_SOCKET_CONNECT_TIMEOUT,
-        )
+    if conf.get("REDIS_CLUSTER_NODES"):
+        return ThreadedCluster(get_cluster())  # type: ignore[return-value]  # the layers' subset of the API
     if getattr(settings, "REDIS_EMBEDDED", False):
         import fakeredis
 

@@ -14,7 +14,7 @@ import pytest
 
 from cache_app.console.census import LiveEntryCensus
 from cache_app.core import keys, retired
-from cache_app.core.cluster import AsyncCacheCluster, CacheCluster, node_clients
+from cache_app.core.cluster import CacheCluster, ThreadedCluster, node_clients
 from cache_app.core.counters import get_counters
 from cache_app.core.redis_client import get_async_redis, get_redis
 from cache_app.llm.cache import LLMPromptCache
@@ -59,7 +59,7 @@ def test_the_configured_clients_are_the_cluster(on_cluster):
     async def client_type() -> type:
         return type(get_async_redis())
 
-    assert asyncio.run(client_type()) is AsyncCacheCluster
+    assert asyncio.run(client_type()) is ThreadedCluster
 
 
 def test_exact_hits_sync_and_async_on_every_node(on_cluster, spread):
@@ -158,3 +158,32 @@ def test_retired_keys_are_reclaimed_on_every_node(on_cluster, spread):
     assert retired.reclaim_retired_keys(client) == len(old)
     assert not any(client.exists(key) for key in old)
     assert client.exists(current)
+
+
+def test_single_flight_across_callers_on_the_cluster(on_cluster):
+    """Two processes' worth of callers (two SingleFlight objects) make one call; the lock is released after."""
+    from prometheus_client import REGISTRY
+
+    from cache_app.llm.singleflight import SingleFlight
+
+    calls = []
+
+    def waiters() -> float:
+        return REGISTRY.get_sample_value("mgecache_singleflight_waiters_total", {"scope": "redis"}) or 0.0
+
+    async def both() -> list[str]:
+        started = waiters()
+
+        async def work() -> str:
+            calls.append(1)
+            while waiters() == started:  # the leader answers once the other caller waits on it in Redis
+                await asyncio.sleep(0.01)
+            return "answer"
+
+        first = SingleFlight(encode=lambda v: v, decode=lambda v: v)
+        second = SingleFlight(encode=lambda v: v, decode=lambda v: v)
+        return list(await asyncio.wait_for(asyncio.gather(first.run("k", work), second.run("k", work)), 30))
+
+    assert asyncio.run(both()) == ["answer", "answer"]
+    assert len(calls) == 1
+    assert not get_redis().exists(keys.singleflight_lock("k"))
