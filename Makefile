@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test typecheck lint format install install-dev install-embeddings install-langchain bench clean
+.PHONY: run test typecheck lint format install install-dev install-embeddings install-langchain bench clean load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -92,3 +92,10 @@ clean:
 .PHONY: stress
 stress: install-dev
 	$(BIN)/pytest -s -p no:cacheprovider tests/cache_app/test_stress.py $(PYTEST_ARGS)
+
+# Scale-out load test (docs/benchmarks.md, "Scale-out load test"): 2 gunicorn + 2 Celery workers under
+# locust (bench-only venv in var/load-venv) on one Redis, a 3+3 Redis Cluster, and a Cluster failover.
+# Needs Debian's redis-server/redis-cli and a Postgres (DATABASE_URL's server; a private database is made).
+LOAD_ARGS ?=
+load: install-dev
+	$(BIN)/python benchmarks/load/run.py $(LOAD_ARGS)

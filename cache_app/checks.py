@@ -308,3 +308,29 @@ def check_gateway_settings(app_configs: Any = None, **kwargs: Any) -> list[check
             id="cache_app.E090",
         )
     ]
+
+
+@checks.register(checks.Tags.compatibility)
+def check_redis_cluster_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Redis Cluster for the cache layers (ids cache_app.E100-E109)."""
+    from cache_app.core.cluster import parse_nodes
+
+    nodes = conf.app_settings()["REDIS_CLUSTER_NODES"]
+    if not nodes:
+        return []
+    hint = "Set REDIS_CLUSTER_NODES=host:port,host:port (seed nodes of the cluster)."
+    try:
+        if isinstance(nodes, str) or not isinstance(nodes, (list, tuple)):
+            raise ValueError("not a list")
+        parse_nodes(nodes)
+    except ValueError as exc:
+        return [checks.Error(f"MGECACHE['REDIS_CLUSTER_NODES'] is invalid: {exc}.", hint=hint, id="cache_app.E100")]
+    if getattr(settings, "REDIS_EMBEDDED", False):
+        return [
+            checks.Error(
+                "REDIS_CLUSTER_NODES needs REDIS_URL too: Django's cache, throttles and the broker stay there.",
+                hint="Set REDIS_URL to a plain Redis (or Sentinel) server.",
+                id="cache_app.E101",
+            )
+        ]
+    return []

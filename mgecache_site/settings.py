@@ -302,6 +302,8 @@ MGECACHE = {
     "EMBEDDER": env.str("MGECACHE_EMBEDDER", default="cache_app.rag.embedders.HashedNgramEmbedder"),
     "LLM_MAX_RETRIES": _number(int, "LLM_MAX_RETRIES", 2),
     "LLM_TIMEOUT_SECONDS": _number(float, "LLM_TIMEOUT_SECONDS", 60.0),
+    # "host:port,host:port": the cache layers on a Redis Cluster (docs/operations.md).
+    "REDIS_CLUSTER_NODES": env.list("REDIS_CLUSTER_NODES", default=[]),
 }
 
 # LLM provider credentials and endpoints (cache_app.llm.providers). Secrets have no default:

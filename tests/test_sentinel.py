@@ -1,13 +1,16 @@
-"""Redis Sentinel: the documented configuration really works (a private master and sentinel)."""
+"""Redis Sentinel: the documented configuration works, and the caches ride through a SENTINEL FAILOVER."""
 
 import shutil
 import subprocess
 import sys
 import threading
+import uuid
 
 import pytest
 import redis as redis_lib
 
+from cache_app.core import keys
+from tests.cluster.conftest import die_with_parent, wait_for
 from tests.conftest import ROOT, free_port
 
 
@@ -76,4 +79,123 @@ def test_cache_layers_reach_the_master_through_sentinel(private_redis, sentinel)
     assert lines[:3] == ["answer via sentinel", "answer via sentinel", "True"]
     assert lines[3] == f"sentinel://127.0.0.1:{sentinel}/4 mymaster"
     master = redis_lib.Redis(port=private_redis.port, db=3)
-    assert list(master.scan_iter(match="mgecache-sentinel-test:v1:llm:*"))  # the entry lives on the master
+    assert list(master.scan_iter(match="mgecache-sentinel-test:v2:llm:*"))  # the entry lives on the master
+
+
+# --- failover: 1 master + 1 replica + 3 sentinels, SENTINEL FAILOVER mid-traffic ----------------
+
+
+class SentinelSet:
+    """A master, its replica and three sentinels (quorum 2), each a private process; stopped at teardown."""
+
+    def __init__(self, directory) -> None:
+        self.directory = directory
+        self.procs: list[subprocess.Popen] = []
+        self.master = free_port()
+        self.replica = free_port()
+        self.sentinels = [free_port() for _ in range(3)]
+
+    def _spawn(self, *args: str) -> None:
+        binary = shutil.which("redis-server")
+        self.procs.append(
+            subprocess.Popen(
+                [binary, *args],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=self.directory,
+                preexec_fn=die_with_parent,
+            )
+        )
+
+    def start(self) -> None:
+        common = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+        self._spawn("--port", str(self.master), *common)
+        self._spawn("--port", str(self.replica), *common, "--replicaof", "127.0.0.1", str(self.master))
+        for port in self.sentinels:
+            conf = self.directory / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\n"
+                f"sentinel monitor mymaster 127.0.0.1 {self.master} 2\n"
+                "sentinel down-after-milliseconds mymaster 1000\n"
+                "sentinel failover-timeout mymaster 5000\n"
+            )
+            self._spawn(str(conf), "--sentinel")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=10)
+
+    def sentinel(self, port: int) -> redis_lib.Redis:
+        return redis_lib.Redis(port=port, socket_timeout=2, decode_responses=True)
+
+    def master_port(self) -> int:
+        return int(self.sentinel(self.sentinels[0]).sentinel_get_master_addr_by_name("mymaster")[1])
+
+    def ready(self) -> bool:
+        """The replica is in sync and every sentinel knows it and the two other sentinels."""
+        info = redis_lib.Redis(port=self.replica).info("replication")
+        if info.get("master_link_status") != "up":
+            return False
+        for port in self.sentinels:
+            client = self.sentinel(port)
+            replicas = client.sentinel_slaves("mymaster")
+            if (
+                not replicas
+                or "s_down" in str(replicas[0].get("flags"))
+                or len(client.sentinel_sentinels("mymaster")) < 2
+            ):
+                return False
+        return True
+
+
+@pytest.fixture
+def sentinel_set(tmp_path):
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed")
+    sentinels = SentinelSet(tmp_path)
+    sentinels.start()
+    try:
+        wait_for(sentinels.ready, "the replica and the sentinels", deadline=60)
+        yield sentinels
+    finally:
+        sentinels.stop()
+
+
+@pytest.mark.slow
+def test_sentinel_failover_mid_traffic(sentinel_set):
+    """Callers get answers through a SENTINEL FAILOVER (misses in the gap), nothing raises, caching resumes."""
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+    from redis.sentinel import Sentinel
+
+    from cache_app.llm.cache import LLMPromptCache
+    from tests.cluster.test_cluster_failover import Traffic
+    from tests.conftest import StaticPolicies
+
+    addresses = [("127.0.0.1", port) for port in sentinel_set.sentinels]
+    timeouts = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
+    client = Sentinel(addresses, **timeouts).master_for("mymaster", **timeouts)
+
+    def async_client():  # one per event loop, as the layers' own factory does
+        return AsyncSentinel(addresses, **timeouts).master_for("mymaster", **timeouts)
+
+    cache = LLMPromptCache(client, policies=StaticPolicies(), async_redis=async_client)
+    scopes = [str(uuid.uuid4()) for _ in range(3)]
+    load = Traffic(cache, scopes)
+    load.start()
+    try:
+        wait_for(lambda: load.hits_of(scopes[0]) > 20, "warm traffic")
+        old_master = sentinel_set.master_port()
+        sentinel_set.sentinel(sentinel_set.sentinels[0]).execute_command("SENTINEL", "FAILOVER", "mymaster")
+        wait_for(lambda: sentinel_set.master_port() != old_master, "the sentinels to promote the replica")
+        for scope in scopes:
+            before = load.hits_of(scope)
+            wait_for(lambda s=scope, b=before: load.hits_of(s) > b + 10, "hits on the new master")
+    finally:
+        load.finish()
+    assert load.errors == []
+    assert load.answers == load.calls
+    new_master = redis_lib.Redis(port=sentinel_set.master_port())
+    assert new_master.info("replication")["role"] == "master"
+    assert list(new_master.scan_iter(match=f"{keys.prefix()}llm:*"))  # entries written on the new master

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cache_app.core import conf, keys
+from cache_app.core.cluster import scan_pages
 from cache_app.core.scripts import TAG_LUA
 from cache_app.llm.pricing import COST_LAYER
 
@@ -39,7 +40,7 @@ return live
 )
 
 _PARSERS: dict[str, Callable[[Any], str | None]] = {"llm": keys.parse_llm_entry, "rag": keys.parse_rag_entry}
-_TAG_KEYS: dict[str, tuple[Callable[[], str], Callable[[Any], str]]] = {
+_TAG_KEYS: dict[str, tuple[Callable[[Any], str], Callable[[Any], str]]] = {
     "llm": (keys.llm_epoch, keys.llm_generation),
     "rag": (keys.rag_epoch, keys.rag_generation),
 }
@@ -93,16 +94,14 @@ class LiveEntryCensus:
         """Count every scope, or only ``scopes`` (canonical UUIDs or ``global``). Raises on Redis errors."""
         wanted = None if scopes is None else set(scopes)
         census = Census(taken_at=self._clock())
-        cursor, count = 0, min(SCAN_COUNT, self.max_keys)
-        while True:
-            cursor, page = self.redis.scan(cursor, match=f"{keys.prefix()}*", count=count)
-            census.scanned += len(page)
-            self._count_page(census, page, wanted)
-            if int(cursor) == 0:
-                return census
+        pages = scan_pages(self.redis, f"{keys.prefix()}*", min(SCAN_COUNT, self.max_keys))  # every primary
+        for page in pages:
             if census.scanned >= self.max_keys:
                 census.complete = False
                 return census
+            census.scanned += len(page)
+            self._count_page(census, page, wanted)
+        return census
 
     def _group(self, census: Census, page: list[Any], wanted: set[str] | None) -> dict[tuple[str, str], list[Any]]:
         """Entry keys of the page by (layer, scope); notes masterplans with cost counters on the way."""
@@ -129,7 +128,7 @@ class LiveEntryCensus:
         queued: list[tuple[str, str]] = []
         for (layer, scope), entries in groups.items():
             epoch_key, generation_key = _TAG_KEYS[layer]
-            tag_keys = [epoch_key(), generation_key(_scope_arg(scope))]
+            tag_keys = [epoch_key(_scope_arg(scope)), generation_key(_scope_arg(scope))]  # the scope's slot
             for start in range(0, len(entries), BATCH_SIZE):
                 self._script(keys=[*tag_keys, *entries[start : start + BATCH_SIZE]], client=pipe)
                 queued.append((layer, scope))

@@ -16,7 +16,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
-    # Every Redis key starts with f"{KEY_PREFIX}:v1:" (see cache_app.core.keys).
+    # Every Redis key starts with f"{KEY_PREFIX}:v2:" (see cache_app.core.keys).
     "KEY_PREFIX": "mgecache",
     # How long a process may serve a policy it read from the database. An admin edit
     # is seen by every process within this many seconds (the contract is <= 5 s).
@@ -98,6 +98,10 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_CACHE_SECONDS": 1.0,
     # An API key's last_used_at is written at most once per this many seconds (not per request).
     "API_KEY_LAST_USED_RESOLUTION_SECONDS": 60,
+    # Seed nodes ("host:port") of a Redis Cluster for the cache layers (env REDIS_CLUSTER_NODES).
+    # Empty: the cache layers use REDIS_URL (one server, or Sentinel), which stays the home of
+    # Django's cache, throttles and the Celery broker in either case (django-redis has no Cluster).
+    "REDIS_CLUSTER_NODES": [],
     # LLM waves (batching_app.waves): no atom stays pending longer than this after submission;
     # a waiting request (wait=true) returns by then at the latest.
     "WAVE_DEADLINE_SECONDS": 120.0,

@@ -78,6 +78,14 @@ def expected_tag(entry_key: str, token: WriteToken | None) -> bytes:
     return token.tag
 
 
+def _incr_all(client: SyncRedis, names: list[str]) -> int:
+    """INCR every key in one non-transactional pipeline (on a Cluster: one batch per node)."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.incr(name)
+    return len(pipe.execute())
+
+
 def derive_async_client(client: SyncRedis) -> AsyncRedis:
     """An asyncio client on the same server as an injected sync client."""
     kwargs = client.connection_pool.connection_kwargs
@@ -175,7 +183,8 @@ class RedisCacheLayer:
     def _generation_key(self, masterplan_id: str | None) -> str:
         raise NotImplementedError
 
-    def _epoch_key(self) -> str:
+    def _epoch_keys(self) -> list[str]:
+        """Every copy of the layer epoch (one per cluster slot; see cache_app.core.keys)."""
         raise NotImplementedError
 
     def reclaim_masterplan(self, masterplan_id: Any) -> int:
@@ -238,8 +247,8 @@ class RedisCacheLayer:
         apps). ``reclaim`` and the return value as for :meth:`invalidate_masterplan`.
         """
         check_reclaim_mode(reclaim)
-        epoch_key, client = self._epoch_key(), self.redis
-        if self.guard.run("invalidate", lambda: client.incr(epoch_key), None) is None:
+        epoch_keys, client = self._epoch_keys(), self.redis
+        if self.guard.run("invalidate", lambda: _incr_all(client, epoch_keys), None) is None:
             raise self._unavailable(None, layer=True)
         self._invalidated(None)
         return self._after_invalidation(None, reclaim, layer=True)

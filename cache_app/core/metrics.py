@@ -47,6 +47,20 @@ REDIS_BREAKER_OPEN = Gauge(
 REDIS_BREAKER_TRIPS = Counter(
     "mgecache_redis_breaker_trips_total", "Times the Redis circuit breaker opened.", ["client"]
 )
+# One observation per outage: from the breaker opening until a probe closed it (a failover's gap).
+REDIS_OUTAGE_SECONDS = Histogram(
+    "mgecache_redis_outage_seconds",
+    "Duration of each Redis outage seen by a process (breaker open until Redis answered again).",
+    ["client"],
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+# Calls answered without Redis (a lookup became a miss, a write was skipped): failed = Redis
+# raised or timed out; skipped = the breaker was open. Also counted durably (fail_open hash).
+CACHE_FAIL_OPEN = Counter(
+    "mgecache_cache_fail_open_total",
+    "Cache calls served without Redis (fail open), by why.",
+    ["cache_layer", "operation", "reason"],
+)
 
 # --- RAG similarity index ---------------------------------------------------------------
 # Also the buckets of the durable score histogram the operator console charts.

@@ -1,9 +1,12 @@
 """Redis clients for the cache layers, and the circuit breaker that makes them fail open.
 
 * :func:`get_redis` is django-redis's ``default`` connection (real Redis, Sentinel, or
-  the embedded fakeredis when ``REDIS_URL`` is unset).
+  the embedded fakeredis when ``REDIS_URL`` is unset), or, with
+  ``MGECACHE['REDIS_CLUSTER_NODES']``, a Redis Cluster client for the cache layers
+  (Django's own cache, throttles and the Celery broker stay on ``REDIS_URL``).
 * :func:`get_async_redis` is a ``redis.asyncio`` client on the same server, one per
-  event loop (asyncio connections cannot cross loops).
+  event loop (asyncio connections cannot cross loops); on a Cluster, the sync cluster
+  client run in worker threads (cache_app.core.cluster.ThreadedCluster: why, there).
 * :class:`CircuitBreaker` bounds the cost of an outage: the first failure costs at most
   the socket timeout; while the breaker is open calls skip Redis in microseconds, and a
   background thread (never a caller) probes Redis and closes the breaker once it answers,
@@ -28,6 +31,13 @@ import redis.asyncio
 from django.conf import settings
 
 from cache_app.core import conf, metrics
+from cache_app.core.cluster import (
+    CacheCluster,
+    ClusterClientError,
+    ThreadedCluster,
+    make_cluster,
+    parse_nodes,
+)
 from cache_app.core.state import process_wide
 
 logger = logging.getLogger(__name__)
@@ -36,9 +46,21 @@ T = TypeVar("T")
 
 def get_redis() -> redis.Redis:
     """The synchronous client every cache layer uses by default."""
+    if conf.get("REDIS_CLUSTER_NODES"):
+        return get_cluster()  # type: ignore[return-value]  # same command surface
     from django_redis import get_redis_connection
 
     return get_redis_connection("default")
+
+
+@process_wide
+def get_cluster() -> CacheCluster:
+    """The process-wide Redis Cluster client (thread-safe: one connection pool per node)."""
+    return make_cluster(
+        parse_nodes(conf.get("REDIS_CLUSTER_NODES")),
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        connect_timeout=settings.REDIS_SOCKET_CONNECT_TIMEOUT,
+    )
 
 
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
@@ -55,6 +77,8 @@ def get_async_redis() -> redis.asyncio.Redis:
 
 
 def _make_async_client() -> redis.asyncio.Redis:
+    if conf.get("REDIS_CLUSTER_NODES"):
+        return ThreadedCluster(get_cluster())  # type: ignore[return-value]  # the layers' subset of the API
     if getattr(settings, "REDIS_EMBEDDED", False):
         import fakeredis
 
@@ -110,6 +134,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._failures = 0
         self._opened_at: float | None = None
+        self._outage_since: float | None = None  # first opening of the current outage (not reset by probes)
         self._prober: threading.Thread | None = None  # the background probe while open (it clears this)
         self._closed = threading.Event()
         self._closed.set()
@@ -147,6 +172,9 @@ class CircuitBreaker:
                     self._opened_at = None
                     self._closed.set()
                     metrics.REDIS_BREAKER_OPEN.labels(self.name).set(0)
+                    if self._outage_since is not None:
+                        metrics.REDIS_OUTAGE_SECONDS.labels(self.name).observe(self._clock() - self._outage_since)
+                        self._outage_since = None
                     logger.warning("Redis is answering again: cache %s resumed", self.name)
 
     def record_failure(self) -> None:
@@ -154,7 +182,7 @@ class CircuitBreaker:
             self._failures += 1
             opened = self._opened_at is None and self._failures >= self.failure_threshold
             if opened:
-                self._opened_at = self._clock()
+                self._opened_at = self._outage_since = self._clock()
                 self._closed.clear()
                 metrics.REDIS_BREAKER_OPEN.labels(self.name).set(1)
                 metrics.REDIS_BREAKER_TRIPS.labels(self.name).inc()
@@ -233,6 +261,7 @@ class RedisGuard:
 
     def _failed(self, operation: str, exc: BaseException | None) -> None:
         metrics.CACHE_ERRORS.labels(self.layer, operation).inc()
+        metrics.CACHE_FAIL_OPEN.labels(self.layer, operation, "skipped" if exc is None else "failed").inc()
         _count_fail_open(self.layer, operation, exc is None)
         now = self._clock()
         interval = float(conf.get("ERROR_LOG_INTERVAL_SECONDS"))
@@ -250,7 +279,7 @@ class RedisGuard:
             return default
         try:
             result = fn()
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, OSError, ClusterClientError) as exc:
             self.breaker.record_failure()
             self._failed(operation, exc)
             return default
@@ -263,7 +292,7 @@ class RedisGuard:
             return default
         try:
             result = await fn()
-        except (TimeoutError, redis.RedisError, OSError) as exc:
+        except (TimeoutError, redis.RedisError, OSError, ClusterClientError) as exc:
             self.breaker.record_failure()
             self._failed(operation, exc)
             return default

@@ -115,7 +115,9 @@ class Worker:
     def truth(self, layer: str, scope: str) -> State | None:
         k = self.keys
         epoch_key, gen_key = (
-            (k.llm_epoch(), k.llm_generation(scope)) if layer == "llm" else (k.rag_epoch(), k.rag_generation(scope))
+            (k.llm_epoch(scope), k.llm_generation(scope))
+            if layer == "llm"
+            else (k.rag_epoch(scope), k.rag_generation(scope))
         )
         try:
             epoch, gen, boot = self.truth_client.mget(epoch_key, gen_key, self.boot_key)

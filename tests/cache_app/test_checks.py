@@ -40,3 +40,21 @@ def test_pipeline_settings_are_checked(settings):
     settings.MGECACHE = {**settings.MGECACHE, "WAVE_DEADLINE_SECONDS": 600, "IDEMPOTENCY_TTL_SECONDS": 86400}
     settings.CELERY_TASK_SOFT_TIME_LIMIT = 270
     assert [m.id for m in check_pipeline_settings()] == ["cache_app.W062"]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "embedded", "expected"),
+    [
+        ([], False, []),
+        (["10.0.0.1:7000", "10.0.0.2:7000"], False, []),
+        (["10.0.0.1"], False, ["cache_app.E100"]),
+        ("10.0.0.1:7000", False, ["cache_app.E100"]),
+        (["10.0.0.1:7000"], True, ["cache_app.E101"]),
+    ],
+)
+def test_redis_cluster_nodes_are_checked(settings, nodes, embedded, expected):
+    from cache_app.checks import check_redis_cluster_settings
+
+    settings.MGECACHE = {**settings.MGECACHE, "REDIS_CLUSTER_NODES": nodes}
+    settings.REDIS_EMBEDDED = embedded
+    assert [e.id for e in check_redis_cluster_settings()] == expected

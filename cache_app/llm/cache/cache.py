@@ -357,8 +357,8 @@ class LLMPromptCache(RedisCacheLayer):
     def _generation_key(self, masterplan_id: str | None) -> str:
         return keys.llm_generation(masterplan_id)
 
-    def _epoch_key(self) -> str:
-        return keys.llm_epoch()
+    def _epoch_keys(self) -> list[str]:
+        return keys.llm_epoch_copies()
 
     def _enqueue_reclaim(self, masterplan_id: str | None, *, layer: bool) -> None:
         from cache_app.llm.cache import tasks  # the tasks build this cache: import at call time

@@ -47,7 +47,7 @@ from cache_app.rag.cache.codec import (
 )
 from cache_app.rag.cache.index import Horizon, NamespaceIndex, Position, RAGIndex, SearchResult, get_rag_index
 from cache_app.rag.cache.reclaim import reclaim_layer, reclaim_scope
-from cache_app.rag.cache.scripts import LOG_APPEND_LUA
+from cache_app.rag.cache.scripts import APPEND_ATTEMPTS, LOG_APPEND_LUA
 from cache_app.rag.guard import OPEN_SCREEN, HitScreen, candidate_batches, screen_for
 
 logger = logging.getLogger(__name__)
@@ -468,8 +468,8 @@ class RAGQueryCache(RedisCacheLayer):
 
     # --- writes ------------------------------------------------------------------------------
     def _set_flow(self, req: _Request, payload: bytes, ttl: int, expected: bytes) -> Flow:
-        replies = yield [("MGET", req.epoch_key, req.gen_key), ("HGET", req.registry_key, req.nsid)]
-        (epoch_raw, gen_raw), recorded_dim = replies
+        replies = yield [("MGET", req.epoch_key, req.gen_key, req.head_key), ("HGET", req.registry_key, req.nsid)]
+        (epoch_raw, gen_raw, head_raw), recorded_dim = replies
         self._check_dim(req, recorded_dim)
         tag = make_tag(epoch_raw, gen_raw)
         if expected and expected != tag:
@@ -477,26 +477,36 @@ class RAGQueryCache(RedisCacheLayer):
         record = pack_record(req.digest, self._clock() + ttl, _int(epoch_raw), _int(gen_raw), req.unit)
         # A new log starts at a time-based segment number, so a reader still positioned in an
         # older, expired log of this namespace sees a jump and rebuilds (index.advance).
-        first_head = int(time.time() * 1000)
+        head = _int_or_none(head_raw)
         replies = yield [
             ("EVAL", SET_LUA, 3, req.epoch_key, req.gen_key, req.entry_key, payload, ttl, tag),
-            (
-                "EVAL",
-                LOG_APPEND_LUA,
-                2,
-                req.head_key,
-                req.first_key,
-                req.log_base,
-                record,
-                int(conf.get("RAG_LOG_SEGMENT_BYTES")),
-                ttl,
-                first_head,
-                self.index.retention_segments(req.dim),
-            ),
+            self._append_command(req, record, ttl, int(time.time() * 1000) if head is None else head),
             ("HSETNX", req.registry_key, req.nsid, req.dim),
             *_extend_ttl(req.registry_key, ttl),
         ]
-        return "stored" if int(replies[0]) == 1 else "stale_generation"
+        stored, appended = int(replies[0]) == 1, replies[1]
+        for _ in range(APPEND_ATTEMPTS - 1):
+            if int(appended[0]) != -1:
+                break
+            (appended,) = yield [self._append_command(req, record, ttl, int(appended[1]))]  # the head moved
+        return "stored" if stored else "stale_generation"
+
+    def _append_command(self, req: _Request, record: bytes, ttl: int, head: int) -> tuple[Any, ...]:
+        """LOG_APPEND_LUA on segment ``head`` (every key in KEYS: the script builds none)."""
+        retention = self.index.retention_segments(req.dim)
+        return (
+            "EVAL",
+            LOG_APPEND_LUA,
+            4,
+            req.head_key,
+            req.first_key,
+            req.segment(head),
+            req.segment(head + 1 - retention),
+            record,
+            int(conf.get("RAG_LOG_SEGMENT_BYTES")),
+            ttl,
+            head,
+        )
 
     def _begin_set(
         self,
@@ -594,8 +604,8 @@ class RAGQueryCache(RedisCacheLayer):
     def _generation_key(self, masterplan_id: str | None) -> str:
         return keys.rag_generation(masterplan_id)
 
-    def _epoch_key(self) -> str:
-        return keys.rag_epoch()
+    def _epoch_keys(self) -> list[str]:
+        return keys.rag_epoch_copies()
 
     def _enqueue_reclaim(self, masterplan_id: str | None, *, layer: bool) -> None:
         from cache_app.rag.cache import tasks  # the tasks build this cache: import at call time

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from cache_app.core import keys
+from cache_app.core.cluster import scan_pages
 from cache_app.core.scripts import RECLAIM_LUA
 from cache_app.rag.cache.index import RAGIndex
 
@@ -76,19 +77,15 @@ def _text(value: bytes | str) -> str:
 
 
 def _scan(client: redis.Redis, pattern: str) -> Generator[list[Any], None, None]:
-    """SCAN pages (for reclaim only; lookups never scan)."""
-    cursor = 0
-    while True:
-        cursor, page = client.scan(cursor, match=pattern, count=SCAN_COUNT)
+    """SCAN pages of every primary (for reclaim only; lookups never scan)."""
+    for page in scan_pages(client, pattern, SCAN_COUNT):
         if page:
             yield page
-        if int(cursor) == 0:
-            return
 
 
 def _reclaim_entries(client: redis.Redis, masterplan_id: str | None, entries: list[Any]) -> int:
     """UNLINK the dead ones among ``entries`` (one scope), re-checking each tag atomically in Lua."""
-    epoch_key, gen_key = keys.rag_epoch(), keys.rag_generation(masterplan_id)
+    epoch_key, gen_key = keys.rag_epoch(masterplan_id), keys.rag_generation(masterplan_id)
     pipe = client.pipeline(transaction=False)
     for start in range(0, len(entries), RECLAIM_BATCH):
         batch = entries[start : start + RECLAIM_BATCH]

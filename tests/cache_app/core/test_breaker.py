@@ -11,6 +11,7 @@ import gc
 import threading
 import uuid
 
+import pytest
 import redis as redis_lib
 
 from cache_app.core.redis_client import CircuitBreaker
@@ -121,3 +122,25 @@ def test_a_breaker_that_reopens_is_probed_again():
         probe.up.set()
         assert breaker.wait_closed(timeout=10)
     assert probe.calls >= 2
+
+
+def test_an_outage_is_measured_from_opening_to_closing_whatever_the_failed_probes():
+    from prometheus_client import REGISTRY
+
+    def sample(suffix: str) -> float:
+        return REGISTRY.get_sample_value(f"mgecache_redis_outage_seconds_{suffix}", {"client": "outage-test"}) or 0.0
+
+    now = [100.0]
+    breaker = CircuitBreaker(
+        probe=None, failure_threshold=1, reset_seconds=3600, clock=lambda: now[0], name="outage-test"
+    )
+    count, total = sample("count"), sample("sum")
+    breaker.record_failure()  # opens
+    now[0] += 2.0
+    breaker.record_failure()  # a failed probe restarts the wait, not the outage
+    now[0] += 1.5
+    breaker.record_success()  # closes
+    assert sample("count") == count + 1
+    assert sample("sum") == pytest.approx(total + 3.5)
+    breaker.record_success()  # already closed: no new outage
+    assert sample("count") == count + 1

@@ -74,7 +74,7 @@ def test_key_is_deterministic_across_processes_with_different_hash_seeds(cache, 
         system="be brief",
     )
     assert here == key_a
-    assert key_a.startswith(f"{keys.prefix()}llm:{mp}:")
+    assert key_a.startswith(f"{keys.prefix()}llm:{{{mp}}}:")
     assert len(key_a.rsplit(":", 1)[1]) == 64
 
 
@@ -82,7 +82,7 @@ def test_keys_follow_the_configured_prefix(cache, settings):
     before = cache.key_for("p", MODEL, 0)
     settings.MGECACHE = {**settings.MGECACHE, "KEY_PREFIX": "another-prefix"}
     after = cache.key_for("p", MODEL, 0)
-    assert after == "another-prefix:v1:llm:global:" + before.rsplit(":", 1)[1]
+    assert after == "another-prefix:v2:llm:{global}:" + before.rsplit(":", 1)[1]
     assert keys.llm_lookup(None, before.rsplit(":", 1)[1])[2] == after
 
 

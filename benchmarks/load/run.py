@@ -1,0 +1,399 @@
+"""Scale-out load test: 2 gunicorn workers + 2 Celery workers under locust, on one Redis, a Cluster, a failover.
+
+    make load                      # all three cases, 60 s each
+    .venv/bin/python benchmarks/load/run.py --cases single --duration 30 --users 32
+
+Every process is private and removed afterwards: a redis-server for Django's cache, throttles and
+the broker (and the caches in the ``single`` case), a 3+3 Redis Cluster for the caches in the
+``cluster`` and ``failover`` cases (tests/cluster/conftest.py starts it), a Postgres database of its
+own (``mgecache_load_<pid>`` on DATABASE_URL's server), the web and Celery workers, and locust in a
+bench-only virtualenv (var/load-venv, from benchmarks/load/requirements-locust.txt).
+
+Reports per case: requests/s, p50/p99 per kind (locust), errors (non-2xx), and from ``/metrics``
+(aggregated over the web workers through PROMETHEUS_MULTIPROC_DIR): the API requests the servers
+counted (must equal what locust sent), fail-open cache calls and Redis outages with their seconds.
+In the ``failover`` case a Cluster primary is SIGKILLed a third into the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+VENV = ROOT / "var" / "load-venv"
+PY = sys.executable
+MASTERPLANS = [str(uuid.UUID(int=n * 7919 + 1)) for n in range(8)]
+HIT_PROMPTS = 50
+API_VIEWS = ("generate", "rag", "wave")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition, what: str, deadline: float = 60.0):  # type: ignore[no-untyped-def]
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            value = condition()
+        except Exception:
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class Stack:
+    """The processes of one case; ``close`` ends them all."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115  # closed with the process
+        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def ensure_locust() -> Path:
+    locust = VENV / "bin" / "locust"
+    if not locust.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        requirements = ROOT / "benchmarks" / "load" / "requirements-locust.txt"
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "--quiet", "-r", str(requirements)], check=True)
+    return locust
+
+
+def database_url(name: str) -> str:
+    base = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))
+    return urlunsplit((base.scheme, base.netloc, f"/{name}", "", ""))
+
+
+def admin_sql(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(database_url("postgres"), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def base_env(redis_url: str, db_url: str, cluster_nodes: str, multiproc: Path, token: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "MGECACHE_", "CELERY_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="benchmarks.load.settings",
+        MGECACHE_IGNORE_DOTENV="1",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        REDIS_URL=redis_url,
+        DATABASE_URL=db_url,
+        METRICS_TOKEN=token,
+        PROMETHEUS_MULTIPROC_DIR=str(multiproc),
+        PYTHONPATH=str(ROOT),
+        MGECACHE_KEY_PREFIX=f"mgecache-load-{uuid.uuid4().hex[:8]}",
+    )
+    if cluster_nodes:
+        env["REDIS_CLUSTER_NODES"] = cluster_nodes
+    return env
+
+
+SETUP = """
+import django; django.setup()
+from django.contrib.auth.models import Group, User
+from django.core.management import call_command
+import io
+call_command("migrate", verbosity=0)
+user, _ = User.objects.get_or_create(username="load-bot")
+user.groups.add(Group.objects.get(name="pipeline"))
+out = io.StringIO()
+call_command("create_api_key", user="load-bot", stdout=out, stderr=io.StringIO())
+print(out.getvalue().strip().splitlines()[-1])
+"""
+
+
+def scrape(port: int, token: str) -> dict[str, float]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    text = urllib.request.urlopen(request, timeout=10).read().decode()
+    totals: dict[str, float] = {"api_requests": 0.0, "fail_open": 0.0, "outages": 0.0, "outage_seconds": 0.0}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        if name.startswith("django_http_requests_total_by_view_transport_method_total"):
+            totals[name] = totals.get(name, 0.0) + float(value)
+            if any(view in name for view in API_VIEWS):
+                totals["api_requests"] += float(value)
+        elif name.startswith('mgecache_cache_lookup_seconds_bucket{cache_layer="llm"'):
+            totals[name] = totals.get(name, 0.0) + float(value)  # per bucket (le), summed over workers
+        elif name.startswith("mgecache_cache_fail_open_total"):
+            totals["fail_open"] += float(value)
+        elif name.startswith("mgecache_redis_outage_seconds_count"):
+            totals["outages"] += float(value)
+        elif name.startswith("mgecache_redis_outage_seconds_sum"):
+            totals["outage_seconds"] += float(value)
+    return totals
+
+
+def lookup_quantile(server: dict[str, float], q: float) -> float:
+    """The q-quantile (ms, bucket upper bound) of the LLM cache lookups inside the web workers."""
+    buckets = sorted(
+        (float(name.split('le="')[1].split('"')[0]), count)
+        for name, count in server.items()
+        if name.startswith("mgecache_cache_lookup_seconds_bucket")
+    )
+    total = buckets[-1][1] if buckets else 0.0
+    for bound, count in buckets:
+        if total and count >= q * total:
+            return bound * 1000
+    return float("nan")
+
+
+def post(port: int, key: str, path: str, body: dict) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return int(response.status)
+
+
+def warm(port: int, key: str) -> None:
+    """Store the prompts the hit traffic asks (through the API, like any client)."""
+    bodies = [
+        {"prompt": f"load test prompt {n} of {mp}", "temperature": 0, "masterplan_id": mp}
+        for mp in MASTERPLANS
+        for n in range(HIT_PROMPTS)
+    ]
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda b: post(port, key, "/api/v2/llm/generate", b), bodies, timeout=300))
+    if set(codes) != {200}:
+        raise RuntimeError(f"warm-up answered {sorted(set(codes))}")
+
+
+def read_stats(summary: str) -> dict[str, dict[str, float]]:
+    """Per kind: requests, failures, req/s, p50, p99, from locust's final summary on stdout.
+
+    Its CSV files are written before the users' last requests finish (--stop-timeout); the
+    printed summary comes after, so it counts every request the servers answered.
+    """
+    rows: dict[str, dict[str, float]] = {}
+    table = 0
+    for line in summary.splitlines():
+        if line.startswith("Type "):
+            table += 1
+            continue
+        parts = line.split()
+        if not parts or parts[0] not in ("POST", "Aggregated"):
+            continue
+        tokens = parts[1:]
+        split = next(i for i, token in enumerate(tokens) if token[0].isdigit())
+        name = "Aggregated" if parts[0] == "Aggregated" else " ".join(tokens[:split])
+        numbers = tokens[split:]
+        if table == 1:  # reqs, fails(pct), |, avg, min, max, med, |, req/s, failures/s
+            cells = line.split("|")
+            first = cells[0].split()
+            rows[name] = {
+                "requests": float(first[-2]),
+                "failures": float(first[-1].split("(")[0]),
+                "rps": float(cells[2].split()[0]),
+            }
+        elif table == 2 and name in rows:  # 50% 66% 75% 80% 90% 95% 98% 99% 99.9% 99.99% 100% reqs
+            values = [float(v) for v in numbers[-12:]]
+            rows[name].update(p50_ms=values[0], p99_ms=values[7])
+    return rows
+
+
+def start_redis(stack: Stack, port: int) -> None:
+    stack.spawn(
+        f"redis-{port}",
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        dict(os.environ),
+    )
+    import redis
+
+    wait_until(lambda: redis.Redis(port=port).ping(), f"redis-server on {port}")
+
+
+def start_servers(stack: Stack, env: dict[str, str], web_port: int) -> str:
+    setup = subprocess.run([PY, "-c", SETUP], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if setup.returncode != 0:
+        raise RuntimeError(setup.stderr[-3000:])
+    key = setup.stdout.strip().splitlines()[-1]
+    for n in (1, 2):
+        stack.spawn(
+            f"celery-{n}",
+            [PY, "-m", "celery", "-A", "mgecache_site", "worker", "-c", "1", "-n", f"load{n}@%h", "-l", "warning"],
+            {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"},  # scraped by nobody here
+        )
+    stack.spawn(
+        "gunicorn",
+        [PY, "-m", "gunicorn", "-c", "gunicorn.conf.py", "mgecache_site.wsgi:application", "--workers", "2"],
+        {**env, "GUNICORN_BIND": f"127.0.0.1:{web_port}", "WEB_CONCURRENCY": "2"},
+    )
+    health = f"http://127.0.0.1:{web_port}/healthz"
+    wait_until(lambda: urllib.request.urlopen(health, timeout=2).status == 200, "the web workers", 120)
+    return key
+
+
+def kill_a_primary(cluster, delay: float, record: dict) -> None:  # type: ignore[no-untyped-def]
+    time.sleep(delay)  # the load generator runs meanwhile: this is the moment of the failure
+    primary = cluster.primaries()[0]
+    replica = cluster.replica_of(primary)
+    record["killed_at"] = time.monotonic()
+    cluster.kill(primary)
+    wait_until(lambda: replica in cluster.primaries(), "the replica's promotion", 60)
+    record["promoted_after_s"] = round(time.monotonic() - record["killed_at"], 2)
+
+
+def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) -> dict:
+    """``label``: single, cluster or failover, optionally ``@<users>`` (default ``--users``)."""
+    case, _, users = label.partition("@")
+    users = users or str(args.users)
+    work = Path(tempfile.mkdtemp(prefix=f"mgecache-load-{case}-"))
+    multiproc = work / "prometheus"
+    multiproc.mkdir()
+    stack, cluster = Stack(work), None
+    token = secrets.token_urlsafe(16)
+    try:
+        redis_port, web_port = free_port(), free_port()
+        start_redis(stack, redis_port)
+        nodes = ""
+        if case in ("cluster", "failover"):
+            from tests.cluster.conftest import start_cluster
+
+            (work / "cluster").mkdir()
+            cluster = start_cluster(work / "cluster")
+            nodes = ",".join(cluster.seeds)
+        env = base_env(f"redis://127.0.0.1:{redis_port}/0", db_url, nodes, multiproc, token)
+        key = start_servers(stack, env, web_port)
+        warm(web_port, key)
+        before = scrape(web_port, token)
+        failure: dict = {}
+        if case == "failover":
+            threading.Thread(target=kill_a_primary, args=(cluster, args.duration / 3, failure), daemon=True).start()
+        prefix = work / "locust"
+        generator = subprocess.run(
+            [
+                str(locust), "-f", str(ROOT / "benchmarks" / "load" / "locustfile.py"), "--headless",
+                "-u", users, "-r", users, "-t", f"{args.duration}s", "--stop-timeout", "20",
+                "--host", f"http://127.0.0.1:{web_port}", "--csv", str(prefix), "--only-summary",
+            ],
+            env={
+                **os.environ,
+                "LOAD_API_KEY": key,
+                "LOAD_MASTERPLANS": ",".join(MASTERPLANS),
+                "LOAD_HIT_PROMPTS": str(HIT_PROMPTS),
+            },
+            cwd=ROOT,
+            check=False,
+            capture_output=True,
+            timeout=args.duration + 120,
+        )  # fmt: skip
+        output = (generator.stdout + generator.stderr).decode()
+        (ROOT / "var" / f"load-locust-{case}-{users}.log").write_text(output)
+        after = scrape(web_port, token)
+        stats = read_stats(output)
+        counted = {name: after[name] - before.get(name, 0.0) for name in after}
+        return {"case": f"{case}, {users} users", "stats": stats, "server": counted, "failure": failure}
+    finally:
+        stack.close()
+        if cluster is not None:
+            cluster.stop()
+        logs = ROOT / "var" / f"load-logs-{case}-{users}"  # the servers' logs, for a look after a failure
+        shutil.rmtree(logs, ignore_errors=True)
+        shutil.copytree(work, logs, ignore=shutil.ignore_patterns("prometheus", "*.rdb", "nodes-*.conf"))
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(results: list[dict]) -> str:
+    lines = [
+        "| case | req/s | LLM hit p50 / p99 (ms) | LLM miss p50 / p99 | RAG p50 / p99 | wave p50 / p99 | errors "
+        "| requests sent / counted by /metrics | fail-open calls | outages (s) "
+        "| LLM lookup p50 / p99 in the server (ms) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        s, srv = result["stats"], result["server"]
+        total = s["Aggregated"]
+
+        def pair(name: str, s: dict = s) -> str:
+            row = s.get(name)
+            return "-" if row is None else f"{row['p50_ms']:.0f} / {row['p99_ms']:.0f}"
+
+        outage = f"{srv['outages']:.0f} ({srv['outage_seconds']:.2f})"
+        if result["failure"]:
+            outage += f"; promoted after {result['failure'].get('promoted_after_s')} s"
+        lines.append(
+            f"| {result['case']} | {total['rps']:.0f} | {pair('llm hit')} | {pair('llm miss')} | {pair('rag query')} "
+            f"| {pair('wave')} | {total['failures']:.0f} | {total['requests']:.0f} / {srv['api_requests']:.0f} "
+            f"| {srv['fail_open']:.0f} | {outage} "
+            f"| ≤ {lookup_quantile(srv, 0.5):g} / ≤ {lookup_quantile(srv, 0.99):g} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--cases", default="single,cluster,failover,single@4", help="Comma-separated; name@N runs N users."
+    )
+    parser.add_argument("--duration", type=int, default=60, help="Seconds of load per case.")
+    parser.add_argument("--users", type=int, default=32, help="Concurrent locust users (no think time).")
+    args = parser.parse_args()
+    locust = ensure_locust()
+    db_name = f"mgecache_load_{os.getpid()}"
+    admin_sql(f"CREATE DATABASE {db_name}")
+    results = []
+    out = ROOT / "var" / "load-results.json"
+    try:
+        for case in args.cases.split(","):
+            try:
+                results.append(run_case(case, args, database_url(db_name), locust))
+            except Exception as exc:  # report the others; the logs are in var/load-logs-*
+                print(f"{case}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            out.write_text(json.dumps(results, indent=2))
+            print(f"{case}: done", file=sys.stderr)
+    finally:
+        admin_sql(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
+    print(report(results))
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"\n(raw figures: {out.relative_to(ROOT)}; {os.cpu_count()} CPUs; {stamp})")
+
+
+if __name__ == "__main__":
+    main()
