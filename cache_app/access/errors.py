@@ -81,6 +81,9 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
     return (KombuOperationalError,)
 
 
+_CLUSTER_GAPS = (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
+
+
 def translate(exc: BaseException) -> BaseException:
     """The APIException a dependency's error stands for, or ``exc`` itself."""
     if isinstance(exc, APIException):
@@ -92,7 +95,8 @@ def translate(exc: BaseException) -> BaseException:
         return ParseError("Bad request.")
     if isinstance(exc, (DatabaseOperationalError, DatabaseInterfaceError)):
         return ServiceUnavailable("The database is unavailable; retry later.")
-    if isinstance(exc, (CacheUnavailableError, redis.ConnectionError, redis.TimeoutError)):
+    # ClusterDownError / TryAgainError: a Cluster mid-failover (its slots have no primary yet).
+    if isinstance(exc, (CacheUnavailableError, redis.ConnectionError, redis.TimeoutError, *_CLUSTER_GAPS)):
         return ServiceUnavailable("Redis is unavailable; retry later.")
     if isinstance(exc, (BrokerUnavailableError, *_broker_errors())):
         return ServiceUnavailable("The task broker is unavailable; retry later.")

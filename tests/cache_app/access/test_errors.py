@@ -272,3 +272,12 @@ def test_json_503_with_retry_after_when_postgres_is_stopped(subprocess_env, make
     for result in _serve(env, caller.key, requests):
         _assert_json_503(result)
         assert "database" in result["body"]
+
+
+@pytest.mark.parametrize("error", [redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError])
+def test_a_cluster_mid_failover_is_a_503_not_a_500(error):
+    from cache_app.access.errors import ServiceUnavailable, translate
+
+    translated = translate(error("The cluster is down"))
+    assert isinstance(translated, ServiceUnavailable)
+    assert translated.wait > 0
