@@ -17,8 +17,12 @@ on the few candidates only; a candidate is still confirmed against Redis before 
 returned (cache.py), so the index may be stale but never produces a false hit.
 
 Memory per row: 4 * dim (vector) + 4 (tail norm) + 8 (expiry) + 16 (generation tag) +
-32 (digest) + 1 (alive) bytes, i.e. 1 597 bytes at 384 dimensions, plus up to 1/8 slack
-before a compaction. Bounds: RAG_INDEX_MAX_ENTRIES per namespace (the oldest rows go
+32 (digest) + 8 (sequence number) + 1 (alive) bytes, i.e. 1 605 bytes at 384 dimensions,
+plus up to 1/8 slack before a compaction. Above RAG_INDEX_ANN_MIN_ENTRIES rows a namespace
+switches to an approximate int8 index (ann.py): dim + 8 bytes of vector and id per row
+instead of 4 * dim + 4, i.e. 457 bytes a row at 384 dimensions; candidates are then
+confirmed exactly in float32 against the Redis entry (cache.py), as every candidate is.
+Bounds: RAG_INDEX_MAX_ENTRIES per namespace (the oldest rows go
 first), RAG_INDEX_MAX_TOTAL_ENTRIES per process (least recently used namespaces go first).
 """
 
@@ -35,6 +39,7 @@ import numpy as np
 
 from cache_app.core import conf, metrics
 from cache_app.core.state import process_wide
+from cache_app.rag.cache import ann
 from cache_app.rag.cache.codec import record_dtype
 
 # Scores within this distance count as a tie (the newest row wins); float32 dot products
@@ -103,8 +108,14 @@ class SearchResult:
 class NamespaceIndex:
     """The rows of one namespace. All methods take ``self.lock`` themselves."""
 
-    def __init__(self, dim: int, *, max_entries: int, retention_segments: int) -> None:
+    def __init__(
+        self, dim: int, *, max_entries: int, retention_segments: int, ann_min_entries: int | None = None
+    ) -> None:
         self.dim = dim
+        # Rows from which the namespace searches an approximate int8 index (None: never).
+        self.ann_min_entries = ann_min_entries
+        self.ann: ann.AnnRows | None = None
+        self._seq = 0  # sequence number of the next row (the ANN index's id for it)
         self.k = head_dims(dim)
         self.dtype = record_dtype(dim)
         self.max_entries = max_entries
@@ -131,24 +142,32 @@ class NamespaceIndex:
     # --- storage ---------------------------------------------------------------------------
     def _alloc(self, cap: int) -> None:
         self.cap = cap
-        self.head = np.empty((cap, self.k), dtype=np.float32)
-        self.tail = np.empty((cap, self.dim - self.k), dtype=np.float32)
-        self.tail_norm = np.empty(cap, dtype=np.float32)
+        vectors = cap if self.ann is None else 0  # with an ANN index the vectors live there (int8)
+        self.head = np.empty((vectors, self.k), dtype=np.float32)
+        self.tail = np.empty((vectors, self.dim - self.k), dtype=np.float32)
+        self.tail_norm = np.empty(vectors, dtype=np.float32)
+        self.seq = np.empty(cap, dtype=np.int64)
         self.expires = np.empty(cap, dtype=np.float64)
         self.epoch = np.empty(cap, dtype=np.int64)
         self.gen = np.empty(cap, dtype=np.int64)
         self.digest = np.empty((cap, 32), dtype=np.uint8)
         self.alive = np.empty(cap, dtype=bool)
 
-    _FIELDS = ("head", "tail", "tail_norm", "expires", "epoch", "gen", "digest", "alive")
+    _VECTOR_FIELDS = ("head", "tail", "tail_norm")
+    _FIELDS = (*_VECTOR_FIELDS, "seq", "expires", "epoch", "gen", "digest", "alive")
 
     def _keep(self, rows: np.ndarray, cap: int) -> None:
         """Keep only ``rows`` (in order), in arrays of capacity ``cap``."""
         old = {name: getattr(self, name) for name in self._FIELDS}
+        if self.ann is not None:
+            dropped = np.ones(self.n, dtype=bool)
+            dropped[rows] = False
+            self.ann.remove(old["seq"][: self.n][dropped])
         self._alloc(cap)
         m = len(rows)
         for name in self._FIELDS:
-            getattr(self, name)[:m] = old[name][rows]
+            if self.ann is None or name not in self._VECTOR_FIELDS:
+                getattr(self, name)[:m] = old[name][rows]
         metrics.RAG_INDEX_ENTRIES.dec(self.n - m)
         self.n, self.dead = m, 0
         self.layout += 1
@@ -176,9 +195,14 @@ class NamespaceIndex:
         self._make_room(m, now)
         start, stop = self.n, self.n + m
         vectors = records["vec"]
-        self.head[start:stop] = vectors[:, : self.k]
-        self.tail[start:stop] = vectors[:, self.k :]
-        self.tail_norm[start:stop] = np.linalg.norm(self.tail[start:stop], axis=1) if self.k < self.dim else 0.0
+        self.seq[start:stop] = np.arange(self._seq, self._seq + m, dtype=np.int64)
+        self._seq += m
+        if self.ann is not None:
+            self.ann.add(vectors, self.seq[start:stop])
+        else:
+            self.head[start:stop] = vectors[:, : self.k]
+            self.tail[start:stop] = vectors[:, self.k :]
+            self.tail_norm[start:stop] = np.linalg.norm(self.tail[start:stop], axis=1) if self.k < self.dim else 0.0
         self.expires[start:stop] = records["expires"]
         self.epoch[start:stop] = records["epoch"]
         self.gen[start:stop] = records["gen"]
@@ -188,9 +212,26 @@ class NamespaceIndex:
         self.dead += int(m - alive.sum())
         self.n = stop
         metrics.RAG_INDEX_ENTRIES.inc(m)
+        if self.ann is None and self.ann_min_entries is not None and self.n - self.dead >= self.ann_min_entries:
+            self._build_ann(now)
+
+    def _build_ann(self, now: float) -> None:
+        """Move the live rows' vectors into an int8 ANN index and free the float32 matrix.
+
+        Bounded: training reads a sample of at most ann.TRAIN_SAMPLE rows; rows are added in
+        batches. The namespace stays approximate until the mirror restarts (no flapping).
+        """
+        live = np.flatnonzero(self.alive[: self.n] & (self.expires[: self.n] > now))
+        self._keep(live, self.cap)
+        vectors = np.concatenate([self.head[: self.n], self.tail[: self.n]], axis=1)
+        index = ann.AnnRows(self.dim, vectors, threads=conf.get("RAG_INDEX_BLAS_THREADS"))
+        index.add(vectors, self.seq[: self.n])
+        self.ann = index
+        self._keep(np.arange(self.n), self.cap)  # reallocates without the float32 vectors
 
     def _reset(self) -> None:
         metrics.RAG_INDEX_ENTRIES.dec(self.n)
+        self.ann = None
         self._alloc(0)
         self.n = self.dead = 0
         self.segment, self.offset, self.sealed, self.log_first = None, 0, False, None
@@ -386,6 +427,8 @@ class NamespaceIndex:
             n = self.n
             if n == 0:
                 return SearchResult([], None, self.layout)
+            if self.ann is not None:
+                return self._search_ann(self.ann, unit, threshold, now, tag)
             k = self.k
             first = self.head[:n] @ unit[:k]
             if k < self.dim:
@@ -409,20 +452,55 @@ class NamespaceIndex:
                 scores = first[rows] + (self.tail[:n] @ tail_q)[rows]
             else:
                 scores = first[rows] + self.tail[rows] @ tail_q
-            best = float(scores.max())
             passing = scores >= threshold
-            rows, scores = rows[passing], scores[passing]
-            # Best first. Scores within TIE_EPSILON of the best are a tie: newest (highest) row first.
-            tied = scores >= best - TIE_EPSILON
-            order = np.concatenate(
-                [np.flatnonzero(tied)[np.argsort(-rows[tied])], np.flatnonzero(~tied)[np.argsort(-scores[~tied])]]
-            )
-            digests = self.digest[rows[order]]
-            candidates = [
-                Candidate(int(row), digests[i].tobytes().hex(), float(score))
-                for i, (row, score) in enumerate(zip(rows[order], scores[order], strict=True))
-            ]
-            return SearchResult(candidates, best, self.layout)
+            return self._result(rows[passing], scores[passing], float(scores.max()))
+
+    def _result(self, rows: np.ndarray, scores: np.ndarray, best: float) -> SearchResult:
+        # Best first. Scores within TIE_EPSILON of the best are a tie: newest (highest) row first.
+        tied = scores >= best - TIE_EPSILON
+        order = np.concatenate(
+            [np.flatnonzero(tied)[np.argsort(-rows[tied])], np.flatnonzero(~tied)[np.argsort(-scores[~tied])]]
+        )
+        digests = self.digest[rows[order]]
+        candidates = [
+            Candidate(int(row), digests[i].tobytes().hex(), float(score))
+            for i, (row, score) in enumerate(zip(rows[order], scores[order], strict=True))
+        ]
+        return SearchResult(candidates, best, self.layout)
+
+    def _search_ann(
+        self, index: ann.AnnRows, unit: np.ndarray, threshold: float, now: float, tag: tuple[int, int]
+    ) -> SearchResult:
+        """Candidates from the int8 index: approximate scores down to ``threshold - ann.MARGIN``.
+
+        Every candidate is confirmed exactly against its Redis entry's float32 embedding
+        before it is served (cache.py), so the margin can only add candidates, not hits.
+        """
+        cutoff = min(threshold, SCORE_FLOOR)
+        seqs, scores = index.search(unit, cutoff)
+        if len(seqs) == 0:
+            return SearchResult([], cutoff - ann.MARGIN, self.layout)
+        rows = np.searchsorted(self.seq[: self.n], seqs)  # seqs grow with rows, compaction keeps the order
+        rows = np.minimum(rows, self.n - 1)
+        known = self.seq[rows] == seqs
+        rows, scores = rows[known], scores[known]
+        expired = rows[self.alive[rows] & (self.expires[rows] <= now)]
+        if len(expired):
+            self.alive[expired] = False
+            self.dead += len(expired)
+        live = self.alive[rows] & (self.epoch[rows] == tag[0]) & (self.gen[rows] == tag[1])
+        rows, scores = rows[live], scores[live]
+        if len(rows) == 0:
+            return SearchResult([], cutoff - ann.MARGIN, self.layout)
+        best = float(scores.max())
+        passing = scores >= threshold - ann.MARGIN
+        return self._result(rows[passing], scores[passing].astype(np.float32), best)
+
+    def nbytes(self) -> int:
+        """Bytes this namespace holds in the process: its row arrays and its ANN index, if any."""
+        with self.lock:
+            arrays = sum(getattr(self, name).nbytes for name in self._FIELDS)
+            return arrays + (self.ann.nbytes() if self.ann is not None else 0)
 
     def drop(self, layout: int, rows: list[int]) -> None:
         """Forget rows whose entry turned out dead in Redis (expired, invalidated, deleted)."""
@@ -437,7 +515,13 @@ class NamespaceIndex:
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
-            return {"rows": self.n, "dead": self.dead, "capacity": self.cap, "segment": self.segment}
+            return {
+                "rows": self.n,
+                "dead": self.dead,
+                "capacity": self.cap,
+                "segment": self.segment,
+                "ann": None if self.ann is None else self.ann.describe(),
+            }
 
 
 _blas_configured = False
@@ -462,9 +546,16 @@ def configure_blas() -> None:
 class RAGIndex:
     """Namespace indexes of one process, least recently used first out beyond the row budget."""
 
-    def __init__(self, *, max_entries: int | None = None, max_total_entries: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_entries: int | None = None,
+        max_total_entries: int | None = None,
+        ann_min_entries: int | None = None,
+    ) -> None:
         configure_blas()
         self._max_entries = max_entries
+        self._ann_min = ann_min_entries
         self._max_total = max_total_entries
         self._lock = threading.Lock()
         self._namespaces: OrderedDict[str, NamespaceIndex] = OrderedDict()
@@ -472,6 +563,11 @@ class RAGIndex:
     @property
     def max_entries(self) -> int:
         return int(conf.get("RAG_INDEX_MAX_ENTRIES") if self._max_entries is None else self._max_entries)
+
+    @property
+    def ann_min_entries(self) -> int | None:
+        value = conf.get("RAG_INDEX_ANN_MIN_ENTRIES") if self._ann_min is None else self._ann_min
+        return None if value is None else int(value)
 
     @property
     def max_total_entries(self) -> int:
@@ -487,7 +583,10 @@ class RAGIndex:
             index = self._namespaces.get(log_base)
             if index is None:
                 index = NamespaceIndex(
-                    dim, max_entries=self.max_entries, retention_segments=self.retention_segments(dim)
+                    dim,
+                    max_entries=self.max_entries,
+                    retention_segments=self.retention_segments(dim),
+                    ann_min_entries=self.ann_min_entries,
                 )
                 self._namespaces[log_base] = index
             self._namespaces.move_to_end(log_base)
