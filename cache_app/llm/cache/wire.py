@@ -13,7 +13,9 @@ read by the same connection's parser (hiredis when installed).
 Only for a plain ``redis.Redis`` / ``redis.asyncio.Redis`` on a plain connection pool
 (TCP, TLS or Unix socket) returning bytes; anything else (Sentinel, fakeredis, client-side
 caching) goes through ``execute_command`` as before. On any error the connection is
-dropped and the error raised, so the guard sees exactly what redis-py would have raised.
+dropped and the error raised, so the guard sees exactly what redis-py would have raised;
+as redis-py's pool would, a connection that was idle in our hands and turns out closed (a
+Redis restart, an idle timeout) is replaced once before a ``ConnectionError`` counts.
 Connections: at most one per thread, and per event loop at most the lookups in flight at
 once (beyond ``ASYNC_SPARE`` idle ones, extra connections are closed after use).
 """
@@ -64,8 +66,19 @@ class SyncMget:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.pid != os.getpid():  # first use in this thread, or a forked child
             conn = self._local.conn = self._make(**self._kwargs)
+        packed = conn.pack_command("MGET", *keys)
+        reused = conn._sock is not None
         try:
-            conn.send_packed_command(conn.pack_command("MGET", *keys), check_health=False)
+            return self._exchange(conn, packed)
+        except redis.ConnectionError:
+            if not reused:
+                raise
+            return self._exchange(conn, packed)  # it was closed while idle: once more, on a new socket
+
+    @staticmethod
+    def _exchange(conn: Any, packed: Any) -> Any:
+        try:
+            conn.send_packed_command(packed, check_health=False)
             return conn.read_response()
         except BaseException:
             conn.disconnect()
@@ -101,7 +114,14 @@ class AsyncMget:
         if free is None:
             free = self._free[client] = []
         pool = client.connection_pool
-        conn = free.pop() if free else pool.connection_class(**pool.connection_kwargs)
+        if free:
+            try:
+                return await self._exchange(free, free.pop(), keys)
+            except redis.ConnectionError:
+                pass  # it was closed while idle (a restart, an idle timeout): once more, on a new connection
+        return await self._exchange(free, pool.connection_class(**pool.connection_kwargs), keys)
+
+    async def _exchange(self, free: list[Any], conn: Any, keys: tuple[str, ...]) -> Any:
         try:
             await conn.send_packed_command(conn.pack_command("MGET", *keys), check_health=False)
             reply = await conn.read_response()

@@ -12,7 +12,7 @@ import threading
 import fakeredis
 import pytest
 import redis as redis_lib
-import redis.asyncio
+import redis.asyncio as redis_asyncio
 
 from cache_app.llm.cache import wire
 
@@ -69,7 +69,7 @@ def test_clients_that_are_not_plain_go_through_execute_command(keys):
 @needs_redis
 async def test_async_mget_reuses_its_connections_and_bounds_the_idle_ones(keys, monkeypatch):
     monkeypatch.setattr(wire, "ASYNC_SPARE", 3)
-    client = redis.asyncio.Redis.from_url(URL)
+    client = redis_asyncio.Redis.from_url(URL)
     mget = wire.AsyncMget()
     assert await mget(client, keys) == await client.execute_command("MGET", *keys)
     assert len(mget._free[client]) == 1
@@ -85,7 +85,7 @@ async def test_async_mget_reuses_its_connections_and_bounds_the_idle_ones(keys, 
 
 @needs_redis
 async def test_async_mget_raises_and_does_not_keep_a_broken_connection(blackhole_port, keys):
-    client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{blackhole_port}/0", socket_timeout=0.05)
+    client = redis_asyncio.Redis.from_url(f"redis://127.0.0.1:{blackhole_port}/0", socket_timeout=0.05)
     mget = wire.AsyncMget()
     with pytest.raises(redis_lib.TimeoutError):
         await mget(client, keys)
@@ -94,4 +94,29 @@ async def test_async_mget_raises_and_does_not_keep_a_broken_connection(blackhole
     assert len(closing) == 1  # the broken connection is being closed, not kept
     await asyncio.wait(closing)
     assert not mget._closing
+    await client.aclose()
+
+
+@needs_redis
+def test_sync_mget_replaces_a_connection_the_server_closed_while_idle(redis, keys):
+    mget = wire.SyncMget(redis_lib.Redis.from_url(URL))
+    mget(keys)
+    conn = mget._local.conn
+    conn.send_command("CLIENT", "ID")
+    redis.client_kill_filter(_id=conn.read_response())  # only this connection (the server is shared)
+    assert mget(keys)[1] == b"2"  # no error: a fresh socket answered
+
+
+@needs_redis
+async def test_async_mget_replaces_a_connection_the_server_closed_while_idle(redis, keys):
+    client = redis_asyncio.Redis.from_url(URL)
+    mget = wire.AsyncMget()
+    await mget(client, keys)
+    (conn,) = mget._free[client]
+    await conn.send_command("CLIENT", "ID")
+    redis.client_kill_filter(_id=await conn.read_response())
+    assert (await mget(client, keys))[1] == b"2"
+    assert mget._free[client] != [conn]  # the closed one was dropped
+    if mget._closing:
+        await asyncio.wait(set(mget._closing))
     await client.aclose()
