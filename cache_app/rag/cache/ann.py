@@ -30,8 +30,12 @@ PROBES = 16
 # k-means wants ~39 points per centroid; 64 per list keeps training under a second.
 TRAIN_SAMPLE = LISTS * 64
 ADD_BATCH = 65_536
-# int8 scores differ from float32 ones by ~5e-4 (one quantisation step per dimension);
-# candidates down to this far below the cutoff are returned for exact confirmation.
+# Each dimension's int8 range is the trained sample's min..max widened by this share on both
+# sides: rows later added beyond the sample's range would otherwise be clipped (measured on
+# 100k random rows: worst score error 0.0076 without widening, 0.0026 with it).
+RANGE_SLACK = 0.2
+# int8 scores differ from float32 ones by ~6e-4 on average, 0.003 at worst (above); candidates
+# down to this far below the cutoff are returned for exact confirmation.
 MARGIN = 0.01
 
 
@@ -53,6 +57,8 @@ class AnnRows:
         self.index = faiss.IndexIVFScalarQuantizer(
             self._quantizer, dim, self.lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
         )
+        self.index.sq.rangestat = faiss.ScalarQuantizer.RS_minmax
+        self.index.sq.rangestat_arg = RANGE_SLACK
         self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
         self.index.nprobe = min(PROBES, self.lists)
 

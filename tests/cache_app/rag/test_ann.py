@@ -75,6 +75,19 @@ def test_ann_finds_every_near_duplicate_brute_force_finds(rng):
     assert found / owed >= 0.99
 
 
+def test_int8_scores_stay_within_the_margin_of_float32_ones(rng, monkeypatch):
+    monkeypatch.setattr(ann, "TRAIN_SAMPLE", 2000)  # rows beyond the sample's ranges are the hard case
+    rows = units(20_000, rng)
+    ns = loaded(rows, ann_min_entries=2000)
+    worst = 0.0
+    for target in rng.integers(0, len(rows), size=200):
+        query = at_cosine(rows[target], float(rng.uniform(0.9, 0.99)), rng)
+        for candidate in ns.search(query, 0.9, now=2.0, tag=TAG).candidates:
+            exact = float(rows[int(candidate.digest, 16)] @ query)
+            worst = max(worst, abs(candidate.score - exact))
+    assert 0 < worst < ann.MARGIN / 2
+
+
 def test_ann_candidates_map_to_the_right_rows_after_compaction(rng):
     rows = units(3000, rng)
     ns = loaded(rows, ann_min_entries=1000)
