@@ -50,12 +50,14 @@ import redis as redis_lib  # noqa: E402
 from cache_app.core import conf, keys, tags  # noqa: E402
 from cache_app.core.redis_client import CircuitBreaker, get_async_redis, get_redis  # noqa: E402
 from cache_app.llm.cache import LLMPromptCache, codec  # noqa: E402
+from cache_app.llm.cache.wire import SyncMget  # noqa: E402
 
 MODEL = "claude-3-5-sonnet"
+RUNS = 5  # the hit ratios are the median of this many runs (each itself a median of interleaved samples)
 VALUE_BYTES = 2048
 TARGETS = {
-    "sync_ratio": 1.5,
-    "async_ratio": 1.5,
+    "sync_ratio": 1.25,
+    "async_ratio": 1.25,
     "invalidation_ms": 10.0,
     "cleanup_keys_per_s": 50_000,
     "down_p99_ms": 5.0,
@@ -89,26 +91,45 @@ def text_of(size: int) -> str:
     return ("The cached answer. " * (size // 19 + 1))[:size]
 
 
+def of_runs(runs: list[dict]) -> dict:
+    """The median of RUNS runs for every figure; each run's ratio is kept too."""
+    out = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+    out["ratios"] = [run["ratio"] for run in runs]
+    out["runs"] = len(runs)
+    return out
+
+
 def bench_sync(cache: LLMPromptCache, client: redis_lib.Redis, samples: int) -> dict:
     cache.set("sync prompt", MODEL, 0, text_of(VALUE_BYTES), prompt_tokens=500, completion_tokens=400)
     raw_key = f"{keys.prefix()}bench:raw"
     client.set(raw_key, os.urandom(VALUE_BYTES))
     stored = len(client.get(cache.key_for("sync prompt", MODEL, 0)))
     assert cache.get("sync prompt", MODEL, 0) is not None
-    raw, hit, rounds = [], [], 40
-    timed(lambda: client.get(raw_key), 500)  # warm up both paths
+    # The physical limit: a GET of the same key over the hit path's own lean exchange (wire.py).
+    lean = SyncMget(client)
+    timed(lambda: client.get(raw_key), 500)  # warm up every path
     timed(lambda: cache.get("sync prompt", MODEL, 0), 500)
-    for _ in range(rounds):  # interleaved blocks: machine noise hits both sides alike
-        raw += timed(lambda: client.get(raw_key), samples // rounds)
-        hit += timed(lambda: cache.get("sync prompt", MODEL, 0), samples // rounds)
-    return {
-        "raw_median_us": statistics.median(raw) * 1e6,
-        "hit_median_us": statistics.median(hit) * 1e6,
-        "raw_p99_us": percentile(raw, 0.99) * 1e6,
-        "hit_p99_us": percentile(hit, 0.99) * 1e6,
-        "ratio": statistics.median(hit) / statistics.median(raw),
-        "stored_value_bytes": stored,
-    }
+    timed(lambda: lean((raw_key,)), 500)
+    runs = []
+    for _ in range(RUNS):
+        raw, hit, floor, rounds = [], [], [], 40
+        for _ in range(rounds):  # interleaved blocks: machine noise hits every side alike
+            raw += timed(lambda: client.get(raw_key), samples // rounds)
+            hit += timed(lambda: cache.get("sync prompt", MODEL, 0), samples // rounds)
+            floor += timed(lambda: lean((raw_key,)), samples // rounds)
+        runs.append(
+            {
+                "raw_median_us": statistics.median(raw) * 1e6,
+                "hit_median_us": statistics.median(hit) * 1e6,
+                "lean_get_median_us": statistics.median(floor) * 1e6,
+                "raw_p99_us": percentile(raw, 0.99) * 1e6,
+                "hit_p99_us": percentile(hit, 0.99) * 1e6,
+                "ratio": statistics.median(hit) / statistics.median(raw),
+                "ratio_to_lean_get": statistics.median(hit) / statistics.median(floor),
+            }
+        )
+    lean.close()
+    return {**of_runs(runs), "stored_value_bytes": stored}
 
 
 async def bench_async(cache: LLMPromptCache, samples: int) -> dict:
@@ -117,18 +138,23 @@ async def bench_async(cache: LLMPromptCache, samples: int) -> dict:
     raw_key = f"{keys.prefix()}bench:araw"
     await client.set(raw_key, os.urandom(VALUE_BYTES))
     assert await cache.aget("async prompt", MODEL, 0) is not None
-    raw, hit, rounds = [], [], 40
     await atimed(lambda: client.get(raw_key), 500)
     await atimed(lambda: cache.aget("async prompt", MODEL, 0), 500)
-    for _ in range(rounds):
-        raw += await atimed(lambda: client.get(raw_key), samples // rounds)
-        hit += await atimed(lambda: cache.aget("async prompt", MODEL, 0), samples // rounds)
+    runs = []
+    for _ in range(RUNS):
+        raw, hit, rounds = [], [], 40
+        for _ in range(rounds):
+            raw += await atimed(lambda: client.get(raw_key), samples // rounds)
+            hit += await atimed(lambda: cache.aget("async prompt", MODEL, 0), samples // rounds)
+        runs.append(
+            {
+                "raw_median_us": statistics.median(raw) * 1e6,
+                "hit_median_us": statistics.median(hit) * 1e6,
+                "ratio": statistics.median(hit) / statistics.median(raw),
+            }
+        )
     await client.aclose()
-    return {
-        "raw_median_us": statistics.median(raw) * 1e6,
-        "hit_median_us": statistics.median(hit) * 1e6,
-        "ratio": statistics.median(hit) / statistics.median(raw),
-    }
+    return of_runs(runs)
 
 
 def populate(cache: LLMPromptCache, client: redis_lib.Redis, masterplan_id, n: int, tag: str) -> None:
@@ -299,10 +325,43 @@ def cleanup(client: redis_lib.Redis) -> int:
     return removed
 
 
+def hit_rows(sync: dict, async_: dict) -> list[tuple[str, str, str]]:
+    runs = f"median of {sync['runs']} runs"
+    return [
+        (f"sync raw GET 2 KB, {runs}", f"{sync['raw_median_us']:.1f} us", ""),
+        (
+            "sync cache.get hit",
+            f"{sync['hit_median_us']:.1f} us",
+            f"ratio {sync['ratio']:.2f}x (<= 1.25x); runs {', '.join(f'{r:.2f}' for r in sync['ratios'])}",
+        ),
+        (
+            "sync GET over the lean exchange",
+            f"{sync['lean_get_median_us']:.1f} us",
+            f"hit / this floor {sync['ratio_to_lean_get']:.2f}x",
+        ),
+        ("sync p99 raw / hit", f"{sync['raw_p99_us']:.0f} / {sync['hit_p99_us']:.0f} us", ""),
+        (f"async raw GET 2 KB, {runs}", f"{async_['raw_median_us']:.1f} us", ""),
+        (
+            "async cache.aget hit",
+            f"{async_['hit_median_us']:.1f} us",
+            f"ratio {async_['ratio']:.2f}x (<= 1.25x); runs {', '.join(f'{r:.2f}' for r in async_['ratios'])}",
+        ),
+    ]
+
+
+def print_hits(sync: dict, async_: dict) -> None:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"LLM prompt cache hits: {os.environ['REDIS_URL']} (value {VALUE_BYTES} B, load average {load})")
+    for name, value, note in hit_rows(sync, async_):
+        print(f"  {name:<36}  {value:<12} {note}")
+    print(json.dumps({"benchmark": "llm_cache_hits", "sync": sync, "async": async_}, sort_keys=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=20_000)
+    parser.add_argument("--hits-only", action="store_true", help="only the hit ratios (sections 1 and 2)")
     args = parser.parse_args()
 
     client = get_redis()
@@ -314,6 +373,9 @@ def main() -> None:
     try:
         sync = bench_sync(cache, client, args.samples)
         async_ = asyncio.run(bench_async(cache, args.samples))
+        if args.hits_only:
+            print_hits(sync, async_)
+            return
         inval = bench_invalidation(cache, client, args.entries)
         down = bench_unreachable(args.samples)
         mid = bench_stop_mid_run()
@@ -322,8 +384,8 @@ def main() -> None:
 
     worst_down_p99 = max(v["p99_ms"] for v in down.values())
     checks = {
-        "sync_hit_le_1.5x_raw_get": sync["ratio"] <= TARGETS["sync_ratio"],
-        "async_hit_le_1.5x_raw_get": async_["ratio"] <= TARGETS["async_ratio"],
+        "sync_hit_le_1.25x_raw_get": sync["ratio"] <= TARGETS["sync_ratio"],
+        "async_hit_le_1.25x_raw_get": async_["ratio"] <= TARGETS["async_ratio"],
         "logical_invalidation_le_10ms": max(inval["logical_ms_100k"], inval["logical_ms_10"])
         <= TARGETS["invalidation_ms"]
         and inval["unreachable_after_return"]
@@ -337,15 +399,7 @@ def main() -> None:
         checks["stop_mid_run_p99_le_5ms"] = mid["p99_ms_after"] <= TARGETS["down_p99_ms"]
 
     rows = [
-        ("sync raw GET 2 KB, median", f"{sync['raw_median_us']:.1f} us", ""),
-        ("sync cache.get hit, median", f"{sync['hit_median_us']:.1f} us", f"ratio {sync['ratio']:.2f}x (<= 1.5x)"),
-        ("sync p99 raw / hit", f"{sync['raw_p99_us']:.0f} / {sync['hit_p99_us']:.0f} us", ""),
-        ("async raw GET 2 KB, median", f"{async_['raw_median_us']:.1f} us", ""),
-        (
-            "async cache.aget hit, median",
-            f"{async_['hit_median_us']:.1f} us",
-            f"ratio {async_['ratio']:.2f}x (<= 1.5x)",
-        ),
+        *hit_rows(sync, async_),
         (
             f"invalidate {inval['entries']:,} entries (+{inval['other_entries']:,} others)",
             f"{inval['logical_ms_100k']:.3f} ms",

@@ -334,3 +334,18 @@ def check_redis_cluster_settings(app_configs: Any = None, **kwargs: Any) -> list
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.compatibility)
+def check_rag_ann_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The RAG index's approximate (int8 IVF) mode (id cache_app.E042)."""
+    value = conf.app_settings()["RAG_INDEX_ANN_MIN_ENTRIES"]
+    if value is None or (not isinstance(value, bool) and isinstance(value, int) and value >= 1000):
+        return []
+    return [
+        checks.Error(
+            f"MGECACHE['RAG_INDEX_ANN_MIN_ENTRIES'] is {value!r}.",
+            hint="Use None (exact search only) or an integer >= 1000 (the IVF index trains on the rows it has).",
+            id="cache_app.E042",
+        )
+    ]

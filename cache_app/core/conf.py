@@ -45,6 +45,11 @@ DEFAULTS: dict[str, Any] = {
     # second thread, and on a busy host a multi-threaded one waits for its threads: p50
     # went from 0.2 ms to 15 ms at 10k entries on a loaded 2-core machine.
     "RAG_INDEX_BLAS_THREADS": 1,
+    # From this many live rows a namespace is searched through an int8 IVF index (faiss,
+    # rag/cache/ann.py) instead of brute force: 457 instead of 1 605 bytes a row at 384
+    # dimensions, and p50 ~1 ms at 100k rows instead of ~3. Below it brute force is exact and
+    # already fast (<= 0.7 ms at 10k). None: never. Candidates are confirmed exactly either way.
+    "RAG_INDEX_ANN_MIN_ENTRIES": 20_000,
     # LLM provider: "simulated" (offline, deterministic), "anthropic" or "openai".
     "LLM_PROVIDER": "simulated",
     "LLM_DEFAULT_MODEL": "claude-3-5-sonnet",

@@ -23,6 +23,7 @@ from cache_app.llm.cache.codec import TRUNCATED_FINISH_REASONS, CachedLLMRespons
 from cache_app.llm.cache.codec import identity_digest as _digest
 from cache_app.llm.cache.codec import normalize_temperature as _temperature
 from cache_app.llm.cache.reclaim import areclaim_scope, reclaim_layer, reclaim_scope
+from cache_app.llm.cache.wire import AsyncMget, SyncMget
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,15 @@ class LLMPromptCache(RedisCacheLayer):
         super().__init__(redis, **kwargs)
         self._sync_scripts: tuple[Script, Script, Script] | None = None
         self._async_scripts: tuple[AsyncScript, AsyncScript, AsyncScript] | None = None
+        self._mget: SyncMget | None = None  # the hit path's lean MGET (wire.py), bound to self.redis
+        self._amget = AsyncMget()
+
+    def _sync_mget(self) -> SyncMget:
+        client = self.redis
+        mget = self._mget
+        if mget is None or mget.client is not client:
+            mget = self._mget = SyncMget(client)
+        return mget
 
     def _llm_policy(self) -> LayerPolicy:
         return self.policies.llm()
@@ -198,10 +208,11 @@ class LLMPromptCache(RedisCacheLayer):
         if plan is None:
             return Lookup(None)
         normalized_mp, lookup_keys = plan
-        client = self.redis
-        reply = self.guard.run("get", lambda: client.execute_command("MGET", *lookup_keys), None)
+        mget = self._sync_mget()
+        reply = self.guard.run("get", lambda: mget(lookup_keys), None)
         found, corrupt = self._interpret(normalized_mp, lookup_keys, reply, model)
         if corrupt:
+            client = self.redis
             self.guard.run("delete", lambda: client.unlink(lookup_keys[2]), None)
         _LOOKUP.observe(time.perf_counter() - started)
         return found
@@ -215,7 +226,7 @@ class LLMPromptCache(RedisCacheLayer):
             return Lookup(None)
         normalized_mp, lookup_keys = plan
         client = self.async_client()
-        reply = await self.guard.arun("get", lambda: client.execute_command("MGET", *lookup_keys), None)
+        reply = await self.guard.arun("get", lambda: self._amget(client, lookup_keys), None)
         found, corrupt = self._interpret(normalized_mp, lookup_keys, reply, model)
         if corrupt:
             await self.guard.arun("delete", lambda: client.unlink(lookup_keys[2]), None)

@@ -1,14 +1,10 @@
 """The per-process similarity index: one numpy matrix per namespace, mirrored from a Redis log.
 
-A namespace (embedding model, top_k, scope) has an append-only log in Redis made of
-segments (``keys.rag_log_segment``): every ``set`` APPENDs one fixed-size record (see
-codec.py). A process keeps, per namespace, its position in the log (segment, byte offset)
-and reads what was appended since with ``GETRANGE`` inside the lookup's single round trip,
-so an entry written by another process is searchable on the very next lookup. A process
-that has never seen the namespace (or fell too far behind) rebuilds it from the retained
-segments with one pipelined GET and one ``np.frombuffer``.
+A namespace (embedding model, top_k, scope) has an append-only log in Redis; how a process
+follows it (incremental reads, rebuilds, one loader at a time) is mirror.py. This module
+holds the rows and searches them.
 
-Search is exact (no approximate index): the first ``k`` dimensions of every row are
+Below RAG_INDEX_ANN_MIN_ENTRIES rows, search is exact: the first ``k`` dimensions of every row are
 scored with one BLAS matrix-vector product; by Cauchy-Schwarz ``score <= head_score +
 |row_tail| * |query_tail|``, so only rows whose bound reaches the cutoff are scored in
 full. That reads about a sixth of the matrix instead of all of it (the search is memory-bound)
@@ -17,8 +13,12 @@ on the few candidates only; a candidate is still confirmed against Redis before 
 returned (cache.py), so the index may be stale but never produces a false hit.
 
 Memory per row: 4 * dim (vector) + 4 (tail norm) + 8 (expiry) + 16 (generation tag) +
-32 (digest) + 1 (alive) bytes, i.e. 1 597 bytes at 384 dimensions, plus up to 1/8 slack
-before a compaction. Bounds: RAG_INDEX_MAX_ENTRIES per namespace (the oldest rows go
+32 (digest) + 8 (sequence number) + 1 (alive) bytes, i.e. 1 605 bytes at 384 dimensions,
+plus up to 1/8 slack before a compaction. Above RAG_INDEX_ANN_MIN_ENTRIES rows a namespace
+switches to an approximate int8 index (ann.py): dim + 8 bytes of vector and id per row
+instead of 4 * dim + 4, i.e. 457 bytes a row at 384 dimensions; candidates are then
+confirmed exactly in float32 against the Redis entry (cache.py), as every candidate is.
+Bounds: RAG_INDEX_MAX_ENTRIES per namespace (the oldest rows go
 first), RAG_INDEX_MAX_TOTAL_ENTRIES per process (least recently used namespaces go first).
 """
 
@@ -35,7 +35,11 @@ import numpy as np
 
 from cache_app.core import conf, metrics
 from cache_app.core.state import process_wide
+from cache_app.rag.cache import ann
 from cache_app.rag.cache.codec import record_dtype
+from cache_app.rag.cache.mirror import Horizon, LogMirror, Position
+
+__all__ = ["Candidate", "Horizon", "NamespaceIndex", "Position", "RAGIndex", "SearchResult", "get_rag_index"]
 
 # Scores within this distance count as a tie (the newest row wins); float32 dot products
 # of identical rows can differ in the last bit depending on their position in the matrix.
@@ -44,9 +48,6 @@ TIE_EPSILON = 1e-6
 # when the policy threshold is higher; below it only an upper bound is known. Lower
 # floors prune less (every row whose bound reaches the floor is scored in full).
 SCORE_FLOOR = 0.9
-# A caller fetching whole segments (a rebuild) holds the namespace's loader claim at most
-# this long; concurrent callers wait for it instead of fetching the same segments again.
-LOADER_CLAIM_SECONDS = 10.0
 # Above this share of surviving rows, the second pass multiplies the whole tail matrix
 # instead of gathering rows (a gather copies; a dense product streams).
 DENSE_SECOND_PASS = 0.25
@@ -57,33 +58,6 @@ def head_dims(dim: int) -> int:
     if dim < 96:
         return dim
     return max(16, (dim // 6) // 16 * 16)
-
-
-@dataclass(frozen=True)
-class Position:
-    version: int
-    segment: int | None
-    offset: int
-    reading: int = 0  # orders this lookup's Redis reads against the tags other lookups observed
-
-
-@dataclass
-class Horizon:
-    """What one lookup must find in the mirror: every record appended before it read the log head.
-
-    ``head`` and ``first`` are the log's head and first segment as the lookup read them;
-    ``length`` is the size of segment ``head`` as seen by a read the lookup made after
-    that (None until it made one). Records of segments below ``head``, and the first
-    ``length`` bytes of ``head``, are what the lookup is owed.
-    """
-
-    head: int | None
-    first: int | None
-    length: int | None = None
-
-    def saw(self, number: int, start: int, data: bytes) -> None:
-        if number == self.head:
-            self.length = max(self.length or 0, start + len(data))
 
 
 @dataclass(frozen=True)
@@ -100,11 +74,17 @@ class SearchResult:
     layout: int  # pass back to drop() so a compaction in between is detected
 
 
-class NamespaceIndex:
+class NamespaceIndex(LogMirror):
     """The rows of one namespace. All methods take ``self.lock`` themselves."""
 
-    def __init__(self, dim: int, *, max_entries: int, retention_segments: int) -> None:
+    def __init__(
+        self, dim: int, *, max_entries: int, retention_segments: int, ann_min_entries: int | None = None
+    ) -> None:
         self.dim = dim
+        # Rows from which the namespace searches an approximate int8 index (None: never).
+        self.ann_min_entries = ann_min_entries
+        self.ann: ann.AnnRows | None = None
+        self._seq = 0  # sequence number of the next row (the ANN index's id for it)
         self.k = head_dims(dim)
         self.dtype = record_dtype(dim)
         self.max_entries = max_entries
@@ -131,24 +111,32 @@ class NamespaceIndex:
     # --- storage ---------------------------------------------------------------------------
     def _alloc(self, cap: int) -> None:
         self.cap = cap
-        self.head = np.empty((cap, self.k), dtype=np.float32)
-        self.tail = np.empty((cap, self.dim - self.k), dtype=np.float32)
-        self.tail_norm = np.empty(cap, dtype=np.float32)
+        vectors = cap if self.ann is None else 0  # with an ANN index the vectors live there (int8)
+        self.head = np.empty((vectors, self.k), dtype=np.float32)
+        self.tail = np.empty((vectors, self.dim - self.k), dtype=np.float32)
+        self.tail_norm = np.empty(vectors, dtype=np.float32)
+        self.seq = np.empty(cap, dtype=np.int64)
         self.expires = np.empty(cap, dtype=np.float64)
         self.epoch = np.empty(cap, dtype=np.int64)
         self.gen = np.empty(cap, dtype=np.int64)
         self.digest = np.empty((cap, 32), dtype=np.uint8)
         self.alive = np.empty(cap, dtype=bool)
 
-    _FIELDS = ("head", "tail", "tail_norm", "expires", "epoch", "gen", "digest", "alive")
+    _VECTOR_FIELDS = ("head", "tail", "tail_norm")
+    _FIELDS = (*_VECTOR_FIELDS, "seq", "expires", "epoch", "gen", "digest", "alive")
 
     def _keep(self, rows: np.ndarray, cap: int) -> None:
         """Keep only ``rows`` (in order), in arrays of capacity ``cap``."""
         old = {name: getattr(self, name) for name in self._FIELDS}
+        if self.ann is not None:
+            dropped = np.ones(self.n, dtype=bool)
+            dropped[rows] = False
+            self.ann.remove(old["seq"][: self.n][dropped])
         self._alloc(cap)
         m = len(rows)
         for name in self._FIELDS:
-            getattr(self, name)[:m] = old[name][rows]
+            if self.ann is None or name not in self._VECTOR_FIELDS:
+                getattr(self, name)[:m] = old[name][rows]
         metrics.RAG_INDEX_ENTRIES.dec(self.n - m)
         self.n, self.dead = m, 0
         self.layout += 1
@@ -176,9 +164,14 @@ class NamespaceIndex:
         self._make_room(m, now)
         start, stop = self.n, self.n + m
         vectors = records["vec"]
-        self.head[start:stop] = vectors[:, : self.k]
-        self.tail[start:stop] = vectors[:, self.k :]
-        self.tail_norm[start:stop] = np.linalg.norm(self.tail[start:stop], axis=1) if self.k < self.dim else 0.0
+        self.seq[start:stop] = np.arange(self._seq, self._seq + m, dtype=np.int64)
+        self._seq += m
+        if self.ann is not None:
+            self.ann.add(vectors, self.seq[start:stop])
+        else:
+            self.head[start:stop] = vectors[:, : self.k]
+            self.tail[start:stop] = vectors[:, self.k :]
+            self.tail_norm[start:stop] = np.linalg.norm(self.tail[start:stop], axis=1) if self.k < self.dim else 0.0
         self.expires[start:stop] = records["expires"]
         self.epoch[start:stop] = records["epoch"]
         self.gen[start:stop] = records["gen"]
@@ -188,9 +181,26 @@ class NamespaceIndex:
         self.dead += int(m - alive.sum())
         self.n = stop
         metrics.RAG_INDEX_ENTRIES.inc(m)
+        if self.ann is None and self.ann_min_entries is not None and self.n - self.dead >= self.ann_min_entries:
+            self._build_ann(now)
+
+    def _build_ann(self, now: float) -> None:
+        """Move the live rows' vectors into an int8 ANN index and free the float32 matrix.
+
+        Bounded: training reads a sample of at most ann.TRAIN_SAMPLE rows; rows are added in
+        batches. The namespace stays approximate until the mirror restarts (no flapping).
+        """
+        live = np.flatnonzero(self.alive[: self.n] & (self.expires[: self.n] > now))
+        self._keep(live, self.cap)
+        vectors = np.concatenate([self.head[: self.n], self.tail[: self.n]], axis=1)
+        index = ann.AnnRows(self.dim, vectors, threads=conf.get("RAG_INDEX_BLAS_THREADS"))
+        index.add(vectors, self.seq[: self.n])
+        self.ann = index
+        self._keep(np.arange(self.n), self.cap)  # reallocates without the float32 vectors
 
     def _reset(self) -> None:
         metrics.RAG_INDEX_ENTRIES.dec(self.n)
+        self.ann = None
         self._alloc(0)
         self.n = self.dead = 0
         self.segment, self.offset, self.sealed, self.log_first = None, 0, False, None
@@ -200,154 +210,6 @@ class NamespaceIndex:
     def reset(self) -> None:
         with self.lock:
             self._reset()
-
-    # --- mirroring the Redis log -------------------------------------------------------------
-    def position(self) -> Position:
-        """Where the mirror stands, taken by a lookup just before it reads Redis."""
-        with self.lock:
-            self._readings += 1
-            return Position(self.version, self.segment, self.offset, self._readings)
-
-    def _apply_segment(self, number: int, start: int, data: bytes, now: float, complete: bool = False) -> bool:
-        """Apply bytes read from segment ``number`` at ``start``. False if they are misaligned (corrupt).
-
-        ``complete``: the bytes run to the end of a segment that can grow no more (read after
-        the head moved past it). Bytes another caller already applied are skipped, so
-        overlapping catch-ups never double a row.
-        """
-        if len(data) % self.dtype.itemsize or start % self.dtype.itemsize:
-            return False
-        if self.segment is not None and number == self.segment + 1 and start == 0 and self.sealed:
-            self.segment, self.offset, self.sealed = number, 0, False
-        if number != self.segment or start > self.offset:
-            return True  # not contiguous with what we hold: ignore (the caller's catch-up plan repairs it)
-        skip = self.offset - start  # another caller applied part of this already
-        if skip < len(data):
-            self._append(data[skip:], now)
-            self.offset = start + len(data)
-        if complete:
-            self.sealed = True
-        return True
-
-    def advance(
-        self, requested: Position, horizon: Horizon, tail_reads: list[bytes], now: float
-    ) -> tuple[int, list[tuple[int, int]]]:
-        """Apply the incremental reads of a lookup; return what the mirror still lacks for ``horizon``.
-
-        ``tail_reads`` are ``GETRANGE(segment, offset)`` and ``GETRANGE(segment + 1, 0)`` made at
-        ``requested``, after the head was read. They are applied only if the mirror has not
-        restarted since. Returns ``(version, reads)``: the ``(segment, start)`` ranges to fetch
-        (see ``plan``). Misaligned (corrupt) bytes reset the mirror, which then rebuilds.
-        """
-        with self.lock:
-            head = horizon.head
-            if head is not None and requested.segment is not None and tail_reads:
-                horizon.saw(requested.segment, requested.offset, tail_reads[0])
-                if head > requested.segment and len(tail_reads) > 1:
-                    horizon.saw(requested.segment + 1, 0, tail_reads[1])
-                if requested.version == self.version and self.segment is not None:
-                    ok = self._apply_segment(
-                        requested.segment, requested.offset, tail_reads[0], now, complete=head > requested.segment
-                    )
-                    if ok and head > requested.segment and len(tail_reads) > 1:
-                        ok = self._apply_segment(
-                            requested.segment + 1, 0, tail_reads[1], now, complete=head > requested.segment + 1
-                        )
-                    if not ok:
-                        self._reset()
-            return self.version, self._plan(horizon)
-
-    def plan(self, horizon: Horizon) -> tuple[int, list[tuple[int, int]]]:
-        """``(version, reads)``: the ``(segment, start)`` ranges to fetch (in order) to cover ``horizon``.
-
-        Empty when the mirror already holds everything the lookup is owed, whichever caller
-        fetched it: it moved past the lookup's head segment (segments are only left sealed),
-        or it holds at least ``horizon.length`` bytes of it.
-        """
-        with self.lock:
-            return self.version, self._plan(horizon)
-
-    def _plan(self, horizon: Horizon) -> list[tuple[int, int]]:
-        head = horizon.head
-        if head is None:
-            if self.segment is not None:
-                self._reset()  # the log is gone: every entry in it expired or was reclaimed
-            return []
-        if self.segment is not None and not self._follows(self.segment, head, horizon.first):
-            self._reset()
-        segment = self.segment if self.segment is not None else self._start_rebuild(head, horizon.first)
-        if segment > head:
-            return []
-        if segment == head:
-            if self.sealed or (horizon.length is not None and self.offset >= horizon.length):
-                return []
-            return [(head, self.offset)]
-        reads = [] if self.sealed else [(segment, self.offset)]  # the rest of a segment read halfway
-        return reads + [(number, 0) for number in range(segment + 1, head + 1)]
-
-    def _follows(self, segment: int, head: int, first: int | None) -> bool:
-        """Whether the mirror at ``segment`` can catch up with a log read at ``head`` by reading on."""
-        known = first is not None and self.log_first is not None
-        if known and first != self.log_first:
-            return False  # another log: rebuild
-        if not known and head < segment:
-            return False  # cannot tell: a head below ours means a new log
-        # A head below our segment, in the same log, is only an older reading than another
-        # caller's: nothing to do. Too far behind: rebuild.
-        return head <= segment + self.retention_segments
-
-    def _start_rebuild(self, head: int, first: int | None) -> int:
-        """First use, a log that restarted, or too far behind: rebuild from the retained segments."""
-        start = head - self.retention_segments + 1
-        if first is not None and start < first <= head:
-            start = first
-        self.segment, self.offset, self.sealed, self.log_first = start - 1, 0, True, first
-        return self.segment
-
-    # --- one loader at a time ----------------------------------------------------------------
-    def claim_loading(self, seconds: float = LOADER_CLAIM_SECONDS) -> object | None:
-        """Become the one caller fetching segments (others wait for it), or None if taken."""
-        with self.lock:
-            now = time.monotonic()
-            if self._loader is not None and now < self._loader_until:
-                return None
-            self._loader, self._loader_until = object(), now + seconds
-            return self._loader
-
-    def release_loading(self, claim: object) -> None:
-        with self.lock:
-            if self._loader is claim:
-                self._loader = None
-
-    def loading(self) -> bool:
-        with self.lock:
-            return self._loader is not None and time.monotonic() < self._loader_until
-
-    def load_segments(
-        self,
-        version: int,
-        segments: list[tuple[int, int, bytes | None]],
-        now: float,
-        horizon: Horizon | None = None,
-    ) -> bool | None:
-        """Apply ``(segment, start, bytes)`` read (in order) for a plan made at ``version``.
-
-        True: applied. None: the mirror restarted since the plan (nothing applied; plan again).
-        False: corrupt bytes (the mirror was reset). Segments below ``horizon.head`` were read
-        after the head moved past them, so they are complete.
-        """
-        with self.lock:
-            if version != self.version:
-                return None
-            for number, start, data in segments:
-                data = data or b""
-                if horizon is not None:
-                    horizon.saw(number, start, data)
-                complete = horizon is not None and horizon.head is not None and number < horizon.head
-                if not self._apply_segment(number, start, data, now, complete=complete):
-                    self._reset()
-                    return False
-            return True
 
     # --- search ------------------------------------------------------------------------------
     def observe_tag(self, epoch: int, gen: int, reading: int) -> None:
@@ -386,6 +248,8 @@ class NamespaceIndex:
             n = self.n
             if n == 0:
                 return SearchResult([], None, self.layout)
+            if self.ann is not None:
+                return self._search_ann(self.ann, unit, threshold, now, tag)
             k = self.k
             first = self.head[:n] @ unit[:k]
             if k < self.dim:
@@ -409,20 +273,55 @@ class NamespaceIndex:
                 scores = first[rows] + (self.tail[:n] @ tail_q)[rows]
             else:
                 scores = first[rows] + self.tail[rows] @ tail_q
-            best = float(scores.max())
             passing = scores >= threshold
-            rows, scores = rows[passing], scores[passing]
-            # Best first. Scores within TIE_EPSILON of the best are a tie: newest (highest) row first.
-            tied = scores >= best - TIE_EPSILON
-            order = np.concatenate(
-                [np.flatnonzero(tied)[np.argsort(-rows[tied])], np.flatnonzero(~tied)[np.argsort(-scores[~tied])]]
-            )
-            digests = self.digest[rows[order]]
-            candidates = [
-                Candidate(int(row), digests[i].tobytes().hex(), float(score))
-                for i, (row, score) in enumerate(zip(rows[order], scores[order], strict=True))
-            ]
-            return SearchResult(candidates, best, self.layout)
+            return self._result(rows[passing], scores[passing], float(scores.max()))
+
+    def _result(self, rows: np.ndarray, scores: np.ndarray, best: float) -> SearchResult:
+        # Best first. Scores within TIE_EPSILON of the best are a tie: newest (highest) row first.
+        tied = scores >= best - TIE_EPSILON
+        order = np.concatenate(
+            [np.flatnonzero(tied)[np.argsort(-rows[tied])], np.flatnonzero(~tied)[np.argsort(-scores[~tied])]]
+        )
+        digests = self.digest[rows[order]]
+        candidates = [
+            Candidate(int(row), digests[i].tobytes().hex(), float(score))
+            for i, (row, score) in enumerate(zip(rows[order], scores[order], strict=True))
+        ]
+        return SearchResult(candidates, best, self.layout)
+
+    def _search_ann(
+        self, index: ann.AnnRows, unit: np.ndarray, threshold: float, now: float, tag: tuple[int, int]
+    ) -> SearchResult:
+        """Candidates from the int8 index: approximate scores down to ``threshold - ann.MARGIN``.
+
+        Every candidate is confirmed exactly against its Redis entry's float32 embedding
+        before it is served (cache.py), so the margin can only add candidates, not hits.
+        """
+        cutoff = min(threshold, SCORE_FLOOR)
+        seqs, scores = index.search(unit, cutoff)
+        if len(seqs) == 0:
+            return SearchResult([], cutoff - ann.MARGIN, self.layout)
+        rows = np.searchsorted(self.seq[: self.n], seqs)  # seqs grow with rows, compaction keeps the order
+        rows = np.minimum(rows, self.n - 1)
+        known = self.seq[rows] == seqs
+        rows, scores = rows[known], scores[known]
+        expired = rows[self.alive[rows] & (self.expires[rows] <= now)]
+        if len(expired):
+            self.alive[expired] = False
+            self.dead += len(expired)
+        live = self.alive[rows] & (self.epoch[rows] == tag[0]) & (self.gen[rows] == tag[1])
+        rows, scores = rows[live], scores[live]
+        if len(rows) == 0:
+            return SearchResult([], cutoff - ann.MARGIN, self.layout)
+        best = float(scores.max())
+        passing = scores >= threshold - ann.MARGIN
+        return self._result(rows[passing], scores[passing].astype(np.float32), best)
+
+    def nbytes(self) -> int:
+        """Bytes this namespace holds in the process: its row arrays and its ANN index, if any."""
+        with self.lock:
+            arrays = sum(getattr(self, name).nbytes for name in self._FIELDS)
+            return arrays + (self.ann.nbytes() if self.ann is not None else 0)
 
     def drop(self, layout: int, rows: list[int]) -> None:
         """Forget rows whose entry turned out dead in Redis (expired, invalidated, deleted)."""
@@ -437,7 +336,13 @@ class NamespaceIndex:
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
-            return {"rows": self.n, "dead": self.dead, "capacity": self.cap, "segment": self.segment}
+            return {
+                "rows": self.n,
+                "dead": self.dead,
+                "capacity": self.cap,
+                "segment": self.segment,
+                "ann": None if self.ann is None else self.ann.describe(),
+            }
 
 
 _blas_configured = False
@@ -462,9 +367,16 @@ def configure_blas() -> None:
 class RAGIndex:
     """Namespace indexes of one process, least recently used first out beyond the row budget."""
 
-    def __init__(self, *, max_entries: int | None = None, max_total_entries: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_entries: int | None = None,
+        max_total_entries: int | None = None,
+        ann_min_entries: int | None = None,
+    ) -> None:
         configure_blas()
         self._max_entries = max_entries
+        self._ann_min = ann_min_entries
         self._max_total = max_total_entries
         self._lock = threading.Lock()
         self._namespaces: OrderedDict[str, NamespaceIndex] = OrderedDict()
@@ -472,6 +384,11 @@ class RAGIndex:
     @property
     def max_entries(self) -> int:
         return int(conf.get("RAG_INDEX_MAX_ENTRIES") if self._max_entries is None else self._max_entries)
+
+    @property
+    def ann_min_entries(self) -> int | None:
+        value = conf.get("RAG_INDEX_ANN_MIN_ENTRIES") if self._ann_min is None else self._ann_min
+        return None if value is None else int(value)
 
     @property
     def max_total_entries(self) -> int:
@@ -487,7 +404,10 @@ class RAGIndex:
             index = self._namespaces.get(log_base)
             if index is None:
                 index = NamespaceIndex(
-                    dim, max_entries=self.max_entries, retention_segments=self.retention_segments(dim)
+                    dim,
+                    max_entries=self.max_entries,
+                    retention_segments=self.retention_segments(dim),
+                    ann_min_entries=self.ann_min_entries,
                 )
                 self._namespaces[log_base] = index
             self._namespaces.move_to_end(log_base)

@@ -110,6 +110,13 @@ async def test_async_twins_fail_open_on_a_blackholed_port(blackhole_port, clock)
         return await original(*args, **kwargs)
 
     async_client.execute_command = counting
+    lean_mget = cache._amget  # the hit path's MGET bypasses execute_command (wire.py): count it too
+
+    async def counting_mget(client, keys):
+        calls.append("MGET")
+        return await lean_mget(client, keys)
+
+    cache._amget = counting_mget
     get_errors = errors("get")
     assert await cache.aget("q", MODEL, 0) is None
     assert breaker.is_open

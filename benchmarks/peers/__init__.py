@@ -1,0 +1,1 @@
+"""Peers the benchmarks measure beside mgecache, each in a benchmark-only virtualenv (never a project dependency)."""
