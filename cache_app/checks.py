@@ -167,7 +167,11 @@ def check_access_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
         value = s[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             errors.append(checks.Error(f"MGECACHE['{name}'] must be a positive integer.", id="cache_app.E050"))
-    for name, low, high in (("HEALTH_CHECK_TIMEOUT_SECONDS", 0.05, 0.95), ("HEALTH_CACHE_SECONDS", 0.0, 60.0)):
+    for name, low, high in (
+        ("HEALTH_CHECK_TIMEOUT_SECONDS", 0.05, 0.95),
+        ("HEALTH_CACHE_SECONDS", 0.0, 60.0),
+        ("API_KEY_CACHE_SECONDS", 0.0, 300.0),  # bounds how long a revoked key may still work
+    ):
         value = s[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             errors.append(

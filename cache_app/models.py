@@ -267,10 +267,14 @@ class PipelineAPIKey(AbstractAPIKey):
         verbose_name_plural = "API keys"
 
     def allowed_masterplans(self) -> frozenset[str] | None:
-        """None when unrestricted, else the canonical UUID strings the key may use."""
+        """None when unrestricted, else the canonical UUID strings the key may use (read once per instance)."""
         if not self.restricted:
             return None
-        return frozenset(str(pk) for pk in self.masterplans.values_list("pk", flat=True))
+        cached: frozenset[str] | None = self.__dict__.get("_allowed_masterplans")
+        if cached is None:
+            cached = frozenset(str(pk) for pk in self.masterplans.values_list("pk", flat=True))
+            self.__dict__["_allowed_masterplans"] = cached
+        return cached
 
 
 class AuditSource(models.TextChoices):

@@ -3,14 +3,17 @@
 import logging
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.db.models import Model
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
+from cache_app.access.authentication import get_resolved_keys
 from cache_app.access.limits import get_model_catalog
 from cache_app.core.policies import get_policy_source
-from cache_app.models import BatchPolicy, CachePolicy, Masterplan, ModelPricing
+from cache_app.models import BatchPolicy, CachePolicy, Masterplan, ModelPricing, PipelineAPIKey
 from cache_app.rag import documents as document_store
 
 logger = logging.getLogger(__name__)
@@ -56,3 +59,21 @@ def _masterplan_deleted(sender: type[Model], instance: Model, **kwargs: Any) -> 
     from cache_app.masterplans import get_registry
 
     get_registry().forget(instance.pk)
+
+
+User = get_user_model()
+
+
+@receiver([post_save, post_delete], sender=PipelineAPIKey)
+@receiver([post_save, post_delete], sender=User)
+@receiver(post_delete, sender=Group)
+@receiver(m2m_changed, sender=PipelineAPIKey.masterplans.through)
+@receiver(m2m_changed, sender=User.groups.through)
+@receiver(m2m_changed, sender=User.user_permissions.through)
+@receiver(m2m_changed, sender=Group.permissions.through)
+def _access_changed(sender: type[Model], **kwargs: Any) -> None:
+    # A revoked key, a deactivated user or a changed permission applies at once in this process
+    # (other processes: within API_KEY_CACHE_SECONDS).
+    resolved = get_resolved_keys()
+    resolved.clear()  # now, and again at commit: a key resolved in between saw the old rows
+    transaction.on_commit(resolved.clear)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 
@@ -11,6 +16,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from cache_app.core import conf
+from cache_app.core.state import process_wide
 from cache_app.models import PipelineAPIKey
 
 KEYWORD = "Bearer"
@@ -26,19 +32,85 @@ def bearer_token(request: Any) -> str | None:
     return token.strip()
 
 
+class ResolvedKeys:
+    """API keys resolved in the last ``API_KEY_CACHE_SECONDS``, by the SHA-256 of their token.
+
+    Resolving a key costs four queries (the key, its user, the user's permissions, its
+    masterplans): most of a cached answer's server time. A resolved key is kept with its user
+    (whose permission cache Django fills on first use) and its masterplans for a few seconds.
+    A change to a key, a user, a group or a permission in this process forgets every entry at
+    once (``cache_app.signals``); other processes see it within ``API_KEY_CACHE_SECONDS``.
+    Unknown tokens are never kept. At most ``MAX_ENTRIES`` keys, least recently used out first.
+    """
+
+    MAX_ENTRIES = 4096  # live keys in use at once; each entry is a few KB
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, PipelineAPIKey]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _digest(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def get(self, token: str) -> PipelineAPIKey | None:
+        digest = self._digest(token)
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry[0] <= self._clock():
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return entry[1]
+
+    def put(self, token: str, key: PipelineAPIKey, seconds: float) -> None:
+        with self._lock:
+            self._entries[self._digest(token)] = (self._clock() + seconds, key)
+            while len(self._entries) > self.MAX_ENTRIES:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@process_wide
+def get_resolved_keys() -> ResolvedKeys:
+    return ResolvedKeys()
+
+
+def _load_api_key(token: str) -> PipelineAPIKey:
+    try:
+        key = cast(PipelineAPIKey, PipelineAPIKey.objects.get_from_key(token))
+    except PipelineAPIKey.DoesNotExist:
+        raise exceptions.AuthenticationFailed("Invalid API key.")
+    if not key.user.is_active:
+        raise exceptions.AuthenticationFailed("The API key's user is inactive.")
+    key.user.get_all_permissions()  # fills the user's permission cache, kept with the key
+    key.allowed_masterplans()  # memoized on the key
+    return key
+
+
 def resolve_api_key(token: str) -> PipelineAPIKey:
     """The live key ``token`` names (stamped as used), else AuthenticationFailed: unknown, revoked,
     expired, or its user inactive. Shared by the API's authentication and the gateway."""
     if not token or len(token) > _MAX_KEY_CHARS:
         raise exceptions.AuthenticationFailed("Invalid API key.")
-    try:
-        key = cast(PipelineAPIKey, PipelineAPIKey.objects.get_from_key(token))
-    except PipelineAPIKey.DoesNotExist:
-        raise exceptions.AuthenticationFailed("Invalid API key.")
-    if key.has_expired:
+    seconds = float(conf.get("API_KEY_CACHE_SECONDS"))
+    resolved = get_resolved_keys()
+    key = resolved.get(token) if seconds > 0 else None
+    if key is None:
+        key = _load_api_key(token)
+        if seconds > 0:
+            resolved.put(token, key, seconds)
+    if key.has_expired:  # checked on every use: an expiry needs no query
         raise exceptions.AuthenticationFailed("This API key has expired.")
-    if not key.user.is_active:
-        raise exceptions.AuthenticationFailed("The API key's user is inactive.")
     _stamp_last_used(key)
     return key
 

@@ -11,6 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from cache_app.access.authentication import get_resolved_keys
+from cache_app.core import conf
 from cache_app.models import Masterplan, PipelineAPIKey
 
 pytestmark = pytest.mark.django_db
@@ -121,6 +123,7 @@ def test_use_stamps_last_used_at_at_most_once_per_period(make_caller, settings):
     assert caller.api_key.last_used_at == first  # within the 60 s resolution: no write
     settings.MGECACHE = {**settings.MGECACHE, "API_KEY_LAST_USED_RESOLUTION_SECONDS": 1}
     PipelineAPIKey.objects.filter(pk=caller.api_key.pk).update(last_used_at=first - timedelta(seconds=5))
+    get_resolved_keys().clear()  # as after API_KEY_CACHE_SECONDS: the key is read again
     _stats(caller)
     caller.api_key.refresh_from_db()
     assert caller.api_key.last_used_at > first - timedelta(seconds=5)
@@ -160,3 +163,117 @@ def test_authtoken_is_gone():
     from django.apps import apps
 
     assert not apps.is_installed("rest_framework.authtoken")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def resolved_keys():
+    from cache_app.access.authentication import ResolvedKeys, get_resolved_keys
+
+    clock = _Clock()
+    keys = ResolvedKeys(clock=clock)
+    get_resolved_keys.set(keys)
+    return keys, clock
+
+
+def _new_key(user, **fields) -> str:
+    _, key = PipelineAPIKey.objects.create_key(name="k", user=user, **fields)
+    return key
+
+
+def test_a_resolved_key_is_reused_without_queries(pipeline_user, resolved_keys, django_assert_num_queries):
+    from cache_app.access.authentication import resolve_api_key
+
+    key = _new_key(pipeline_user, restricted=True)
+    first = resolve_api_key(key)
+    assert first.allowed_masterplans() == frozenset()
+    perms = pipeline_user.get_all_permissions()
+    assert perms  # the pipeline role's
+    with django_assert_num_queries(0):
+        again = resolve_api_key(key)
+        assert all(again.user.has_perm(perm) for perm in perms)
+        assert not again.user.has_perm("cache_app.invalidate_cache")
+        assert again.allowed_masterplans() == frozenset()
+    assert again is first
+    assert len(resolved_keys[0]) == 1
+
+
+def test_a_key_revoked_elsewhere_stops_working_once_its_entry_expires(pipeline_user, resolved_keys, settings):
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from cache_app.access.authentication import resolve_api_key
+
+    _, clock = resolved_keys
+    key = _new_key(pipeline_user)
+    resolve_api_key(key)
+    # Another process revokes it: no signal reaches this one.
+    PipelineAPIKey.objects.update(revoked=True)
+    resolve_api_key(key)  # still within API_KEY_CACHE_SECONDS
+    clock.now += conf.get("API_KEY_CACHE_SECONDS")
+    with pytest.raises(AuthenticationFailed):
+        resolve_api_key(key)
+
+
+def test_a_change_in_this_process_applies_at_once(pipeline_user, resolved_keys):
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from cache_app.access.authentication import resolve_api_key
+
+    key = _new_key(pipeline_user)
+    resolve_api_key(key)
+    api_key = PipelineAPIKey.objects.get()
+    api_key.revoked = True
+    api_key.save()  # the admin's and the command's way: the signal forgets every resolved key
+    with pytest.raises(AuthenticationFailed):
+        resolve_api_key(key)
+    other = _new_key(pipeline_user)
+    resolve_api_key(other)
+    pipeline_user.groups.clear()  # a role taken away
+    assert resolved_keys[0].get(other) is None
+
+
+def test_an_expired_key_is_refused_even_while_resolved(pipeline_user, resolved_keys):
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from cache_app.access.authentication import resolve_api_key
+
+    key = _new_key(pipeline_user, expiry_date=timezone.now() + timedelta(seconds=30))
+    resolve_api_key(key)
+    PipelineAPIKey.objects.update(expiry_date=timezone.now() - timedelta(seconds=1))
+    cached = resolved_keys[0].get(key)
+    cached.expiry_date = timezone.now() - timedelta(seconds=1)  # the moment passes for the kept copy too
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        resolve_api_key(key)
+
+
+def test_unknown_tokens_are_not_kept_and_zero_seconds_disables_reuse(pipeline_user, resolved_keys, settings):
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from cache_app.access.authentication import resolve_api_key
+
+    with pytest.raises(AuthenticationFailed):
+        resolve_api_key("nope.nothing")
+    assert len(resolved_keys[0]) == 0
+    settings.MGECACHE = {**settings.MGECACHE, "API_KEY_CACHE_SECONDS": 0}
+    resolve_api_key(_new_key(pipeline_user))
+    assert len(resolved_keys[0]) == 0
+
+
+def test_resolved_keys_are_bounded(pipeline_user):
+    from cache_app.access.authentication import ResolvedKeys
+
+    keys = ResolvedKeys(clock=_Clock())
+    keys.MAX_ENTRIES = 3
+    api_key = PipelineAPIKey(user=pipeline_user)
+    for token in "abcd":
+        keys.put(token, api_key, 5.0)
+    assert len(keys) == 3
+    assert keys.get("a") is None
+    assert keys.get("d") is api_key
