@@ -13,6 +13,11 @@ Measures, against one Redis:
 
 Keys live under a unique MGECACHE_KEY_PREFIX and are removed with SCAN + UNLINK at the end.
 Prints a table and one JSON line. Options: --entries N (default 100000), --samples N.
+
+    .venv/bin/python benchmarks/llm_cache.py --profile 30000
+
+instead prints pyinstrument's call tree for that many sync ``get`` and async ``aget`` hits
+(``pip install pyinstrument`` anywhere on PYTHONPATH; a profiler, not a project dependency).
 """
 
 from __future__ import annotations
@@ -357,11 +362,34 @@ def print_hits(sync: dict, async_: dict) -> None:
     print(json.dumps({"benchmark": "llm_cache_hits", "sync": sync, "async": async_}, sort_keys=True))
 
 
+def profile_hits(cache: LLMPromptCache, calls: int) -> None:
+    """pyinstrument's call tree of ``calls`` sync and async hits (where a hit's time goes, not what it costs)."""
+    from pyinstrument import Profiler
+
+    cache.set("profiled prompt", MODEL, 0, text_of(VALUE_BYTES), prompt_tokens=500, completion_tokens=400)
+    assert cache.get("profiled prompt", MODEL, 0) is not None
+
+    async def ahits() -> None:
+        for _ in range(calls):
+            await cache.aget("profiled prompt", MODEL, 0)
+
+    for label, run in (
+        ("sync get", lambda: [cache.get("profiled prompt", MODEL, 0) for _ in range(calls)]),
+        ("async aget", lambda: asyncio.run(ahits())),
+    ):
+        profiler = Profiler(interval=0.0001)
+        with profiler:
+            run()
+        print(f"\n=== {label}: {calls} hits ===")
+        print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=20_000)
     parser.add_argument("--hits-only", action="store_true", help="only the hit ratios (sections 1 and 2)")
+    parser.add_argument("--profile", type=int, metavar="CALLS", help="only profile CALLS hits with pyinstrument")
     args = parser.parse_args()
 
     client = get_redis()
@@ -371,6 +399,9 @@ def main() -> None:
     logging.getLogger("cache_app.core.policies").setLevel(logging.ERROR)
     cache = LLMPromptCache()
     try:
+        if args.profile:
+            profile_hits(cache, args.profile)
+            return
         sync = bench_sync(cache, client, args.samples)
         async_ = asyncio.run(bench_async(cache, args.samples))
         if args.hits_only:

@@ -28,6 +28,7 @@ from django.utils import timezone
 from cache_app.core import keys, metrics
 from cache_app.core.counters import get_counters
 from cache_app.core.redis_client import get_redis
+from cache_app.core.taskopts import send_task
 from cache_app.llm.cache import CacheUnavailableError, LLMPromptCache
 from cache_app.rag.cache import RAGQueryCache
 from cache_app.rag.calibration import CalibrationReport
@@ -159,7 +160,7 @@ def _enqueue(audit_id: str, task_options: dict[str, Any]) -> None:
     from cache_app.models import InvalidationAudit
 
     try:
-        tasks.perform_invalidation.apply_async(args=(audit_id,), **task_options)
+        send_task(tasks.perform_invalidation, (audit_id,), task_options)
     except Exception as exc:  # broker down: say so on the row instead of leaving it pending forever
         logger.exception("could not enqueue invalidation %s", audit_id)
         InvalidationAudit.objects.filter(pk=audit_id, status=InvalidationAudit.Status.PENDING).update(
