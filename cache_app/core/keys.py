@@ -39,6 +39,7 @@ import functools
 import hashlib
 import importlib
 import json
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -454,6 +455,21 @@ def wave(wave_id: Any) -> str:
 
 def idempotency(scope_name: str, key: str) -> str:
     return f"{prefix()}idem:{digest(['idem', scope_name, key])}"
+
+
+# --- API throttles (cache_app.access.throttles) ---------------------------------------------------
+#   P throttle:{<scope>:<ident>}:<window>   string: requests allowed in one fixed window, TTL 2 windows
+#
+# On Django's default Redis (REDIS_URL), not on the Cluster; hash-tagged anyway, so the two
+# windows one check reads sit in one slot. ``ident`` is the caller (``key:<prefix>``, ``user:<pk>``
+# or ``ip:<address>``); an address comes from a header, so anything but a short plain one is hashed.
+_PLAIN_IDENT = re.compile(r"[A-Za-z0-9:._-]{1,64}")
+
+
+def throttle(scope_name: str, ident: str, window: int) -> str:
+    if not _PLAIN_IDENT.fullmatch(ident):
+        ident = "h:" + digest(["throttle", ident])[:32]
+    return f"{prefix()}throttle:{{{scope_name}:{ident}}}:{int(window)}"
 
 
 # --- operator console (cache_app.console) ---------------------------------------------------

@@ -6,7 +6,7 @@
   must allow the pipeline (``cache_app.use_pipeline``), and a restricted key carries its
   masterplans.
 * :func:`check_scope` refuses a masterplan outside the caller's scope (403).
-* :func:`throttle` applies :class:`GatewayThrottle`, a DRF ``SimpleRateThrottle`` with scope
+* :func:`throttle` applies :class:`GatewayThrottle`, a DRF throttle (a sliding-window counter) with scope
   ``gateway`` and rate ``MGECACHE['GATEWAY_THROTTLE_RATE']`` per user (429 with Retry-After).
 
 Every refusal is a :class:`~cache_app.gateway.errors.GatewayError`, rendered by the view in
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from django.http import HttpRequest
-from rest_framework.throttling import SimpleRateThrottle
 
+from cache_app.access.throttles import CounterRateThrottle
 from cache_app.core import conf
 from cache_app.gateway.errors import GatewayError, Kind
 
@@ -89,20 +89,17 @@ def check_scope(caller: GatewayCaller, masterplan_id: str | None) -> None:
         )
 
 
-class GatewayThrottle(SimpleRateThrottle):
-    """Requests per user through the gateway, counted in the Django cache (Redis)."""
+class GatewayThrottle(CounterRateThrottle):
+    """Requests per user through the gateway, counted in Redis (cache_app.access.throttles)."""
 
     scope = "gateway"
 
     def get_rate(self) -> str | None:
         return conf.get("GATEWAY_THROTTLE_RATE")
 
-    def get_cache_key(self, request: Any, view: Any) -> str | None:
+    def ident(self, request: Any, view: Any) -> str | None:
         user = getattr(request, "user", None)
-        if user is None or user.pk is None:
-            return None
-        # The key prefix keeps deployments (and test runs) sharing one Redis apart.
-        return self.cache_format % {"scope": self.scope, "ident": f"{conf.get('KEY_PREFIX')}:{user.pk}"}
+        return None if user is None or user.pk is None else f"user:{user.pk}"
 
 
 class _Throttled:

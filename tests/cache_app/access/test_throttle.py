@@ -3,6 +3,11 @@
 import uuid
 
 import pytest
+from redis import exceptions as redis_exceptions
+
+from cache_app.access import throttles
+from cache_app.access.throttles import CounterRateThrottle
+from cache_app.core import keys
 
 pytestmark = pytest.mark.django_db
 
@@ -56,3 +61,65 @@ def test_wave_posts_share_the_generate_rate_and_wave_reads_the_read_rate(make_ca
     wave_id = posts[0].json()["wave_id"]
     reads = [caller.get(f"/api/v2/llm/waves/{wave_id}").status_code for _ in range(3)]
     assert reads == [200, 200, 429]
+
+
+# --- the sliding-window counter itself (a fake clock; real Redis in CI) -------------------------
+
+WINDOW_START = 60.0 * 1_000_000  # a window boundary for a "60/minute"-style duration
+
+
+class Counted(CounterRateThrottle):
+    scope = "unit"
+    rate = "10/minute"
+
+    def __init__(self, clock) -> None:
+        self.timer = clock
+        super().__init__()
+
+    def ident(self, request, view):
+        return request
+
+
+def test_a_full_window_refuses_and_says_how_long(clock):
+    clock.now = WINDOW_START + 10
+    throttle = Counted(clock)
+    assert [throttle.allow_request("a", None) for _ in range(11)] == [True] * 10 + [False]
+    # The window alone is full: 50 s until it becomes the previous one, which then weighs 10 * 1.0.
+    assert throttle.wait() == pytest.approx(50.0)
+    assert Counted(clock).allow_request("b", None)  # another caller has its own count
+
+
+def test_the_previous_window_counts_by_its_overlap(clock):
+    clock.now = WINDOW_START + 50
+    throttle = Counted(clock)
+    assert all(throttle.allow_request("a", None) for _ in range(10))
+    clock.advance(25)  # 15 s into the next window: the previous one still weighs 0.75 * 10 = 7.5
+    assert [throttle.allow_request("a", None) for _ in range(4)] == [True, True, True, False]
+    # 7.5 + 3 >= 10 until the previous window's weight drops to 0.7, 3 s from now.
+    assert throttle.wait() == pytest.approx(3.0)
+    clock.advance(3.01)
+    assert throttle.allow_request("a", None)
+
+
+def test_a_window_is_one_small_counter_whatever_the_rate(clock, redis):
+    clock.now = WINDOW_START + 1
+    throttle = Counted(clock)
+    for _ in range(7):
+        throttle.allow_request("a", None)
+    counter = keys.throttle("unit", "a", int(WINDOW_START // 60))
+    assert redis.get(counter) == b"7"
+    assert 0 < redis.pttl(counter) <= 120_000
+
+
+def test_a_redis_outage_lets_requests_through(clock, monkeypatch):
+    def unavailable(alias):
+        raise redis_exceptions.ConnectionError("down")
+
+    monkeypatch.setattr(throttles, "get_redis_connection", unavailable)
+    assert all(Counted(clock).allow_request("a", None) for _ in range(20))
+
+
+def test_an_address_from_a_header_is_hashed_into_the_key():
+    key = keys.throttle("read", "ip:1.2.3.4,{evil}", 7)
+    assert "evil" not in key and key.count("{") == 1 and key.endswith("}:7")
+    assert keys.throttle("read", "key:AbC123", 7).endswith("throttle:{read:key:AbC123}:7")
