@@ -51,6 +51,9 @@ class CounterRateThrottle(SimpleRateThrottle):
     """A DRF throttle with a sliding-window counter (module docstring). ``timer`` is DRF's clock."""
 
     scope = ""
+    num_requests: int  # set by DRF's __init__ from the rate
+    duration: int  # seconds
+    _elapsed = 0.0
 
     def ident(self, request: Any, view: Any) -> str | None:
         """Who is counted; None lets the request through uncounted."""
