@@ -12,6 +12,7 @@ from cache_app.access.limits import get_model_catalog, max_output_tokens_by_mode
 from cache_app.rag.engine import get_rag_engine
 from cache_app.serializers.fields import (
     NO_NUL,
+    LeanSerializer,
     StrictBooleanField,
     StrictCharField,
     StrictChoiceField,
@@ -50,7 +51,11 @@ class ModelField(StrictChoiceField):
         super().bind(field_name, parent)
         self.choices = known = get_model_catalog().known()
         listed = ", ".join(known) or "none (add ModelPricing rows in the admin)"
-        self.error_messages["invalid_choice"] = f'Unknown model "{{input}}". Known models: {listed}.'
+        # A new dict: LeanSerializer's copies share the declared field's (see cache_app.serializers.fields).
+        self.error_messages = {
+            **self.error_messages,
+            "invalid_choice": f'Unknown model "{{input}}". Known models: {listed}.',
+        }
 
 
 class EmbeddingField(serializers.ListField):
@@ -106,7 +111,7 @@ class GenerateRequestSerializer(StrictSerializer):
         return attrs
 
 
-class GenerateResponseSerializer(serializers.Serializer):
+class GenerateResponseSerializer(LeanSerializer):
     text = serializers.CharField()
     model = serializers.CharField()
     prompt_tokens = serializers.IntegerField()
@@ -142,14 +147,14 @@ class RAGQueryRequestSerializer(StrictSerializer):
     )
 
 
-class DocumentSerializer(serializers.Serializer):
+class DocumentSerializer(LeanSerializer):
     id = serializers.IntegerField()
     content = serializers.CharField(allow_blank=True)
     metadata = serializers.DictField()
     score = serializers.FloatField(help_text="Cosine similarity to the query.")
 
 
-class RAGQueryResponseSerializer(serializers.Serializer):
+class RAGQueryResponseSerializer(LeanSerializer):
     documents = DocumentSerializer(many=True)
     cached = serializers.BooleanField()
     match = serializers.ChoiceField(
