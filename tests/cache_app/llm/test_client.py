@@ -340,3 +340,41 @@ def test_a_synchronous_caller_waits_for_every_provider_attempt_and_one_more(sett
     response = client.generate_sync("answered from a WSGI thread", SONNET, 0.0)
     assert (response.cached, response.model) == (False, SONNET)
     assert client.generate_sync("answered from a WSGI thread", SONNET, 0.0).cached
+
+
+def test_a_synchronous_hit_never_waits_for_the_client_loop(monkeypatch):
+    from cache_app.llm import client as client_module
+
+    client = LLMClient(CountingProvider())
+    client.generate_sync("asked twice", SONNET, 0.0)
+
+    def no_loop(*args, **kwargs):
+        raise AssertionError("a hit went through the client loop")
+
+    monkeypatch.setattr(client_module, "run_sync", no_loop)
+    again = client.generate_sync("asked twice", SONNET, 0.0)
+    assert (again.cached, again.cache_layer, again.cost_usd) == (True, "llm", 0.0)
+    assert again.saved_usd > 0
+
+
+class InvalidatingProvider(CountingProvider):
+    """Invalidates the masterplan while the call is in flight (between the lookup and the write)."""
+
+    def __init__(self, masterplan_id) -> None:
+        super().__init__()
+        self.masterplan_id = masterplan_id
+
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        LLMPromptCache().invalidate_masterplan(self.masterplan_id)
+        return await super().complete(request)
+
+
+def test_a_synchronous_miss_carries_its_lookup_token_to_the_write():
+    mp = uuid.uuid4()
+    provider = InvalidatingProvider(mp)
+    client = LLMClient(provider)
+    first = client.generate_sync("answered across an invalidation", SONNET, 0.0, masterplan_id=mp)
+    assert not first.cached
+    # The answer was computed before the invalidation: the token refused it, so it was not stored.
+    assert not client.generate_sync("answered across an invalidation", SONNET, 0.0, masterplan_id=mp).cached
+    assert len(provider.calls) == 2
