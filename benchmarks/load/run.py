@@ -248,7 +248,7 @@ def start_redis(stack: Stack, port: int) -> None:
     wait_until(lambda: redis.Redis(port=port).ping(), f"redis-server on {port}")
 
 
-def start_servers(stack: Stack, env: dict[str, str], web_port: int) -> str:
+def start_servers(stack: Stack, env: dict[str, str], web_port: int, args: argparse.Namespace) -> str:
     setup = subprocess.run([PY, "-c", SETUP], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if setup.returncode != 0:
         raise RuntimeError(setup.stderr[-3000:])
@@ -261,12 +261,24 @@ def start_servers(stack: Stack, env: dict[str, str], web_port: int) -> str:
         )
     stack.spawn(
         "gunicorn",
-        [PY, "-m", "gunicorn", "-c", "gunicorn.conf.py", "mgecache_site.wsgi:application", "--workers", "2"],
-        {**env, "GUNICORN_BIND": f"127.0.0.1:{web_port}", "WEB_CONCURRENCY": "2"},
+        [PY, "-m", "gunicorn", "-c", "gunicorn.conf.py", "mgecache_site.wsgi:application"],
+        {
+            **env,
+            "GUNICORN_BIND": f"127.0.0.1:{web_port}",
+            "WEB_CONCURRENCY": str(args.workers),
+            "GUNICORN_THREADS": str(args.threads),
+        },
     )
     health = f"http://127.0.0.1:{web_port}/healthz"
     wait_until(lambda: urllib.request.urlopen(health, timeout=2).status == 200, "the web workers", 120)
     return key
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of every CPU since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def kill_a_primary(cluster, delay: float, record: dict) -> None:  # type: ignore[no-untyped-def]
@@ -299,13 +311,14 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
             cluster = start_cluster(work / "cluster")
             nodes = ",".join(cluster.seeds)
         env = base_env(f"redis://127.0.0.1:{redis_port}/0", db_url, nodes, multiproc, token)
-        key = start_servers(stack, env, web_port)
+        key = start_servers(stack, env, web_port, args)
         warm(web_port, key)
         before = scrape(web_port, token)
         failure: dict = {}
         if case == "failover":
             threading.Thread(target=kill_a_primary, args=(cluster, args.duration / 3, failure), daemon=True).start()
         prefix = work / "locust"
+        busy_before, total_before = cpu_ticks()
         generator = subprocess.run(
             [
                 str(locust), "-f", str(ROOT / "benchmarks" / "load" / "locustfile.py"), "--headless",
@@ -323,12 +336,14 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
             capture_output=True,
             timeout=args.duration + 120,
         )  # fmt: skip
+        busy_after, total_after = cpu_ticks()  # includes locust's 20 s stop timeout at most
         output = (generator.stdout + generator.stderr).decode()
         (ROOT / "var" / f"load-locust-{case}-{users}.log").write_text(output)
         after = scrape(web_port, token)
         stats = read_stats(output)
         counted = {name: after[name] - before.get(name, 0.0) for name in after}
-        return {"case": f"{case}, {users} users", "stats": stats, "server": counted, "failure": failure}
+        cpu = 100.0 * (busy_after - busy_before) / max(1, total_after - total_before)
+        return {"case": f"{case}, {users} users", "stats": stats, "server": counted, "failure": failure, "cpu": cpu}
     finally:
         stack.close()
         if cluster is not None:
@@ -341,10 +356,11 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
 
 def report(results: list[dict]) -> str:
     lines = [
-        "| case | req/s | LLM hit p50 / p99 (ms) | LLM miss p50 / p99 | RAG p50 / p99 | wave p50 / p99 | errors "
+        "| case | CPU busy | req/s | LLM hit p50 / p99 (ms) | LLM miss p50 / p99 | RAG p50 / p99 "
+        "| wave p50 / p99 | errors "
         "| requests sent / counted by /metrics | fail-open calls | outages (s) "
         "| LLM lookup p50 / p99 in the server (ms) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for result in results:
         s, srv = result["stats"], result["server"]
@@ -358,7 +374,8 @@ def report(results: list[dict]) -> str:
         if result["failure"]:
             outage += f"; promoted after {result['failure'].get('promoted_after_s')} s"
         lines.append(
-            f"| {result['case']} | {total['rps']:.0f} | {pair('llm hit')} | {pair('llm miss')} | {pair('rag query')} "
+            f"| {result['case']} | {result['cpu']:.0f} % | {total['rps']:.0f} | {pair('llm hit')} | {pair('llm miss')} "
+            f"| {pair('rag query')} "
             f"| {pair('wave')} | {total['failures']:.0f} | {total['requests']:.0f} / {srv['api_requests']:.0f} "
             f"| {srv['fail_open']:.0f} | {outage} "
             f"| ≤ {lookup_quantile(srv, 0.5):g} / ≤ {lookup_quantile(srv, 0.99):g} |"
@@ -373,6 +390,8 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=int, default=60, help="Seconds of load per case.")
     parser.add_argument("--users", type=int, default=32, help="Concurrent locust users (no think time).")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes.")
+    parser.add_argument("--threads", type=int, default=8, help="Threads per gunicorn worker.")
     args = parser.parse_args()
     locust = ensure_locust()
     db_name = f"mgecache_load_{os.getpid()}"
