@@ -4,6 +4,7 @@ With several workers, Prometheus metrics are aggregated across processes when
 PROMETHEUS_MULTIPROC_DIR points at an empty, writable directory (docs/operations.md).
 """
 
+import gc
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
@@ -25,3 +26,9 @@ def post_worker_init(worker):
     from cache_app.console.scheduler import start_embedded_snapshots
 
     start_embedded_snapshots()
+    # Everything loaded by now (Django, the apps, numpy, faiss) lives as long as the worker.
+    # Frozen, the cyclic collector no longer re-scans it: a full collection of a warm worker
+    # (~350k objects) stalled every request in flight for ~190 ms; after the freeze it scans
+    # only what requests created since.
+    gc.collect()
+    gc.freeze()

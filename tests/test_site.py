@@ -198,3 +198,19 @@ def test_admin_document_is_embedded_on_save(admin_client):
     embedder = load_embedder()
     assert document.embedding_model == embedder.model_name
     assert document.get_embedding().shape == (embedder.dim,)
+
+
+def test_a_gunicorn_worker_freezes_what_it_loaded(monkeypatch):
+    import gc
+    import runpy
+
+    from cache_app.console import scheduler
+
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    monkeypatch.setattr(scheduler, "start_embedded_snapshots", lambda: None)
+    gc.unfreeze()
+    try:
+        config["post_worker_init"](None)
+        assert gc.get_freeze_count() > 10_000  # Django and the apps: spared by every later collection
+    finally:
+        gc.unfreeze()
