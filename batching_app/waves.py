@@ -39,11 +39,14 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+import redis
 
 from batching_app.batcher import StaticBatchPolicy
 from batching_app.llm import TRANSIENT_ERRORS
 from cache_app.core import conf, keys, metrics
+from cache_app.core.cluster import ClusterClientError
 from cache_app.core.counters import get_counters
 from cache_app.core.policies import BatchSettings, get_policy_source
 from cache_app.core.redis_client import get_redis
@@ -51,6 +54,7 @@ from cache_app.core.taskopts import BrokerUnavailableError, send_task
 from cache_app.llm.client import LLMClient, LLMResponse, get_llm_client, run_sync
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PENDING, HIT, ANSWERED, FAILED = "pending", "hit", "answered", "failed"
 STATUSES = (PENDING, HIT, ANSWERED, FAILED)
@@ -88,6 +92,20 @@ _ATTEMPT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 """
+
+# What a Sentinel or Cluster failover looks like until a replica is promoted: connections
+# refused or reset, slots with no primary (CLUSTERDOWN, TRYAGAIN, no node for a slot), a
+# demoted master answering READONLY. MasterDownError is a ClusterDownError.
+TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+    ClusterClientError,
+)
+RETRY_FIRST_PAUSE = 0.05
+RETRY_MAX_PAUSE = 0.5
 
 
 class WaveValidationError(ValueError):
@@ -267,13 +285,57 @@ def _text(value: Any) -> str:
 # --- Redis state -------------------------------------------------------------------------------
 
 
+def _reload_slots(client: Any) -> None:
+    """Reload a Cluster client's slot map, so the next attempt goes to a promoted replica.
+
+    redis-py does so itself after a single command's connection error, but a transaction
+    pipeline (``create``) only on every ``reinitialize_steps``-th failure of one pipeline: without
+    this, a process with no other traffic kept writing to the dead primary until the budget ran out.
+    """
+    nodes = getattr(client, "nodes_manager", None)  # None: one server or Sentinel
+    if nodes is None:
+        return
+    try:
+        nodes.initialize()
+    except TRANSIENT_REDIS_ERRORS:  # no node answered yet: the next attempt fails and tries again
+        logger.debug("wave state: reloading the cluster's slot map failed", exc_info=True)
+
+
+def _script(source: str, key: str, *args: Any) -> Callable[[Any], Any]:
+    """A WaveStore operation: the Lua script ``source`` on ``key`` (EVAL: a promoted replica has no script cache)."""
+    return lambda client: client.eval(source, 1, key, *args)
+
+
 class WaveStore:
     """One hash per wave: ``meta``, ``n``, ``done``, and per atom ``a:<i>`` (spec), ``s:<i>`` (status),
-    ``r:<i>`` (result); per batch ``b:<n>`` (atom indexes) and ``t:<n>`` (attempts)."""
+    ``r:<i>`` (result); per batch ``b:<n>`` (atom indexes) and ``t:<n>`` (attempts).
 
-    def __init__(self, redis: Any = None, *, ttl_seconds: int | None = None) -> None:
+    Waves cannot fail open like the caches, so every operation rides out a failover's gap:
+    :meth:`_call` retries transient Redis errors with capped exponential backoff for
+    ``WAVE_STORE_RETRY_SECONDS``, then raises the last one (the API answers 503). Each attempt
+    takes the client afresh: the Sentinel pool asks the sentinels for the master on its next
+    connection, and a Cluster client's slot map is reloaded before each retry. A retry
+    is safe because every operation may land twice: ``create`` and ``set_batches`` write the
+    same fields again; ``mark`` only moves pending atoms, so a repeat moves nothing (if the
+    first reply was lost, ``WAVE_ATOMS`` undercounts those atoms: acceptable, the wave state
+    is right); ``attempt`` may count one run twice, which only makes the batch task look its
+    atoms up in the cache first (``lookup=attempt > 1``), harmless; the rest only read.
+    """
+
+    def __init__(
+        self,
+        redis: Any = None,
+        *,
+        ttl_seconds: int | None = None,
+        retry_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
         self._redis = redis
         self._ttl = ttl_seconds
+        self._retry = retry_seconds
+        self._clock = clock
+        self._sleep = sleep
 
     @property
     def redis(self) -> Any:
@@ -283,42 +345,70 @@ class WaveStore:
     def ttl_seconds(self) -> int:
         return int(conf.get("WAVE_TTL_SECONDS") if self._ttl is None else self._ttl)
 
+    @property
+    def retry_seconds(self) -> float:
+        return float(conf.get("WAVE_STORE_RETRY_SECONDS") if self._retry is None else self._retry)
+
+    def _call(self, operation: Callable[[Any], T]) -> T:
+        """``operation(client)``, retried on transient Redis errors until the budget is spent."""
+        give_up = self._clock() + self.retry_seconds
+        pause = RETRY_FIRST_PAUSE
+        while True:
+            client = self.redis
+            try:
+                return operation(client)
+            except TRANSIENT_REDIS_ERRORS as exc:
+                left = give_up - self._clock()
+                if left <= 0:
+                    raise
+                if pause == RETRY_FIRST_PAUSE:
+                    logger.info("wave state: Redis failed (%s: %s); retrying for %.2f s", type(exc).__name__, exc, left)
+                self._sleep(min(pause, left))
+                pause = min(pause * 2, RETRY_MAX_PAUSE)
+                _reload_slots(client)
+
     def create(self, meta: WaveMeta, atoms: Sequence[AtomSpec]) -> None:
         mapping: dict[str, Any] = {"meta": meta.to_json(), "n": len(atoms), "done": 0, "batches": 0}
         for atom in atoms:
             mapping[f"a:{atom.index}"] = atom.to_json()
             mapping[f"s:{atom.index}"] = PENDING
-        key = keys.wave(meta.wave_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, self.ttl_seconds)
-        pipe.execute()
+        key, ttl = keys.wave(meta.wave_id), self.ttl_seconds
+
+        def write(client: Any) -> Any:
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, ttl)
+            return pipe.execute()
+
+        self._call(write)
 
     def set_batches(self, wave_id: str, batches: Sequence[Sequence[int]]) -> None:
         mapping: dict[str, Any] = {"batches": len(batches)}
         for number, indexes in enumerate(batches):
             mapping[f"b:{number}"] = json.dumps(list(indexes))
-        self.redis.hset(keys.wave(wave_id), mapping=mapping)
+        key = keys.wave(wave_id)
+        self._call(lambda client: client.hset(key, mapping=mapping))
 
     def mark(self, wave_id: str, outcomes: Sequence[tuple[int, str, str]]) -> int:
         """Record final outcomes ``(index, status, result JSON)``; returns how many atoms were still pending."""
         by_status: dict[str, list[Any]] = {}
         for index, status, result in outcomes:
             by_status.setdefault(status, []).extend((int(index), status, result))
-        moved = 0
+        key, moved = keys.wave(wave_id), 0
         for status, argv in by_status.items():  # one round trip per status (callers send one)
-            count = int(self.redis.eval(_MARK_SCRIPT, 1, keys.wave(wave_id), *argv))
+            count = int(self._call(_script(_MARK_SCRIPT, key, *argv)))
             metrics.WAVE_ATOMS.labels(status).inc(count)
             moved += count
         return moved
 
     def attempt(self, wave_id: str, batch_no: int) -> int:
         """This run's attempt number for a batch (1 first); 0 if the wave is gone."""
-        return int(self.redis.eval(_ATTEMPT_SCRIPT, 1, keys.wave(wave_id), f"t:{int(batch_no)}"))
+        return int(self._call(_script(_ATTEMPT_SCRIPT, keys.wave(wave_id), f"t:{int(batch_no)}")))
 
     def progress(self, wave_id: str) -> tuple[int, int, WaveMeta] | None:
         """(final atoms, atoms, meta), or None if the wave is unknown or expired."""
-        meta, size, done = self.redis.hmget(keys.wave(wave_id), ["meta", "n", "done"])
+        key = keys.wave(wave_id)
+        meta, size, done = self._call(lambda client: client.hmget(key, ["meta", "n", "done"]))
         if meta is None:
             return None
         return int(done or 0), int(size or 0), WaveMeta.from_json(meta)
@@ -326,18 +416,19 @@ class WaveStore:
     def load_batch(self, wave_id: str, batch_no: int) -> tuple[WaveMeta, list[AtomSpec], dict[int, str]] | None:
         """A batch's meta, atoms and their current statuses; None if the wave or batch is unknown."""
         key = keys.wave(wave_id)
-        meta, raw_indexes = self.redis.hmget(key, ["meta", f"b:{int(batch_no)}"])
+        meta, raw_indexes = self._call(lambda client: client.hmget(key, ["meta", f"b:{int(batch_no)}"]))
         if meta is None or raw_indexes is None:
             return None
         indexes = [int(i) for i in json.loads(raw_indexes)]
         fields = [f"a:{i}" for i in indexes] + [f"s:{i}" for i in indexes]
-        values = self.redis.hmget(key, fields) if indexes else []
+        values = self._call(lambda client: client.hmget(key, fields)) if indexes else []
         specs = [AtomSpec.from_json(i, raw) for i, raw in zip(indexes, values[: len(indexes)], strict=True)]
         statuses = {i: _text(s) for i, s in zip(indexes, values[len(indexes) :], strict=True)}
         return WaveMeta.from_json(meta), specs, statuses
 
     def read(self, wave_id: str) -> dict[str, str] | None:
-        raw = self.redis.hgetall(keys.wave(wave_id))
+        key = keys.wave(wave_id)
+        raw = self._call(lambda client: client.hgetall(key))
         if not raw:
             return None
         return {_text(k): _text(v) for k, v in raw.items()}

@@ -229,6 +229,11 @@ def check_pipeline_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
         value = s[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             errors.append(checks.Error(f"MGECACHE['{name}'] must be an integer >= {low}.", id="cache_app.E061"))
+    retry = s["WAVE_STORE_RETRY_SECONDS"]
+    if isinstance(retry, bool) or not isinstance(retry, (int, float)) or not 0 <= retry <= 60:
+        errors.append(
+            checks.Error("MGECACHE['WAVE_STORE_RETRY_SECONDS'] must be a number between 0 and 60.", id="cache_app.E063")
+        )
     limit = getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", None)
     if not errors and isinstance(limit, (int, float)) and deadline >= limit:
         errors.append(

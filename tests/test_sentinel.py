@@ -1,5 +1,6 @@
-"""Redis Sentinel: the documented configuration works, and the caches ride through a SENTINEL FAILOVER."""
+"""Redis Sentinel: the documented configuration works; the caches and waves ride through a failover."""
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,11 @@ class SentinelSet:
         for proc in self.procs:
             proc.wait(timeout=10)
 
+    def kill_master(self) -> None:
+        """SIGKILL the first master (no goodbye: the sentinels notice after down-after-milliseconds)."""
+        self.procs[0].kill()
+        self.procs[0].wait(timeout=10)
+
     def sentinel(self, port: int) -> redis_lib.Redis:
         return redis_lib.Redis(port=port, socket_timeout=2, decode_responses=True)
 
@@ -163,12 +169,45 @@ def sentinel_set(tmp_path):
         sentinels.stop()
 
 
+class WaveLoop:
+    """Waves created, marked and read back through ``store`` in a thread until stopped."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.stop = threading.Event()
+        self.read: list[dict | None] = []
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        from tests.cluster.test_cluster_failover import write_and_read_wave
+
+        while not self.stop.is_set():
+            try:
+                self.read.append(write_and_read_wave(str(uuid.uuid4()), self.store))
+            except BaseException as exc:  # the point of the test: nothing may reach a caller
+                self.errors.append(exc)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "a wave operation hung"
+
+
 @pytest.mark.slow
 def test_sentinel_failover_mid_traffic(sentinel_set):
-    """Callers get answers through a SENTINEL FAILOVER (misses in the gap), nothing raises, caching resumes."""
+    """Callers get answers through a SENTINEL FAILOVER (misses in the gap), nothing raises, caching resumes.
+
+    Waves go on through it too, and every wave written reads back. (A coordinated failover shows
+    no gap to a sequential client: the pool replaces the connections the old master drops, asking
+    the sentinels for the new one; the master's death below does.)
+    """
     from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
     from redis.sentinel import Sentinel
 
+    from batching_app.waves import WaveStore
     from cache_app.llm.cache import LLMPromptCache
     from tests.cluster.test_cluster_failover import Traffic
     from tests.conftest import StaticPolicies
@@ -176,6 +215,8 @@ def test_sentinel_failover_mid_traffic(sentinel_set):
     addresses = [("127.0.0.1", port) for port in sentinel_set.sentinels]
     timeouts = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
     client = Sentinel(addresses, **timeouts).master_for("mymaster", **timeouts)
+    wave_client = Sentinel(addresses, **timeouts).master_for("mymaster", retry=Retry(NoBackoff(), 0), **timeouts)
+    waves = WaveLoop(WaveStore(wave_client))
 
     def async_client():  # one per event loop, as the layers' own factory does
         return AsyncSentinel(addresses, **timeouts).master_for("mymaster", **timeouts)
@@ -184,18 +225,53 @@ def test_sentinel_failover_mid_traffic(sentinel_set):
     scopes = [str(uuid.uuid4()) for _ in range(3)]
     load = Traffic(cache, scopes)
     load.start()
+    waves.thread.start()
     try:
-        wait_for(lambda: load.hits_of(scopes[0]) > 20, "warm traffic")
+        wait_for(lambda: load.hits_of(scopes[0]) > 20 and waves.read, "warm traffic")
         old_master = sentinel_set.master_port()
         sentinel_set.sentinel(sentinel_set.sentinels[0]).execute_command("SENTINEL", "FAILOVER", "mymaster")
         wait_for(lambda: sentinel_set.master_port() != old_master, "the sentinels to promote the replica")
         for scope in scopes:
             before = load.hits_of(scope)
             wait_for(lambda s=scope, b=before: load.hits_of(s) > b + 10, "hits on the new master")
+        written = len(waves.read)
+        wait_for(lambda: len(waves.read) > written + 10, "waves on the new master")
     finally:
         load.finish()
+        waves.finish()
     assert load.errors == []
     assert load.answers == load.calls
+    assert waves.errors == []
+    assert all(f is not None and (f["s:0"], f["s:1"]) == ("failed", "pending") for f in waves.read)
     new_master = redis_lib.Redis(port=sentinel_set.master_port())
     assert new_master.info("replication")["role"] == "master"
     assert list(new_master.scan_iter(match=f"{keys.prefix()}llm:*"))  # entries written on the new master
+
+
+@pytest.mark.slow
+def test_a_wave_rides_out_the_masters_death(sentinel_set, caplog):
+    """A wave written right after the master is SIGKILLed is stored on the promoted replica, no exception.
+
+    redis-py's own retries are off for this client, so that the wave store's retries are what rides the
+    gap (about 2-3 s here: 1 s to notice, then the sentinels' election and the promotion).
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    from redis.sentinel import Sentinel
+
+    from batching_app.waves import WaveStore
+    from tests.cluster.test_cluster_failover import write_and_read_wave
+
+    addresses = [("127.0.0.1", port) for port in sentinel_set.sentinels]
+    timeouts = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
+    client = Sentinel(addresses, **timeouts).master_for("mymaster", retry=Retry(NoBackoff(), 0), **timeouts)
+    store = WaveStore(client)
+    assert write_and_read_wave(str(uuid.uuid4()), store) is not None
+    old_master = sentinel_set.master_port()
+    sentinel_set.kill_master()
+    with caplog.at_level(logging.INFO, logger="batching_app.waves"):
+        fields = write_and_read_wave(str(uuid.uuid4()), store)
+    assert any("retrying" in r.getMessage() for r in caplog.records), "the wave was written before the kill took"
+    assert fields is not None
+    assert (fields["s:0"], fields["s:1"], fields["done"]) == ("failed", "pending", "1")
+    assert sentinel_set.master_port() != old_master

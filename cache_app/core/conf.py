@@ -117,6 +117,11 @@ DEFAULTS: dict[str, Any] = {
     "WAVE_DEADLINE_SECONDS": 120.0,
     # How long a wave's state (progress, per-atom results) can be read back after submission.
     "WAVE_TTL_SECONDS": 86400,
+    # Waves cannot fail open like the caches: a wave's Redis operations are retried (capped
+    # exponential backoff) for up to this many seconds, then the API answers 503. A Sentinel or
+    # Cluster failover takes about 2-3 s from the failure to the promotion (the load test
+    # measured 2.0-2.3 s), so 5 s rides one out. 0: no retries.
+    "WAVE_STORE_RETRY_SECONDS": 5.0,
     # Idempotency-Key records: a retry within this time replays the first response.
     "IDEMPOTENCY_TTL_SECONDS": 86400,
     # An in-flight record expires after this, so a crashed request does not block its key for a day.

@@ -43,6 +43,17 @@ def test_pipeline_settings_are_checked(settings):
 
 
 @pytest.mark.parametrize(
+    ("value", "valid"),
+    [(0, True), (5.0, True), (60, True), (-1, False), (61, False), ("5", False), (True, False), (float("nan"), False)],
+)
+def test_the_wave_store_retry_budget_is_checked(settings, value, valid):
+    from cache_app.checks import check_pipeline_settings
+
+    settings.MGECACHE = {**settings.MGECACHE, "WAVE_STORE_RETRY_SECONDS": value}
+    assert [m.id for m in check_pipeline_settings()] == ([] if valid else ["cache_app.E063"])
+
+
+@pytest.mark.parametrize(
     ("nodes", "embedded", "expected"),
     [
         ([], False, []),

@@ -4,19 +4,26 @@ Traffic runs in a thread (sync client) and on an event loop (the asyncio path) a
 masterplans on every primary. Two failovers: a coordinated ``CLUSTER FAILOVER`` on a replica,
 then a SIGKILL of a primary (its replica is promoted after ``cluster-node-timeout``). The
 test waits on conditions with deadlines; it never sleeps for a window or asserts a timing.
+Waves cannot fail open: a wave written to the killed primary's slots in the gap is stored once
+the replica is promoted (WaveStore retries for WAVE_STORE_RETRY_SECONDS) and reads back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
 from prometheus_client import REGISTRY
+from redis.crc import key_slot
 
+from batching_app import waves
+from cache_app.core import keys
 from cache_app.core.redis_client import get_breaker
 from cache_app.llm.cache import LLMPromptCache
 from tests.cluster.conftest import Cluster, masterplans_per_primary, wait_for
@@ -124,6 +131,23 @@ def resumed(cluster: Cluster, traffic: Traffic, mp: str, new_primary: int) -> No
     assert get_breaker().wait_closed(timeout=30), "the breaker stayed open"
 
 
+def wave_id_on(cluster: Cluster, primary: int) -> str:
+    """A wave id whose state key hashes to a slot that ``primary`` serves."""
+    while True:
+        wave_id = str(uuid.uuid4())
+        if cluster.primary_of_slot(key_slot(keys.wave(wave_id).encode())) == primary:
+            return wave_id
+
+
+def write_and_read_wave(wave_id: str, store: waves.WaveStore | None = None) -> dict[str, str] | None:
+    """Create a 2-atom wave, mark one atom, read it back (default: on the process's client)."""
+    store = store or waves.WaveStore()
+    specs = waves.build_atoms({}, [{"atom_id": str(uuid.uuid4()), "prompt": p} for p in ("a", "b")])
+    store.create(waves.WaveMeta(wave_id, str(uuid.uuid4()), 0.0, 10.0, len(specs)), specs)
+    assert store.mark(wave_id, [(0, *waves.failure_result("marked in the gap"))]) == 1
+    return store.read(wave_id)
+
+
 def test_cluster_failover_on_a_replica_mid_traffic(on_cluster, traffic):
     load, spread = traffic
     primary, mp = next(iter(spread.items()))
@@ -136,14 +160,21 @@ def test_cluster_failover_on_a_replica_mid_traffic(on_cluster, traffic):
     assert load.answers == load.calls  # every call got an answer (a hit, or a miss in the gap)
 
 
-def test_primary_killed_mid_traffic(on_cluster, traffic):
+def test_primary_killed_mid_traffic(on_cluster, traffic, caplog):
     load, spread = traffic
     outages_before, fail_opens_before = outages(), fail_opens()
     primary, mp = list(spread.items())[-1]
     wait_for(lambda: load.hits_of(mp) > 2 * len(PROMPTS), "warm traffic")
     replica = on_cluster.replica_of(primary)
+    wave_id = wave_id_on(on_cluster, primary)
     on_cluster.kill(primary)
+    with caplog.at_level(logging.INFO, logger="batching_app.waves"):
+        fields = write_and_read_wave(wave_id)  # in the gap: no primary serves the wave's slot yet
+    assert any("retrying" in r.getMessage() for r in caplog.records), "the wave was written before the kill took"
+    assert fields is not None
+    assert (fields["s:0"], fields["s:1"], fields["done"]) == ("failed", "pending", "1")
     resumed(on_cluster, load, mp, replica)
+    assert on_cluster.primary_of_slot(key_slot(keys.wave(wave_id).encode())) == replica
     load.finish()
     assert load.errors == []
     assert load.answers == load.calls
@@ -154,3 +185,19 @@ def test_primary_killed_mid_traffic(on_cluster, traffic):
     for scope in spread.values():
         assert cache.set("after", "m", 0.0, "b", prompt_tokens=1, completion_tokens=1, masterplan_id=scope)
         assert cache.get("after", "m", 0.0, masterplan_id=scope).text == "b"
+
+
+def test_a_wave_written_in_the_gap_alone_reaches_the_promoted_replica(on_cluster, caplog):
+    """No other traffic refreshes the client's slot map: the wave store's retries must reach the new primary."""
+    topology = on_cluster.topology()
+    primary = next(p for p in on_cluster.primaries() if any(i["primary"] == p for i in topology.values()))
+    replica = on_cluster.replica_of(primary)
+    wave_id = wave_id_on(on_cluster, primary)
+    assert write_and_read_wave(str(uuid.uuid4())) is not None  # the client knows the cluster before the kill
+    on_cluster.kill(primary)
+    with caplog.at_level(logging.INFO, logger="batching_app.waves"):
+        fields = write_and_read_wave(wave_id)
+    assert any("retrying" in r.getMessage() for r in caplog.records), "the wave was written before the kill took"
+    assert fields is not None
+    assert (fields["s:0"], fields["s:1"], fields["done"]) == ("failed", "pending", "1")
+    wait_for(lambda: on_cluster.primary_of_slot(key_slot(keys.wave(wave_id).encode())) == replica, "the promotion")
