@@ -792,7 +792,8 @@ class WaveBatchExecutor:
                 status, result = failure_result(exc)
             else:
                 status, result = success_result(response)
-            if self.store.mark(outcome.wave_id, [(atom.index, status, result)]):
+            # In a thread: through a failover the store retries for seconds, and the loop must go on.
+            if await asyncio.to_thread(self.store.mark, outcome.wave_id, [(atom.index, status, result)]):
                 outcome.final[status] = outcome.final.get(status, 0) + 1
 
         tasks = {asyncio.ensure_future(one(atom)): atom.index for atom in todo}

@@ -81,7 +81,15 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
     return (KombuOperationalError,)
 
 
-_CLUSTER_GAPS = (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
+# A failover still in progress past the callers' retries: a Cluster whose slots have no primary
+# yet (ClusterDown, TryAgain; RedisClusterException when no node serves a slot), or a demoted
+# master that still answers (READONLY).
+_FAILOVER_GAPS = (
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+    redis.exceptions.ReadOnlyError,
+)
 
 
 def translate(exc: BaseException) -> BaseException:
@@ -95,8 +103,7 @@ def translate(exc: BaseException) -> BaseException:
         return ParseError("Bad request.")
     if isinstance(exc, (DatabaseOperationalError, DatabaseInterfaceError)):
         return ServiceUnavailable("The database is unavailable; retry later.")
-    # ClusterDownError / TryAgainError: a Cluster mid-failover (its slots have no primary yet).
-    if isinstance(exc, (CacheUnavailableError, redis.ConnectionError, redis.TimeoutError, *_CLUSTER_GAPS)):
+    if isinstance(exc, (CacheUnavailableError, redis.ConnectionError, redis.TimeoutError, *_FAILOVER_GAPS)):
         return ServiceUnavailable("Redis is unavailable; retry later.")
     if isinstance(exc, (BrokerUnavailableError, *_broker_errors())):
         return ServiceUnavailable("The task broker is unavailable; retry later.")

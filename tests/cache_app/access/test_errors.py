@@ -274,7 +274,15 @@ def test_json_503_with_retry_after_when_postgres_is_stopped(subprocess_env, make
         assert "database" in result["body"]
 
 
-@pytest.mark.parametrize("error", [redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError])
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ClusterDownError,
+        redis.exceptions.TryAgainError,
+        redis.exceptions.SlotNotCoveredError,
+        redis.exceptions.ReadOnlyError,
+    ],
+)
 def test_a_cluster_mid_failover_is_a_503_not_a_500(error):
     from cache_app.access.errors import ServiceUnavailable, translate
 
