@@ -10,6 +10,12 @@ import os
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# No keep-alive by default: the workers share one listening socket, and a threaded worker keeps
+# every connection it accepted, so a client's persistent connections (the pipeline's HTTP pool, a
+# proxy's upstream pool) pile onto one worker while the others idle (measured: one worker at 97 %
+# of a core, the other idle, half the throughput; gunicorn issues #2817, #3433). A connection per
+# request is accepted by a free worker; on loopback or behind a proxy it costs ~0.1 ms.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "0"))
 accesslog = "-"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 
@@ -32,3 +38,4 @@ def post_worker_init(worker):
     # only what requests created since.
     gc.collect()
     gc.freeze()
+

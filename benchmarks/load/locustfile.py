@@ -18,6 +18,8 @@ from locust import FastHttpUser, constant, task
 KEY = os.environ["LOAD_API_KEY"]
 MASTERPLANS = os.environ["LOAD_MASTERPLANS"].split(",")
 HIT_PROMPTS = int(os.environ.get("LOAD_HIT_PROMPTS", "50"))
+# Task weights: LLM hits, LLM misses, RAG queries, waves (LOAD_MIX; the mix by default).
+MIX = [int(weight) for weight in os.environ.get("LOAD_MIX", "70,20,10,1").split(",")]
 RAG_QUERIES = [f"what does clause {n} of the supply contract say" for n in range(20)]
 _counter = itertools.count()
 
@@ -37,24 +39,24 @@ class Pipeline(FastHttpUser):
             if response.status_code not in (200, 202):
                 response.failure(f"HTTP {response.status_code}")
 
-    @task(70)
+    @task(MIX[0])
     def llm_hit(self) -> None:
         mp = random.choice(MASTERPLANS)
         body = {"prompt": hit_prompt(mp, random.randrange(HIT_PROMPTS)), "temperature": 0, "masterplan_id": mp}
         self._post("/api/v2/llm/generate", body, "llm hit")
 
-    @task(20)
+    @task(MIX[1])
     def llm_miss(self) -> None:
         mp = random.choice(MASTERPLANS)
         prompt = f"fresh prompt {uuid.uuid4().hex} {next(_counter)}"
         self._post("/api/v2/llm/generate", {"prompt": prompt, "temperature": 0, "masterplan_id": mp}, "llm miss")
 
-    @task(10)
+    @task(MIX[2])
     def rag_query(self) -> None:
         body = {"query": random.choice(RAG_QUERIES), "top_k": 3, "masterplan_id": random.choice(MASTERPLANS)}
         self._post("/api/v2/rag/query", body, "rag query")
 
-    @task(1)
+    @task(MIX[3])
     def wave(self) -> None:
         atoms = [{"atom_id": str(uuid.uuid4()), "prompt": f"wave atom {uuid.uuid4().hex}"} for _ in range(4)]
         body = {"masterplan_id": random.choice(MASTERPLANS), "atoms": atoms, "defaults": {"temperature": 0}}

@@ -330,6 +330,7 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
                 "LOAD_API_KEY": key,
                 "LOAD_MASTERPLANS": ",".join(MASTERPLANS),
                 "LOAD_HIT_PROMPTS": str(HIT_PROMPTS),
+                "LOAD_MIX": args.mix,
             },
             cwd=ROOT,
             check=False,
@@ -390,6 +391,7 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=int, default=60, help="Seconds of load per case.")
     parser.add_argument("--users", type=int, default=32, help="Concurrent locust users (no think time).")
+    parser.add_argument("--mix", default="70,20,10,1", help="Task weights: LLM hits, misses, RAG queries, waves.")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes.")
     parser.add_argument("--threads", type=int, default=8, help="Threads per gunicorn worker.")
     args = parser.parse_args()
