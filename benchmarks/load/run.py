@@ -1,7 +1,8 @@
 """Scale-out load test: 2 gunicorn workers + 2 Celery workers under locust, on one Redis, a Cluster, a failover.
 
-    make load                      # all three cases, 60 s each
-    .venv/bin/python benchmarks/load/run.py --cases single --duration 30 --users 32
+    make load                      # single Redis, Cluster, failover (12 users), failover at 32 users; 60 s each
+    .venv/bin/python benchmarks/load/run.py --cases single@4,single@8,single@16,single@32   # a sweep
+    .venv/bin/python benchmarks/load/run.py --cases single@2 --mix 100,0,0,0              # hits only
 
 Every process is private and removed afterwards: a redis-server for Django's cache, throttles and
 the broker (and the caches in the ``single`` case), a 3+3 Redis Cluster for the caches in the
@@ -11,7 +12,8 @@ bench-only virtualenv (var/load-venv, from benchmarks/load/requirements-locust.t
 
 Reports per case: requests/s, p50/p99 per kind (locust), errors (non-2xx), and from ``/metrics``
 (aggregated over the web workers through PROMETHEUS_MULTIPROC_DIR): the API requests the servers
-counted (must equal what locust sent), fail-open cache calls and Redis outages with their seconds.
+counted (must equal what locust sent), fail-open cache calls and Redis outages with their seconds;
+and the share of the machine's CPU time that was busy during the run (/proc/stat, every process).
 In the ``failover`` case a Cluster primary is SIGKILLed a third into the run.
 """
 
@@ -387,10 +389,11 @@ def report(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--cases", default="single,cluster,failover,single@4", help="Comma-separated; name@N runs N users."
+        "--cases", default="single,cluster,failover,failover@32", help="Comma-separated; name@N runs N users."
     )
     parser.add_argument("--duration", type=int, default=60, help="Seconds of load per case.")
-    parser.add_argument("--users", type=int, default=32, help="Concurrent locust users (no think time).")
+    # 12: the knee on 2 cores (about 80 % busy; more users add queueing, not throughput).
+    parser.add_argument("--users", type=int, default=12, help="Concurrent locust users (no think time).")
     parser.add_argument("--mix", default="70,20,10,1", help="Task weights: LLM hits, misses, RAG queries, waves.")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes.")
     parser.add_argument("--threads", type=int, default=8, help="Threads per gunicorn worker.")
