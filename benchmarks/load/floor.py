@@ -1,0 +1,96 @@
+"""The load test's floor: an empty WSGI app behind the same gunicorn settings and the same locust.
+
+    .venv/bin/python benchmarks/load/floor.py --users 1,2,4,8 --duration 20
+
+What this machine gives *any* Python web app under ``make load``'s setup: 2 gunicorn workers with
+8 threads, no keep-alive, an access log, and locust on the same cores. The app answers every
+request at once with a fixed JSON body, so the figures are the HTTP server's and the load
+generator's cost alone; compare them with the ``hits only`` rows of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from benchmarks.load.run import cpu_ticks, ensure_locust, free_port, read_stats, wait_until  # noqa: E402
+
+BODY = b'{"text": "cached", "cached": true}'
+
+
+def application(environ, start_response):  # type: ignore[no-untyped-def]
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+
+
+LOCUSTFILE = """
+from locust import FastHttpUser, constant, task
+
+class Hits(FastHttpUser):
+    wait_time = constant(0)
+
+    @task
+    def hit(self):
+        self.client.post("/api/v2/llm/generate", json={"prompt": "p", "temperature": 0}, name="llm hit")
+"""
+
+
+def run(users: int, duration: int, locust: Path, work: Path) -> str:
+    port = free_port()
+    config = work / "gunicorn.conf.py"
+    config.write_text(f'bind = "127.0.0.1:{port}"\nworkers = 2\nthreads = 8\nkeepalive = 0\naccesslog = "-"\n')
+    log = open(work / "gunicorn.log", "wb")  # noqa: SIM115  # closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(config), "benchmarks.load.floor:application"],
+        cwd=HERE.parents[1],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200, "gunicorn")
+        busy, total = cpu_ticks()
+        out = subprocess.run(
+            [str(locust), "-f", str(work / "locustfile.py"), "--headless", "-u", str(users), "-r", str(users),
+             "-t", f"{duration}s", "--host", f"http://127.0.0.1:{port}", "--only-summary"],
+            capture_output=True, check=False, timeout=duration + 60,
+        )  # fmt: skip
+        busy_after, total_after = cpu_ticks()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+    row = read_stats((out.stdout + out.stderr).decode())["llm hit"]
+    cpu = 100.0 * (busy_after - busy) / max(1, total_after - total)
+    return (
+        f"| empty app, {users} users | {cpu:.0f} % | {row['rps']:.0f} | {row['p50_ms']:.0f} / {row['p99_ms']:.0f} "
+        f"| {row['failures']:.0f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", default="1,2,4,8", help="Comma-separated locust user counts.")
+    parser.add_argument("--duration", type=int, default=20, help="Seconds per run.")
+    args = parser.parse_args()
+    locust = ensure_locust()
+    rows = ["| case | CPU busy | req/s | p50 / p99 (ms) | errors |", "| --- | ---: | ---: | ---: | ---: |"]
+    with tempfile.TemporaryDirectory(prefix="mgecache-floor-") as tmp:
+        work = Path(tmp)
+        (work / "locustfile.py").write_text(LOCUSTFILE)
+        for users in args.users.split(","):
+            rows.append(run(int(users), args.duration, locust, work))
+            time.sleep(1)
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
