@@ -38,4 +38,3 @@ def post_worker_init(worker):
     # only what requests created since.
     gc.collect()
     gc.freeze()
-
