@@ -4,14 +4,18 @@ Prometheus counters are per process; ``hit_rate()`` and the statistics endpoint 
 the truth across many gunicorn and Celery processes. Increments are buffered in memory
 and flushed with one pipelined HINCRBYFLOAT round trip at most every
 ``COUNTER_FLUSH_SECONDS`` (and at exit, and before every read), so counting adds no
-round trip to a cache hit. Flushing fails open: a Redis outage loses no more than
-the buffered deltas, which are kept and retried on the next flush.
+round trip to a cache hit. The process-wide counters also flush from a background
+thread one interval after they were last dirty, so an idle process publishes its last
+counts: another process's statistics are at most ``COUNTER_FLUSH_SECONDS`` behind.
+Flushing fails open: a Redis outage loses no more than the buffered deltas, which are
+kept and retried on the next flush.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -43,8 +47,11 @@ class DurableCounters:
         flush_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        background: bool = False,
     ) -> None:
         self._redis = redis
+        self._background = background  # flush from a thread when dirty (the process-wide counters)
+        self._flusher: threading.Thread | None = None
         self._wall_clock = wall_clock  # stamps each masterplan's last activity (P stats:activity)
         self._guard = guard or RedisGuard(get_breaker(), layer="stats")
         self._flush_seconds = flush_seconds
@@ -64,14 +71,31 @@ class DurableCounters:
     def incr(self, layer: str, field: str, amount: float = 1, *, masterplan_id: Any = None) -> None:
         """Add ``amount`` to ``field`` of the layer's totals (and of the masterplan's, if given)."""
         base = keys.prefix()
+        flusher = None
         with self._lock:
             fields = self._pending.setdefault((base, layer, None), {})
             fields[field] = fields.get(field, 0.0) + amount
             if masterplan_id is not None:
                 fields = self._pending.setdefault((base, layer, masterplan_id), {})
                 fields[field] = fields.get(field, 0.0) + amount
+            if self._background and self._flusher is None:
+                # Decided under the lock the flusher ends under: a count never waits for no one.
+                flusher = self._flusher = threading.Thread(
+                    target=_flush_while_dirty, args=(weakref.ref(self),), name="mgecache-counters", daemon=True
+                )
+        if flusher is not None:
+            flusher.start()
         if self._clock() >= self._next_flush:
             self.flush()
+
+    def _background_step(self) -> bool:
+        """The flusher thread's turn: flush; True (the thread ends) if nothing is left to write."""
+        self.flush()
+        with self._lock:
+            if self._pending:
+                return False
+            self._flusher = None
+            return True
 
     def _take(self) -> dict[tuple[str, str, Any], dict[str, float]]:
         with self._lock:
@@ -181,10 +205,35 @@ def histogram_field(value: float, bounds: tuple[float, ...]) -> str:
     return "le:+Inf"
 
 
+def _flush_while_dirty(ref: weakref.ReferenceType[DurableCounters]) -> None:
+    """Every interval, flush until the buffer stays empty (or the counters are dropped)."""
+    while True:
+        counters = ref()
+        if counters is None:
+            return
+        wait = counters._interval()
+        del counters  # not held while waiting
+        time.sleep(wait)
+        counters = ref()
+        if counters is None or counters._background_step():
+            return
+        del counters
+
+
+def _after_fork_in_child() -> None:
+    # Threads do not survive fork, and a lock held by one of them in the parent stays held.
+    for counters in list(_instances):
+        counters._lock = threading.Lock()
+        counters._flusher = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @process_wide
 def get_counters() -> DurableCounters:
-    """The process-wide counters (one buffer, flushed together)."""
-    return DurableCounters()
+    """The process-wide counters (one buffer, flushed together; idle processes flush in the background)."""
+    return DurableCounters(background=True)
 
 
 @atexit.register
