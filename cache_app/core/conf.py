@@ -27,7 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "BREAKER_RESET_SECONDS": 1.0,
     # Errors are logged at most once per this many seconds per operation.
     "ERROR_LOG_INTERVAL_SECONDS": 5.0,
-    # Durable (Redis-backed) statistics counters are flushed at least this often.
+    # Durable (Redis-backed) statistics counters are flushed this often (a count, or a background
+    # thread while the buffer is dirty): statistics lag other processes by at most this; shorter
+    # costs a round trip more often, and requests are not flushed one by one (a hit's round trip).
     "COUNTER_FLUSH_SECONDS": 0.5,
     # RAG: entries larger than this are not stored.
     "RAG_MAX_ENTRY_BYTES": 1024 * 1024,
