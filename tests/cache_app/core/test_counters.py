@@ -2,6 +2,8 @@ import uuid
 
 import pytest
 import redis as redis_lib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cache_app.core import keys
 from cache_app.core.counters import DurableCounters
@@ -43,7 +45,14 @@ class Switchable:
 
 
 def test_a_failed_flush_keeps_the_deltas_and_reads_still_count_them(redis, clock, blackhole_port):
-    dead = redis_lib.Redis(host="127.0.0.1", port=blackhole_port, socket_timeout=0.05, socket_connect_timeout=0.05)
+    # No client-side retries (redis-py's default backs off for seconds): one timeout per call.
+    dead = redis_lib.Redis(
+        host="127.0.0.1",
+        port=blackhole_port,
+        socket_timeout=0.05,
+        socket_connect_timeout=0.05,
+        retry=Retry(NoBackoff(), 0),
+    )
     server = Switchable(dead)
     breaker = CircuitBreaker(name="t", failure_threshold=100)  # stays closed: this test is about the buffer
     counters = DurableCounters(server, guard=RedisGuard(breaker, layer="stats"), clock=clock)
