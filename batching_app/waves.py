@@ -41,12 +41,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import redis
-
 from batching_app.batcher import StaticBatchPolicy
 from batching_app.llm import TRANSIENT_ERRORS
 from cache_app.core import conf, keys, metrics
-from cache_app.core.cluster import ClusterClientError
+from cache_app.core.cluster import FAILOVER_ERRORS
 from cache_app.core.counters import get_counters
 from cache_app.core.policies import BatchSettings, get_policy_source
 from cache_app.core.redis_client import get_redis
@@ -93,17 +91,6 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 """
 
-# What a Sentinel or Cluster failover looks like until a replica is promoted: connections
-# refused or reset, slots with no primary (CLUSTERDOWN, TRYAGAIN, no node for a slot), a
-# demoted master answering READONLY. MasterDownError is a ClusterDownError.
-TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ReadOnlyError,
-    ClusterClientError,
-)
 RETRY_FIRST_PAUSE = 0.05
 RETRY_MAX_PAUSE = 0.5
 
@@ -297,7 +284,7 @@ def _reload_slots(client: Any) -> None:
         return
     try:
         nodes.initialize()
-    except TRANSIENT_REDIS_ERRORS:  # no node answered yet: the next attempt fails and tries again
+    except FAILOVER_ERRORS:  # no node answered yet: the next attempt fails and tries again
         logger.debug("wave state: reloading the cluster's slot map failed", exc_info=True)
 
 
@@ -357,7 +344,7 @@ class WaveStore:
             client = self.redis
             try:
                 return operation(client)
-            except TRANSIENT_REDIS_ERRORS as exc:
+            except FAILOVER_ERRORS as exc:
                 left = give_up - self._clock()
                 if left <= 0:
                     raise

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import InterfaceError as DatabaseInterfaceError
@@ -29,6 +28,7 @@ from rest_framework.exceptions import APIException, ParseError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from cache_app.core.cluster import FAILOVER_ERRORS
 from cache_app.core.layer import CacheUnavailableError
 from cache_app.core.taskopts import BrokerUnavailableError
 
@@ -81,17 +81,6 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
     return (KombuOperationalError,)
 
 
-# A failover still in progress past the callers' retries: a Cluster whose slots have no primary
-# yet (ClusterDown, TryAgain; RedisClusterException when no node serves a slot), or a demoted
-# master that still answers (READONLY).
-_FAILOVER_GAPS = (
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.RedisClusterException,
-    redis.exceptions.ReadOnlyError,
-)
-
-
 def translate(exc: BaseException) -> BaseException:
     """The APIException a dependency's error stands for, or ``exc`` itself."""
     if isinstance(exc, APIException):
@@ -103,7 +92,8 @@ def translate(exc: BaseException) -> BaseException:
         return ParseError("Bad request.")
     if isinstance(exc, (DatabaseOperationalError, DatabaseInterfaceError)):
         return ServiceUnavailable("The database is unavailable; retry later.")
-    if isinstance(exc, (CacheUnavailableError, redis.ConnectionError, redis.TimeoutError, *_FAILOVER_GAPS)):
+    # FAILOVER_ERRORS include a failover still in progress past the callers' retries.
+    if isinstance(exc, (CacheUnavailableError, *FAILOVER_ERRORS)):
         return ServiceUnavailable("Redis is unavailable; retry later.")
     if isinstance(exc, (BrokerUnavailableError, *_broker_errors())):
         return ServiceUnavailable("The task broker is unavailable; retry later.")

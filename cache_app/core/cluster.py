@@ -153,3 +153,16 @@ def scan_pages(client: Any, pattern: str, count: int) -> Iterator[list[Any]]:
 
 # Raised by the cluster client outside redis.RedisError (e.g. no node serves a slot yet).
 ClusterClientError = redis.exceptions.RedisClusterException
+
+# What a Sentinel or Cluster failover looks like until a replica is promoted: connections
+# refused or reset, slots with no primary (CLUSTERDOWN, TRYAGAIN, no node for a slot), a
+# demoted master answering READONLY. MasterDownError is a ClusterDownError. Waves retry
+# these; past the retries the API answers 503.
+FAILOVER_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+    ClusterClientError,
+)

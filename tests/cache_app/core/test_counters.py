@@ -71,25 +71,20 @@ def test_an_invalid_masterplan_id_is_dropped_not_fatal(redis, clock):
     assert redis.hgetall(keys.stats("llm")) == {b"hits": b"1"}
 
 
-def _wait_for(condition, timeout: float = 10.0):
-    """Poll ``condition`` (the flusher is another thread) until true or ``timeout``; returns its last value."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (value := condition()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return value
-
-
 def test_an_idle_process_publishes_its_last_counts_without_another_call(redis):
     counters = DurableCounters(redis, flush_seconds=0.05, background=True)
     counters.incr("llm", "hits", 2, masterplan_id=MP)
-    # No other call, no read: the background flusher writes them one interval later.
-    assert _wait_for(lambda: redis.hgetall(keys.stats("llm", MP))) == {b"hits": b"2"}
-    # Once nothing is left to write, the thread ends; the next count starts another.
-    assert _wait_for(lambda: counters._flusher is None)
+    # No other call, no read: the background flusher writes them one interval later, then ends
+    # (it ends only once nothing is left to write).
+    flusher = counters._flusher
+    flusher.join(timeout=10)
+    assert not flusher.is_alive()
+    assert counters._flusher is None
+    assert redis.hgetall(keys.stats("llm", MP)) == {b"hits": b"2"}
+    # The next count starts another.
     counters.incr("llm", "hits")
-    assert _wait_for(lambda: redis.hgetall(keys.stats("llm")) == {b"hits": b"3"})
+    counters._flusher.join(timeout=10)
+    assert redis.hgetall(keys.stats("llm")) == {b"hits": b"3"}
 
 
 def test_counters_built_for_one_purpose_start_no_thread(redis, clock):
