@@ -17,6 +17,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # request is accepted by a free worker; on loopback or behind a proxy it costs ~0.1 ms.
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "0"))
 accesslog = "-"
+# The heartbeat file each worker touches on every loop turn: on a disk-backed /tmp that is a
+# journaled metadata write per request (4 % of a hit's CPU measured); gunicorn's docs advise tmpfs.
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 
 

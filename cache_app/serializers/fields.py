@@ -102,26 +102,67 @@ class StrictUUIDField(serializers.UUIDField):
 
 
 class LeanSerializer(serializers.Serializer):
-    """A Serializer whose plain fields are copied shallowly per instance.
+    """A Serializer whose plain fields are copied shallowly per instance, and rendered without binding.
 
     DRF deep-copies every declared field for each serializer instance, re-running each field's
     ``__init__``: on a cache hit that was a fifth of the request's CPU. A plain field holds no
     per-instance state until ``bind()`` sets its name and parent on the copy, so a shallow copy
-    serves. Fields that hold other fields (serializers, ``child``), and fields that read a
-    setting when built (``limit_setting``), are still deep-copied, i.e. built afresh.
+    serves. Fields that hold other fields (serializers, ``child``) are still deep-copied, i.e. built
+    afresh; a field that reads a setting when built (``limit_setting``) is rebuilt only when that
+    setting has changed since it was last built.
+
+    Output: when every field is plain (no ``source``, no nesting, nothing write-only), an instance
+    is rendered straight from the declared fields, which hold no state ``to_representation`` reads;
+    anything else (a missing attribute included) takes DRF's own path.
     """
 
+    # Memos, not state: each entry is checked against the current setting, or derived from the class.
+    # (class, field name) -> the field as last built for its limit setting's value.
+    _rebuilt: dict[tuple[type, str], serializers.Field] = {}
+    _plain_output: dict[type, bool] = {}
+
     def get_fields(self) -> dict[str, serializers.Field]:
+        return {name: self._copy(name, field) for name, field in self._declared_fields.items()}
+
+    def _copy(self, name: str, field: serializers.Field) -> serializers.Field:
+        if isinstance(field, serializers.BaseSerializer) or hasattr(field, "child") or hasattr(field, "child_relation"):
+            return copy.deepcopy(field)
+        setting = getattr(field, "limit_setting", None)
+        if setting is not None:
+            field = self._rebuilt.get((type(self), name), field)
+            if getattr(field, "max_length", None) != int(conf.get(setting)):
+                # deepcopy re-runs __init__, which reads the setting; kept for the next instances
+                field = self._rebuilt[(type(self), name)] = copy.deepcopy(field)
+        return copy.copy(field)
+
+    def to_representation(self, instance: Any) -> Any:
+        if not self._renders_plainly():
+            return super().to_representation(instance)
+        fields = self._declared_fields
+        try:
+            if isinstance(instance, Mapping):
+                values = {name: instance[name] for name in fields}
+            else:
+                values = {name: getattr(instance, name) for name in fields}
+        except (KeyError, AttributeError):
+            return super().to_representation(instance)  # DRF applies defaults, nulls and omissions
         return {
-            name: copy.deepcopy(field) if _built_per_request(field) else copy.copy(field)
-            for name, field in self._declared_fields.items()
+            name: None if value is None else fields[name].to_representation(value) for name, value in values.items()
         }
 
-
-def _built_per_request(field: serializers.Field) -> bool:
-    if isinstance(field, serializers.BaseSerializer) or hasattr(field, "child") or hasattr(field, "child_relation"):
-        return True
-    return getattr(field, "limit_setting", None) is not None
+    @classmethod
+    def _renders_plainly(cls) -> bool:
+        plain = cls._plain_output.get(cls)
+        if plain is None:
+            plain = cls._plain_output[cls] = all(
+                field.source is None
+                and not field.write_only
+                and not isinstance(field, serializers.BaseSerializer)
+                and not hasattr(field, "child")
+                and type(field).to_representation is not serializers.SerializerMethodField.to_representation
+                for field in cls._declared_fields.values()
+            )
+        return plain
 
 
 class StrictSerializer(LeanSerializer):

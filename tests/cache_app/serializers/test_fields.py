@@ -1,8 +1,15 @@
 """LeanSerializer: per-instance fields without DRF's deep copies, and no state shared between instances."""
 
-import pytest
+from types import SimpleNamespace
 
-from cache_app.serializers.pipeline import GenerateRequestSerializer, GenerateResponseSerializer
+import pytest
+from rest_framework import serializers
+
+from cache_app.serializers.pipeline import (
+    GenerateRequestSerializer,
+    GenerateResponseSerializer,
+    RAGQueryResponseSerializer,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -40,3 +47,50 @@ def test_responses_render_every_field():
         "simulated": False,
     }  # fmt: skip
     assert dict(GenerateResponseSerializer(body).data) == body
+
+
+def test_a_limited_field_is_rebuilt_only_when_its_setting_changes(settings):
+    first, second = GenerateRequestSerializer(data={}), GenerateRequestSerializer(data={})
+    assert first.fields["prompt"] is not second.fields["prompt"]
+    # unchanged setting: shallow copies of one build (same validators), not a rebuild each
+    assert first.fields["prompt"].validators is second.fields["prompt"].validators
+    settings.MGECACHE = {**settings.MGECACHE, "MAX_PROMPT_CHARS": 7}
+    third, fourth = GenerateRequestSerializer(data={}), GenerateRequestSerializer(data={})
+    assert third.fields["prompt"].max_length == fourth.fields["prompt"].max_length == 7
+    assert third.fields["prompt"].validators is not first.fields["prompt"].validators
+    assert third.fields["prompt"].validators is fourth.fields["prompt"].validators
+
+
+def _drf_rendering(serializer_class, instance):
+    """What DRF's own Serializer.to_representation makes of ``instance``."""
+    return dict(serializers.Serializer.to_representation(serializer_class(instance), instance))
+
+
+def test_plain_output_matches_drfs_for_objects_and_nulls():
+    response = SimpleNamespace(
+        text="t", model="m", prompt_tokens=1, completion_tokens=2, cached=False, cache_layer=None, cost_usd=1,
+        saved_usd=0, latency_s=0.5, finish_reason=None, provider="p", simulated=True,
+    )  # fmt: skip
+    serializer = GenerateResponseSerializer(response)
+    rendered = dict(serializer.data)
+    assert "fields" not in serializer.__dict__  # rendered without binding a copy of each field
+    assert rendered == _drf_rendering(GenerateResponseSerializer, response)
+    assert isinstance(rendered["cost_usd"], float)  # the field's type, not the input's
+    assert rendered["cost_usd"] == 1.0
+    assert rendered["cache_layer"] is None
+    assert rendered["finish_reason"] is None
+
+
+def test_a_missing_attribute_takes_drfs_path():
+    with pytest.raises(KeyError):  # DRF names the missing required field; the fast path must not invent a value
+        GenerateResponseSerializer({"text": "t"}).data
+
+
+def test_nested_output_still_renders():
+    result = {
+        "documents": [{"id": 1, "content": "c", "metadata": {"k": "v"}, "score": 0.9}], "cached": True,
+        "match": "exact", "similarity": 1.0, "latency_s": 0.1, "embedding_model": "e", "query": "q", "extra": {},
+    }  # fmt: skip
+    serializer = RAGQueryResponseSerializer(result)
+    assert dict(serializer.data)["documents"] == [dict(result["documents"][0])]
+    assert "fields" in serializer.__dict__  # nested: DRF's own path
