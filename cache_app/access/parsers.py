@@ -56,7 +56,8 @@ class BoundedJSONParser(JSONParser):
         except (UnicodeDecodeError, LookupError) as exc:
             raise ParseError(f"JSON parse error - {exc}")
         max_depth = int(conf.get("MAX_JSON_DEPTH"))
-        if nesting_depth(text) > max_depth:
+        # Depth never exceeds the count of opening brackets: most bodies skip the exact pass.
+        if text.count("{") + text.count("[") > max_depth and nesting_depth(text) > max_depth:
             raise ParseError(f"JSON nesting is deeper than the limit of {max_depth} levels.")
         try:
             return json.loads(text, parse_constant=_reject_constant)
