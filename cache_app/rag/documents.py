@@ -25,7 +25,6 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +38,7 @@ from django.dispatch import Signal, receiver
 
 from cache_app.core import conf, keys
 from cache_app.core.dbread import arun_orm, run_orm
+from cache_app.core.lru import LRU
 from cache_app.core.state import process_wide
 from cache_app.models import Document
 from cache_app.rag.embedders import Embedder, load_embedder
@@ -105,8 +105,8 @@ class DocumentStore:
         self._refresh = refresh_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        # LRU: at most DOCUMENT_SCOPES_MAX scopes (masterplans queried) are held in memory.
-        self._scopes: OrderedDict[tuple[str | None, str], _Snapshot] = OrderedDict()
+        # At most DOCUMENT_SCOPES_MAX scopes (masterplans queried) are held in memory.
+        self._scopes: LRU[tuple[str | None, str], _Snapshot] = LRU(lambda: int(conf.get("DOCUMENT_SCOPES_MAX")))
         self.loads = 0  # matrices (re)built; tests and the admin can watch it
 
     @property
@@ -129,11 +129,10 @@ class DocumentStore:
         key = (masterplan_id, embedding_model)
         now = self._clock()
         generation = _generation
-        snap = self._scopes.get(key)
+        snap = self._scopes.peek(key)  # read without the lock (one dict lookup); recency is marked under it
         if snap is not None and snap.generation == generation and now - snap.checked_at < self.refresh_seconds:
             with self._lock:
-                if key in self._scopes:
-                    self._scopes.move_to_end(key)  # recently used
+                self._scopes.touch(key)
             return snap
         # No lock is held across database reads: a sync search inside an event loop and an
         # asearch on the ORM thread could otherwise wait on each other. Two concurrent
@@ -147,10 +146,7 @@ class DocumentStore:
             with self._lock:
                 self.loads += 1
         with self._lock:
-            self._scopes[key] = snap
-            self._scopes.move_to_end(key)
-            while len(self._scopes) > int(conf.get("DOCUMENT_SCOPES_MAX")):
-                self._scopes.popitem(last=False)
+            self._scopes.put(key, snap)
         return snap
 
     @staticmethod
