@@ -27,13 +27,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from cache_app.core import conf, metrics
+from cache_app.core.lru import LRU
 from cache_app.core.state import process_wide
 from cache_app.rag.cache import ann
 from cache_app.rag.cache.codec import record_dtype
@@ -379,7 +379,8 @@ class RAGIndex:
         self._ann_min = ann_min_entries
         self._max_total = max_total_entries
         self._lock = threading.Lock()
-        self._namespaces: OrderedDict[str, NamespaceIndex] = OrderedDict()
+        # Unbounded by count: enforce_budget evicts by rows held, not by namespaces.
+        self._namespaces: LRU[str, NamespaceIndex] = LRU()
 
     @property
     def max_entries(self) -> int:
@@ -409,8 +410,7 @@ class RAGIndex:
                     retention_segments=self.retention_segments(dim),
                     ann_min_entries=self.ann_min_entries,
                 )
-                self._namespaces[log_base] = index
-            self._namespaces.move_to_end(log_base)
+                self._namespaces.put(log_base, index)
             return index
 
     def enforce_budget(self) -> None:
@@ -418,7 +418,7 @@ class RAGIndex:
         with self._lock:
             total = sum(ns.n for ns in self._namespaces.values())
             while total > self.max_total_entries and len(self._namespaces) > 1:
-                _, oldest = self._namespaces.popitem(last=False)
+                _, oldest = self._namespaces.popoldest()
                 total -= oldest.n
                 oldest.reset()
 
