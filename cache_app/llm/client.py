@@ -21,7 +21,6 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, TypeVar
@@ -30,6 +29,7 @@ from uuid import UUID
 from django.utils.module_loading import import_string
 
 from cache_app.core import conf, keys, metrics
+from cache_app.core.lru import LRU
 from cache_app.core.policies import PolicySource, get_policy_source
 from cache_app.core.state import process_wide
 from cache_app.llm.cache import CachedLLMResponse, LLMPromptCache
@@ -159,7 +159,7 @@ class LLMClient:
         self.singleflight = singleflight or SingleFlight(
             encode=asdict, decode=lambda data: _Generated(**data), redis=None
         )
-        self._batchers: OrderedDict[tuple, Batcher] = OrderedDict()
+        self._batchers: LRU[tuple, Batcher] = LRU(lambda: int(conf.get("LLM_BATCHERS_MAX")))
         self._closing: set[asyncio.Task] = set()
 
     @property
@@ -404,9 +404,7 @@ class LLMClient:
         system_digest = None if system is None else keys.digest(system)  # not a 200k-character dict key
         key = (id(loop), model, temperature, max_tokens, system_digest, call.masterplan_id)
         batcher = self._batchers.get(key)
-        if batcher is not None:
-            self._batchers.move_to_end(key)
-        else:
+        if batcher is None:
 
             async def combined_call(combined_prompt: str) -> str:
                 # A combined prompt answers several atoms: give it room for all of them.
@@ -419,14 +417,13 @@ class LLMClient:
                 return response.text
 
             batcher = batcher_class(combined_call, policies=self._policies, masterplan_id=call.masterplan_id)
-            self._batchers[key] = batcher
-            self._evict_batchers(loop)
+            evicted = self._batchers.put(key, batcher)
+            self._close_evicted(evicted, loop)
         return batcher
 
-    def _evict_batchers(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Forget the least recently used batchers beyond the bound; this loop's are closed (flushed)."""
-        while len(self._batchers) > int(conf.get("LLM_BATCHERS_MAX")):
-            old_key, old = self._batchers.popitem(last=False)
+    def _close_evicted(self, evicted: list[tuple[tuple, Batcher]], loop: asyncio.AbstractEventLoop) -> None:
+        """The least recently used batchers, dropped beyond the bound: this loop's are closed (flushed)."""
+        for old_key, old in evicted:
             if old_key[0] == id(loop):
                 task = loop.create_task(old.aclose())
                 self._closing.add(task)
