@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
@@ -16,6 +15,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from cache_app.core import conf
+from cache_app.core.lru import LRU
 from cache_app.core.state import process_wide
 from cache_app.models import PipelineAPIKey
 
@@ -47,7 +47,8 @@ class ResolvedKeys:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, PipelineAPIKey]] = OrderedDict()
+        # Read at every put: MAX_ENTRIES may be set per instance (tests do).
+        self._entries: LRU[str, tuple[float, PipelineAPIKey]] = LRU(lambda: self.MAX_ENTRIES)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -61,16 +62,14 @@ class ResolvedKeys:
             if entry is None:
                 return None
             if entry[0] <= self._clock():
-                del self._entries[digest]
+                self._entries.pop(digest)
                 return None
-            self._entries.move_to_end(digest)
             return entry[1]
 
     def put(self, token: str, key: PipelineAPIKey, seconds: float) -> None:
         with self._lock:
-            self._entries[self._digest(token)] = (self._clock() + seconds, key)
-            while len(self._entries) > self.MAX_ENTRIES:
-                self._entries.popitem(last=False)
+            # touch=False, as the plain assignment before: a key two threads resolve at once keeps its place.
+            self._entries.put(self._digest(token), (self._clock() + seconds, key), touch=False)
 
     def clear(self) -> None:
         with self._lock:
