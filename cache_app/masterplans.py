@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from cache_app.core import conf, keys
 from cache_app.core.dbread import arun_orm, run_orm
+from cache_app.core.lru import LRU
 from cache_app.core.state import process_wide
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class MasterplanRegistry:
     def __init__(self, *, create: Callable[[str], Any] | None = None, max_size: int | None = None) -> None:
         self._create = create or _create_row
         self._max_size = max_size
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: LRU[str, None] = LRU(lambda: self.max_size)  # read at every put: a setting may change
         self._lock = threading.Lock()
 
     @property
@@ -41,17 +41,11 @@ class MasterplanRegistry:
 
     def _known(self, masterplan_id: str) -> bool:
         with self._lock:
-            if masterplan_id in self._seen:
-                self._seen.move_to_end(masterplan_id)
-                return True
-        return False
+            return self._seen.touch(masterplan_id)
 
     def _remember(self, masterplan_id: str) -> None:
         with self._lock:
-            self._seen[masterplan_id] = None
-            self._seen.move_to_end(masterplan_id)
-            while len(self._seen) > self.max_size:
-                self._seen.popitem(last=False)
+            self._seen.put(masterplan_id, None)
 
     def forget(self, masterplan_id: Any = None) -> None:
         """Drop one id (a deleted row) or every id from the memo; the next sighting registers again."""
