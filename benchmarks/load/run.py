@@ -1,6 +1,6 @@
 """Scale-out load test: 2 gunicorn workers + 2 Celery workers under locust, on one Redis, a Cluster, a failover.
 
-    make load                      # single Redis, Cluster, failover (12 users), failover at 32 users; 60 s each
+    make load                      # single Redis, Cluster, failover (16 users), failover at 32 users; 60 s each
     .venv/bin/python benchmarks/load/run.py --cases single@4,single@8,single@16,single@32   # a sweep
     .venv/bin/python benchmarks/load/run.py --cases single@2 --mix 100,0,0,0              # hits only
 
@@ -392,8 +392,8 @@ def main() -> None:
         "--cases", default="single,cluster,failover,failover@32", help="Comma-separated; name@N runs N users."
     )
     parser.add_argument("--duration", type=int, default=60, help="Seconds of load per case.")
-    # 12: the knee on 2 cores (about 80 % busy; more users add queueing, not throughput).
-    parser.add_argument("--users", type=int, default=12, help="Concurrent locust users (no think time).")
+    # 16: the knee on 2 cores (about 80 % busy; more users add queueing, not throughput).
+    parser.add_argument("--users", type=int, default=16, help="Concurrent locust users (no think time).")
     parser.add_argument("--mix", default="70,20,10,1", help="Task weights: LLM hits, misses, RAG queries, waves.")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes.")
     parser.add_argument("--threads", type=int, default=8, help="Threads per gunicorn worker.")
