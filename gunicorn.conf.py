@@ -19,7 +19,10 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "0"))
 accesslog = "-"
 # The heartbeat file each worker touches on every loop turn: on a disk-backed /tmp that is a
 # journaled metadata write per request (4 % of a hit's CPU measured); gunicorn's docs advise tmpfs.
-worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+# Not writable (a non-root container user, a read-only mount): gunicorn's default (TMPDIR, /tmp).
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or (
+    "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
+)
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 
 

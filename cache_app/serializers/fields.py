@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from rest_framework import serializers
 
@@ -111,9 +112,10 @@ class LeanSerializer(serializers.Serializer):
     afresh; a field that reads a setting when built (``limit_setting``) is rebuilt only when that
     setting has changed since it was last built.
 
-    Output: when every field is plain (no ``source``, no nesting, nothing write-only), an instance
-    is rendered straight from the declared fields, which hold no state ``to_representation`` reads;
-    anything else (a missing attribute included) takes DRF's own path.
+    Output: when every field is plain (no ``source``, no nesting, nothing write-only, no attribute
+    fetching or request of its own), an instance is rendered straight from the declared fields,
+    which hold no state ``to_representation`` reads; anything else (a missing attribute or a method
+    included) takes DRF's own path.
     """
 
     # Memos, not state: each entry is checked against the current setting, or derived from the class.
@@ -144,8 +146,10 @@ class LeanSerializer(serializers.Serializer):
                 values = {name: instance[name] for name in fields}
             else:
                 values = {name: getattr(instance, name) for name in fields}
-        except (KeyError, AttributeError):
+        except (KeyError, AttributeError, ObjectDoesNotExist):
             return super().to_representation(instance)  # DRF applies defaults, nulls and omissions
+        if any(callable(value) for value in values.values()):
+            return super().to_representation(instance)  # DRF calls a method attribute
         return {
             name: None if value is None else fields[name].to_representation(value) for name, value in values.items()
         }
@@ -154,12 +158,16 @@ class LeanSerializer(serializers.Serializer):
     def _renders_plainly(cls) -> bool:
         plain = cls._plain_output.get(cls)
         if plain is None:
-            plain = cls._plain_output[cls] = all(
+            # Fields that fetch their own attribute (related fields) or read the request (URLs), and
+            # serializers that choose their fields per instance, need DRF's binding.
+            plain = cls._plain_output[cls] = cls.get_fields is LeanSerializer.get_fields and all(
                 field.source is None
                 and not field.write_only
                 and not isinstance(field, serializers.BaseSerializer)
                 and not hasattr(field, "child")
-                and type(field).to_representation is not serializers.SerializerMethodField.to_representation
+                and not hasattr(field, "child_relation")
+                and type(field).get_attribute is serializers.Field.get_attribute
+                and not isinstance(field, (serializers.FileField, serializers.RelatedField))
                 for field in cls._declared_fields.values()
             )
         return plain

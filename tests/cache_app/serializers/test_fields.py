@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 from rest_framework import serializers
 
+from cache_app.serializers.fields import LeanSerializer
 from cache_app.serializers.pipeline import (
     GenerateRequestSerializer,
     GenerateResponseSerializer,
@@ -94,3 +95,24 @@ def test_nested_output_still_renders():
     serializer = RAGQueryResponseSerializer(result)
     assert dict(serializer.data)["documents"] == [dict(result["documents"][0])]
     assert "fields" in serializer.__dict__  # nested: DRF's own path
+
+
+class _Named(LeanSerializer):
+    name = serializers.CharField()
+
+
+def test_a_method_attribute_is_called_as_drf_does():
+    instance = SimpleNamespace(name=lambda: "called")
+    assert dict(_Named(instance).data) == {"name": "called"}
+
+
+def test_a_serializer_choosing_its_fields_takes_drfs_path():
+    class Narrowed(_Named):
+        extra = serializers.CharField()
+
+        def get_fields(self):
+            fields = super().get_fields()
+            del fields["extra"]
+            return fields
+
+    assert dict(Narrowed(SimpleNamespace(name="n", extra="e")).data) == {"name": "n"}
