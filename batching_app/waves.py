@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 from batching_app.batcher import StaticBatchPolicy
 from batching_app.llm import TRANSIENT_ERRORS
 from cache_app.core import conf, keys, metrics
-from cache_app.core.cluster import FAILOVER_ERRORS
+from cache_app.core.cluster import FAILOVER_ERRORS, reload_slot_map
 from cache_app.core.counters import get_counters
 from cache_app.core.policies import BatchSettings, get_policy_source
 from cache_app.core.redis_client import get_redis
@@ -272,22 +272,6 @@ def _text(value: Any) -> str:
 # --- Redis state -------------------------------------------------------------------------------
 
 
-def _reload_slots(client: Any) -> None:
-    """Reload a Cluster client's slot map, so the next attempt goes to a promoted replica.
-
-    redis-py does so itself after a single command's connection error, but a transaction
-    pipeline (``create``) only on every ``reinitialize_steps``-th failure of one pipeline: without
-    this, a process with no other traffic kept writing to the dead primary until the budget ran out.
-    """
-    nodes = getattr(client, "nodes_manager", None)  # None: one server or Sentinel
-    if nodes is None:
-        return
-    try:
-        nodes.initialize()
-    except FAILOVER_ERRORS:  # no node answered yet: the next attempt fails and tries again
-        logger.debug("wave state: reloading the cluster's slot map failed", exc_info=True)
-
-
 def _script(source: str, key: str, *args: Any) -> Callable[[Any], Any]:
     """A WaveStore operation: the Lua script ``source`` on ``key`` (EVAL: a promoted replica has no script cache)."""
     return lambda client: client.eval(source, 1, key, *args)
@@ -352,7 +336,7 @@ class WaveStore:
                     logger.info("wave state: Redis failed (%s: %s); retrying for %.2f s", type(exc).__name__, exc, left)
                 self._sleep(min(pause, left))
                 pause = min(pause * 2, RETRY_MAX_PAUSE)
-                _reload_slots(client)
+                reload_slot_map(client)
 
     def create(self, meta: WaveMeta, atoms: Sequence[AtomSpec]) -> None:
         mapping: dict[str, Any] = {"meta": meta.to_json(), "n": len(atoms), "done": 0, "batches": 0}

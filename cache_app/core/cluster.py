@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -29,6 +30,8 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 from redis.retry import Retry
+
+logger = logging.getLogger(__name__)
 
 
 class EvalScript(Script):
@@ -166,3 +169,19 @@ FAILOVER_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ReadOnlyError,
     ClusterClientError,
 )
+
+
+def reload_slot_map(client: Any) -> None:
+    """Reload a Cluster client's slot map, so the next attempt goes to a promoted replica (else nothing).
+
+    redis-py does so itself after a single command's connection error, but after a failed
+    transaction pipeline only on every ``reinitialize_steps``-th failure: without this, a process
+    with no other traffic kept writing to the dead primary until its retries ran out.
+    """
+    nodes = getattr(client, "nodes_manager", None)  # None: one server or Sentinel
+    if nodes is None:
+        return
+    try:
+        nodes.initialize()
+    except FAILOVER_ERRORS:  # no node answered yet: the next attempt fails and tries again
+        logger.debug("reloading the cluster's slot map failed", exc_info=True)

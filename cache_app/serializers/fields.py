@@ -118,16 +118,20 @@ class LeanSerializer(serializers.Serializer):
     included) takes DRF's own path.
     """
 
-    # Memos, not state: each entry is checked against the current setting, or derived from the class.
+    # A memo, not state: each entry is checked against the current setting before use.
     # (class, field name) -> the field as last built for its limit setting's value.
     _rebuilt: dict[tuple[type, str], serializers.Field] = {}
-    _plain_output: dict[type, bool] = {}
+    _renders_plainly = False  # set per subclass, from its declared fields, when it is defined
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._renders_plainly = _plain_fields(cls)
 
     def get_fields(self) -> dict[str, serializers.Field]:
         return {name: self._copy(name, field) for name, field in self._declared_fields.items()}
 
     def _copy(self, name: str, field: serializers.Field) -> serializers.Field:
-        if isinstance(field, serializers.BaseSerializer) or hasattr(field, "child") or hasattr(field, "child_relation"):
+        if _holds_fields(field):
             return copy.deepcopy(field)
         setting = getattr(field, "limit_setting", None)
         if setting is not None:
@@ -138,7 +142,7 @@ class LeanSerializer(serializers.Serializer):
         return copy.copy(field)
 
     def to_representation(self, instance: Any) -> Any:
-        if not self._renders_plainly():
+        if not self._renders_plainly:
             return super().to_representation(instance)
         fields = self._declared_fields
         try:
@@ -154,23 +158,26 @@ class LeanSerializer(serializers.Serializer):
             name: None if value is None else fields[name].to_representation(value) for name, value in values.items()
         }
 
-    @classmethod
-    def _renders_plainly(cls) -> bool:
-        plain = cls._plain_output.get(cls)
-        if plain is None:
-            # Fields that fetch their own attribute (related fields) or read the request (URLs), and
-            # serializers that choose their fields per instance, need DRF's binding.
-            plain = cls._plain_output[cls] = cls.get_fields is LeanSerializer.get_fields and all(
-                field.source is None
-                and not field.write_only
-                and not isinstance(field, serializers.BaseSerializer)
-                and not hasattr(field, "child")
-                and not hasattr(field, "child_relation")
-                and type(field).get_attribute is serializers.Field.get_attribute
-                and not isinstance(field, (serializers.FileField, serializers.RelatedField))
-                for field in cls._declared_fields.values()
-            )
-        return plain
+
+def _holds_fields(field: serializers.Field) -> bool:
+    """A serializer, or a field with a ``child`` (lists, dicts) or a ``child_relation`` (many related)."""
+    return isinstance(field, serializers.BaseSerializer) or hasattr(field, "child") or hasattr(field, "child_relation")
+
+
+def _plain_fields(cls: type[LeanSerializer]) -> bool:
+    """Whether ``cls`` can render from its declared fields (see LeanSerializer).
+
+    Fields that fetch their own attribute (related fields) or read the request (URLs), and
+    serializers that choose their fields per instance, need DRF's binding.
+    """
+    return cls.get_fields is LeanSerializer.get_fields and all(
+        field.source is None
+        and not field.write_only
+        and not _holds_fields(field)
+        and type(field).get_attribute is serializers.Field.get_attribute
+        and not isinstance(field, (serializers.FileField, serializers.RelatedField))
+        for field in cls._declared_fields.values()
+    )
 
 
 class StrictSerializer(LeanSerializer):
