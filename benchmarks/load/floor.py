@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/load/floor.py --users 1,2,4,8 --duration 20
 
 What this machine gives *any* Python web app under ``make load``'s setup: 2 gunicorn workers with
-8 threads, no keep-alive, an access log, and locust on the same cores. The app answers every
+8 threads, no keep-alive, as many connections per worker as threads, an access log, and locust on the same cores. The app answers every
 request at once with a fixed JSON body, so the figures are the HTTP server's and the load
 generator's cost alone; compare them with the ``hits only`` rows of docs/benchmarks.md.
 """
@@ -47,7 +47,7 @@ class Hits(FastHttpUser):
 def run(users: int, duration: int, locust: Path, work: Path) -> str:
     port = free_port()
     config = work / "gunicorn.conf.py"
-    config.write_text(f'bind = "127.0.0.1:{port}"\nworkers = 2\nthreads = 8\nkeepalive = 0\naccesslog = "-"\n')
+    config.write_text(f'bind = "127.0.0.1:{port}"\nworkers = 2\nthreads = 8\nkeepalive = 0\nworker_connections = 8\naccesslog = "-"\n')
     log = open(work / "gunicorn.log", "wb")  # noqa: SIM115  # closed below
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(config), "benchmarks.load.floor:application"],
