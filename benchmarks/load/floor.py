@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/load/floor.py --users 1,2,4,8 --duration 20
 
 What this machine gives *any* Python web app under ``make load``'s setup: 2 gunicorn workers with
-8 threads, no keep-alive, as many connections per worker as threads, an access log, and locust on the same cores. The app answers every
-request at once with a fixed JSON body, so the figures are the HTTP server's and the load
-generator's cost alone; compare them with the ``hits only`` rows of docs/benchmarks.md.
+8 threads, no keep-alive, as many connections per worker as threads, an access log, and locust on
+the same cores. The app answers every request at once with a fixed JSON body, so the figures are the
+HTTP server's and the load generator's cost alone; compare them with the ``hits only`` rows of
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -44,10 +45,16 @@ class Hits(FastHttpUser):
 """
 
 
+def gunicorn_config(port: int) -> str:
+    """The service's gunicorn settings under ``make load`` (gunicorn.conf.py's defaults, 2 workers)."""
+    settings = {"workers": 2, "threads": 8, "keepalive": 0, "worker_connections": 8, "accesslog": '"-"'}
+    return f'bind = "127.0.0.1:{port}"\n' + "".join(f"{name} = {value}\n" for name, value in settings.items())
+
+
 def run(users: int, duration: int, locust: Path, work: Path) -> str:
     port = free_port()
     config = work / "gunicorn.conf.py"
-    config.write_text(f'bind = "127.0.0.1:{port}"\nworkers = 2\nthreads = 8\nkeepalive = 0\nworker_connections = 8\naccesslog = "-"\n')
+    config.write_text(gunicorn_config(port))
     log = open(work / "gunicorn.log", "wb")  # noqa: SIM115  # closed below
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(config), "benchmarks.load.floor:application"],
