@@ -198,37 +198,3 @@ def test_admin_document_is_embedded_on_save(admin_client):
     embedder = load_embedder()
     assert document.embedding_model == embedder.model_name
     assert document.get_embedding().shape == (embedder.dim,)
-
-
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({"GUNICORN_THREADS": "6"}, 6),  # no keep-alive: a worker holds only what its threads serve
-        ({"GUNICORN_THREADS": "6", "GUNICORN_KEEPALIVE": "5"}, 1000),  # room for idle connections
-        ({"GUNICORN_THREADS": "6", "GUNICORN_WORKER_CONNECTIONS": "40"}, 40),
-    ],
-)
-def test_a_gunicorn_worker_accepts_no_more_connections_than_it_can_serve(monkeypatch, env, expected):
-    import runpy
-
-    for name in ("GUNICORN_THREADS", "GUNICORN_KEEPALIVE", "GUNICORN_WORKER_CONNECTIONS"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["worker_connections"] == expected
-
-
-def test_a_gunicorn_worker_freezes_what_it_loaded(monkeypatch):
-    import gc
-    import runpy
-
-    from cache_app.console import scheduler
-
-    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-    monkeypatch.setattr(scheduler, "start_embedded_snapshots", lambda: None)
-    gc.unfreeze()
-    try:
-        config["post_worker_init"](None)
-        assert gc.get_freeze_count() > 10_000  # Django and the apps: spared by every later collection
-    finally:
-        gc.unfreeze()
