@@ -48,6 +48,7 @@ from cache_app.core.cluster import FAILOVER_ERRORS, reload_slot_map
 from cache_app.core.counters import get_counters
 from cache_app.core.policies import BatchSettings, get_policy_source
 from cache_app.core.redis_client import get_redis
+from cache_app.core.state import process_wide
 from cache_app.core.taskopts import BrokerUnavailableError, send_task
 from cache_app.llm.client import LLMClient, LLMResponse, get_llm_client, run_sync
 
@@ -277,15 +278,47 @@ def _script(source: str, key: str, *args: Any) -> Callable[[Any], Any]:
     return lambda client: client.eval(source, 1, key, *args)
 
 
+class StoreOutage:
+    """When this process's wave state started failing: one clock for every WaveStore call.
+
+    A call's retry budget runs from the outage's start, not from the call's own: through a
+    failover's gap every call still waits for the promotion, but once Redis has been down for a
+    whole budget, later calls fail after one attempt instead of each holding a web thread for
+    the budget again. A failure more than a budget after the previous one starts a new outage,
+    so a forgotten one cannot cut a later blip short; any success ends it.
+    """
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.last = 0.0
+
+    def started(self, now: float, budget: float) -> float:
+        """The start of the outage that a failure at ``now`` belongs to."""
+        if self.since is None or now - self.last > budget:
+            self.since = now
+        self.last = now
+        return self.since
+
+    def ended(self) -> None:
+        if self.since is not None:
+            self.since = None
+
+
+@process_wide
+def get_store_outage() -> StoreOutage:
+    return StoreOutage()
+
+
 class WaveStore:
     """One hash per wave: ``meta``, ``n``, ``done``, and per atom ``a:<i>`` (spec), ``s:<i>`` (status),
     ``r:<i>`` (result); per batch ``b:<n>`` (atom indexes) and ``t:<n>`` (attempts).
 
     Waves cannot fail open like the caches, so every operation rides out a failover's gap:
-    :meth:`_call` retries transient Redis errors with capped exponential backoff for
-    ``WAVE_STORE_RETRY_SECONDS``, then raises the last one (the API answers 503). Each attempt
-    takes the client afresh: the Sentinel pool asks the sentinels for the master on its next
-    connection, and a Cluster client's slot map is reloaded before each retry. A retry
+    :meth:`_call` retries transient Redis errors with capped exponential backoff until
+    ``WAVE_STORE_RETRY_SECONDS`` after the outage began (:class:`StoreOutage`), then raises the
+    last one (the API answers 503). Each attempt takes the client afresh: the Sentinel pool asks
+    the sentinels for the master on its next connection, and a Cluster client's slot map is
+    reloaded before each retry. A retry
     is safe because every operation may land twice: ``create`` and ``set_batches`` write the
     same fields again; ``mark`` only moves pending atoms, so a repeat moves nothing (if the
     first reply was lost, ``WAVE_ATOMS`` undercounts those atoms: acceptable, the wave state
@@ -301,12 +334,14 @@ class WaveStore:
         retry_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = time.sleep,
+        outage: StoreOutage | None = None,
     ) -> None:
         self._redis = redis
         self._ttl = ttl_seconds
         self._retry = retry_seconds
         self._clock = clock
         self._sleep = sleep
+        self._outage = outage
 
     @property
     def redis(self) -> Any:
@@ -320,16 +355,25 @@ class WaveStore:
     def retry_seconds(self) -> float:
         return float(conf.get("WAVE_STORE_RETRY_SECONDS") if self._retry is None else self._retry)
 
+    @property
+    def outage(self) -> StoreOutage:
+        return self._outage if self._outage is not None else get_store_outage()
+
     def _call(self, operation: Callable[[Any], T]) -> T:
-        """``operation(client)``, retried on transient Redis errors until the budget is spent."""
-        give_up = self._clock() + self.retry_seconds
-        pause = RETRY_FIRST_PAUSE
+        """``operation(client)``, retried on transient Redis errors until the outage's budget is spent."""
+        budget, outage = self.retry_seconds, self.outage
+        pause, give_up = RETRY_FIRST_PAUSE, None
         while True:
             client = self.redis
             try:
-                return operation(client)
+                result = operation(client)
             except FAILOVER_ERRORS as exc:
-                left = give_up - self._clock()
+                now = self._clock()
+                began = outage.started(now, budget)
+                # Fixed at this call's first failure: another request's success (another Cluster
+                # node) may end the outage meanwhile, and must not give this call a new budget.
+                give_up = began + budget if give_up is None else give_up
+                left = give_up - now
                 if left <= 0:
                     raise
                 if pause == RETRY_FIRST_PAUSE:
@@ -337,6 +381,9 @@ class WaveStore:
                 self._sleep(min(pause, left))
                 pause = min(pause * 2, RETRY_MAX_PAUSE)
                 reload_slot_map(client)
+            else:
+                outage.ended()
+                return result
 
     def create(self, meta: WaveMeta, atoms: Sequence[AtomSpec]) -> None:
         mapping: dict[str, Any] = {"meta": meta.to_json(), "n": len(atoms), "done": 0, "batches": 0}

@@ -122,7 +122,8 @@ DEFAULTS: dict[str, Any] = {
     # Waves cannot fail open like the caches: a wave's Redis operations are retried (capped
     # exponential backoff) for up to this many seconds, then the API answers 503. A Sentinel or
     # Cluster failover takes about 2-3 s from the failure to the promotion (the load test
-    # measured 2.0-2.3 s), so 5 s rides one out. 0: no retries.
+    # measured 2.0-2.3 s), so 5 s rides one out. The budget runs from the outage's start in this
+    # process, so a long outage holds web threads for its first 5 s only. 0: no retries.
     "WAVE_STORE_RETRY_SECONDS": 5.0,
     # Idempotency-Key records: a retry within this time replays the first response.
     "IDEMPOTENCY_TTL_SECONDS": 86400,

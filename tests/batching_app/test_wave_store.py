@@ -9,7 +9,7 @@ import pytest
 import redis as redis_lib
 
 from batching_app import waves
-from batching_app.waves import WaveMeta, WaveStore, build_atoms
+from batching_app.waves import StoreOutage, WaveMeta, WaveStore, build_atoms, get_store_outage
 from cache_app.core import keys
 from cache_app.core.cluster import ClusterClientError
 from tests.batching_app.fakes import atom
@@ -141,6 +141,101 @@ def test_a_budget_of_0_means_one_attempt(settings):
         store.read(str(uuid.uuid4()))
     assert client.attempts == 1
     assert time.sleeps == []
+
+
+class Switchable:
+    """A client whose ``hgetall`` fails while ``down`` and answers from ``client`` otherwise."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.down = True
+        self.attempts = 0
+
+    def hgetall(self, key: str) -> Any:
+        self.attempts += 1
+        if self.down:
+            raise redis_lib.ConnectionError(f"attempt {self.attempts}")
+        return self.client.hgetall(key)
+
+
+WAVE_1, WAVE_2, WAVE_3 = (str(uuid.uuid4()) for _ in range(3))
+
+
+def stores_sharing_an_outage(client: Any) -> tuple[WaveStore, WaveStore, FakeTime]:
+    """Two stores (two requests) of one process: one clock, one outage."""
+    time, outage = FakeTime(), StoreOutage()
+    first, second = (
+        WaveStore(client, retry_seconds=2.0, clock=time, sleep=time.sleep, outage=outage) for _ in range(2)
+    )
+    return first, second, time
+
+
+def test_once_redis_has_been_down_a_whole_budget_later_calls_fail_at_once():
+    client = Failing()
+    first, second, time = stores_sharing_an_outage(client)
+    with pytest.raises(redis_lib.ConnectionError):
+        first.read(WAVE_1)
+    assert sum(time.sleeps) == pytest.approx(2.0)
+    time.sleeps.clear()
+    with pytest.raises(redis_lib.ConnectionError):
+        second.read(WAVE_2)  # a second request in the same outage holds no thread for another budget
+    assert time.sleeps == []
+    assert client.attempts == 9
+
+
+def test_a_call_that_starts_mid_outage_gets_what_is_left_of_its_budget():
+    client = Failing()
+    first, second, time = stores_sharing_an_outage(client)
+    with pytest.raises(redis_lib.ConnectionError):
+        first.read(WAVE_1)
+    time.now -= 1.5  # as if the second request had failed half a second into the outage
+    time.sleeps.clear()
+    with pytest.raises(redis_lib.ConnectionError):
+        second.read(WAVE_2)
+    assert sum(time.sleeps) == pytest.approx(1.5)
+
+
+def test_a_failure_long_after_the_last_one_starts_a_new_outage_with_a_whole_budget():
+    client = Failing()
+    first, second, time = stores_sharing_an_outage(client)
+    with pytest.raises(redis_lib.ConnectionError):
+        first.read(WAVE_1)
+    time.now += 60  # no wave traffic for a minute: the old outage tells nothing about this failure
+    time.sleeps.clear()
+    with pytest.raises(redis_lib.ConnectionError):
+        second.read(WAVE_2)
+    assert sum(time.sleeps) == pytest.approx(2.0)
+
+
+def test_a_success_ends_the_outage(redis):
+    client = Switchable(redis)
+    first, second, time = stores_sharing_an_outage(client)
+    with pytest.raises(redis_lib.ConnectionError):
+        first.read(WAVE_1)
+    client.down = False
+    assert second.read(WAVE_2) is None  # Redis is back: answered (an unknown wave)
+    client.down = True
+    time.sleeps.clear()
+    with pytest.raises(redis_lib.ConnectionError):
+        first.read(WAVE_3)
+    assert sum(time.sleeps) == pytest.approx(2.0)  # a new outage, a whole budget
+
+
+def test_successes_elsewhere_during_a_call_do_not_extend_its_budget():
+    client, time, outage = Failing(), FakeTime(), StoreOutage()
+
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds)
+        outage.ended()  # meanwhile another request, on a Cluster node that is up, succeeded
+
+    store = WaveStore(client, retry_seconds=2.0, clock=time, sleep=sleep, outage=outage)
+    with pytest.raises(redis_lib.ConnectionError):
+        store.read(WAVE_1)
+    assert sum(time.sleeps) == pytest.approx(2.0)
+
+
+def test_the_outage_is_shared_by_every_store_of_the_process():
+    assert WaveStore().outage is WaveStore().outage is get_store_outage()
 
 
 class Nodes:
