@@ -300,8 +300,7 @@ class StoreOutage:
         return self.since
 
     def ended(self) -> None:
-        if self.since is not None:
-            self.since = None
+        self.since = None
 
 
 @process_wide
@@ -369,10 +368,9 @@ class WaveStore:
                 result = operation(client)
             except FAILOVER_ERRORS as exc:
                 now = self._clock()
-                began = outage.started(now, budget)
-                # Fixed at this call's first failure: another request's success (another Cluster
-                # node) may end the outage meanwhile, and must not give this call a new budget.
-                give_up = began + budget if give_up is None else give_up
+                began = outage.started(now, budget)  # every failure keeps the outage current
+                if give_up is None:  # fixed at the first failure: a success elsewhere must not extend it
+                    give_up = began + budget
                 left = give_up - now
                 if left <= 0:
                     raise

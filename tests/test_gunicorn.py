@@ -12,7 +12,8 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.cluster.conftest import wait_for
+from tests.conftest import ROOT, free_port
 
 # A WSGI app whose /hold requests stay in their handler until the test lets them go: each one
 # connects to the test's gate socket (so the test knows it entered) and waits for it to close.
@@ -27,12 +28,6 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> str:
@@ -80,7 +75,7 @@ def test_a_request_waits_for_any_free_thread_not_behind_a_busy_worker(tmp_path):
     (tmp_path / "holding_app.py").write_text(HOLDING_APP)
     gate = socket.create_server(("127.0.0.1", 0))
     gate.settimeout(30)
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "PROMETHEUS_"))},
         "GUNICORN_BIND": f"127.0.0.1:{port}",
@@ -105,7 +100,7 @@ def test_a_request_waits_for_any_free_thread_not_behind_a_busy_worker(tmp_path):
     answers: list[str] = []
     holders: list[threading.Thread] = []
     try:
-        _wait_for_server(base, server)
+        wait_for(lambda: _answer_unless_exited(server, base), "gunicorn")  # OSError: not up yet
         for _ in range(3):
             holder = threading.Thread(target=lambda: answers.append(_get(f"{base}/hold")))
             holder.start()
@@ -128,12 +123,6 @@ def test_a_request_waits_for_any_free_thread_not_behind_a_busy_worker(tmp_path):
     assert len(set(answers)) == 2  # the held requests were spread over both workers
 
 
-def _wait_for_server(base: str, server: subprocess.Popen) -> str:
-    for _ in range(600):
-        if server.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {server.stderr.read().decode()[-2000:] if server.stderr else ''}")
-        try:
-            return _get(f"{base}/")
-        except OSError:
-            threading.Event().wait(0.05)
-    raise AssertionError("gunicorn did not answer")
+def _answer_unless_exited(server: subprocess.Popen, base: str) -> str:
+    assert server.poll() is None, f"gunicorn exited: {server.stderr.read().decode()[-2000:] if server.stderr else ''}"
+    return _get(f"{base}/")

@@ -12,6 +12,7 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from benchmarks.load.run import cpu_ticks, ensure_locust, free_port, read_stats, wait_until  # noqa: E402
+from benchmarks.load.run import Stack, cpu_ticks, ensure_locust, free_port, read_stats, wait_until  # noqa: E402
 
 BODY = b'{"text": "cached", "cached": true}'
 
@@ -51,19 +52,21 @@ def gunicorn_config(port: int) -> str:
     return f'bind = "127.0.0.1:{port}"\n' + "".join(f"{name} = {value}\n" for name, value in settings.items())
 
 
-def run(users: int, duration: int, locust: Path, work: Path) -> str:
+def start_floor(stack: Stack) -> int:
+    """The empty app behind the service's gunicorn settings, on a free port; ``stack.close()`` ends it."""
     port = free_port()
-    config = work / "gunicorn.conf.py"
+    config = stack.work / "floor-gunicorn.conf.py"
     config.write_text(gunicorn_config(port))
-    log = open(work / "gunicorn.log", "wb")  # noqa: SIM115  # closed below
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(config), "benchmarks.load.floor:application"],
-        cwd=HERE.parents[1],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    command = [sys.executable, "-m", "gunicorn", "-c", str(config), "benchmarks.load.floor:application"]
+    stack.spawn("floor", command, dict(os.environ))
+    wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200, "gunicorn")
+    return port
+
+
+def run(users: int, duration: int, locust: Path, work: Path) -> str:
+    stack = Stack(work)
     try:
-        wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200, "gunicorn")
+        port = start_floor(stack)
         busy, total = cpu_ticks()
         out = subprocess.run(
             [str(locust), "-f", str(work / "locustfile.py"), "--headless", "-u", str(users), "-r", str(users),
@@ -72,9 +75,7 @@ def run(users: int, duration: int, locust: Path, work: Path) -> str:
         )  # fmt: skip
         busy_after, total_after = cpu_ticks()
     finally:
-        server.terminate()
-        server.wait(timeout=20)
-        log.close()
+        stack.close()
     row = read_stats((out.stdout + out.stderr).decode())["llm hit"]
     cpu = 100.0 * (busy_after - busy) / max(1, total_after - total)
     return (

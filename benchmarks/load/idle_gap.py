@@ -19,7 +19,6 @@ import secrets
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from benchmarks.load import run  # noqa: E402
-from benchmarks.load.floor import gunicorn_config  # noqa: E402
+from benchmarks.load.floor import start_floor  # noqa: E402
 
 
 def post_once(port: int, path: str, body: bytes, headers: dict[str, str]) -> float:
@@ -102,14 +101,9 @@ def service_rows(hits: int, pauses: list[float], work: Path) -> list[str]:
 
 def floor_rows(hits: int, pauses: list[float], work: Path) -> list[str]:
     work.mkdir()
-    port = run.free_port()
-    config = work / "floor-gunicorn.conf.py"
-    config.write_text(gunicorn_config(port))
     stack = run.Stack(work)
     try:
-        command = [run.PY, "-m", "gunicorn", "-c", str(config), "benchmarks.load.floor:application"]
-        stack.spawn("floor", command, dict(os.environ))
-        run.wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200, "floor")
+        port = start_floor(stack)
         body = b'{"prompt": "p", "temperature": 0}'
         headers = {"Content-Type": "application/json"}
         return measure("empty app", lambda n: post_once(port, "/", body, headers), hits, pauses)
