@@ -47,6 +47,13 @@ REDIS_BREAKER_OPEN = Gauge(
 REDIS_BREAKER_TRIPS = Counter(
     "mgecache_redis_breaker_trips_total", "Times the Redis circuit breaker opened.", ["client"]
 )
+# A timeout is checked by a ping of the breaker's own before it counts (CircuitBreaker.record_failure):
+# answered = the ping succeeded, so the timeout was this process's stall, not Redis's.
+REDIS_TIMEOUTS_VERIFIED = Counter(
+    "mgecache_redis_timeouts_verified_total",
+    "Timeouts re-checked by a ping before the breaker counts them, by the ping's result.",
+    ["client", "result"],
+)
 # One observation per outage: from the breaker opening until a probe closed it (a failover's gap).
 REDIS_OUTAGE_SECONDS = Histogram(
     "mgecache_redis_outage_seconds",

@@ -10,7 +10,8 @@
 * :class:`CircuitBreaker` bounds the cost of an outage: the first failure costs at most
   the socket timeout; while the breaker is open calls skip Redis in microseconds, and a
   background thread (never a caller) probes Redis and closes the breaker once it answers,
-  whether or not any call comes meanwhile.
+  whether or not any call comes meanwhile. A timeout opens it only once a ping of its own
+  has failed too (why: :meth:`CircuitBreaker.record_failure`).
 * :class:`RedisGuard` runs one cache operation under the breaker, counts and rate-limits
   the logging of failures, and returns a default instead of raising.
 """
@@ -136,6 +137,7 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._outage_since: float | None = None  # first opening of the current outage (not reset by probes)
         self._prober: threading.Thread | None = None  # the background probe while open (it clears this)
+        self._verifier: threading.Thread | None = None  # the ping that checks a timeout (it clears this)
         self._closed = threading.Event()
         self._closed.set()
         _breakers.add(self)
@@ -177,7 +179,18 @@ class CircuitBreaker:
                         self._outage_since = None
                     logger.warning("Redis is answering again: cache %s resumed", self.name)
 
-    def record_failure(self) -> None:
+    def record_failure(self, exc: BaseException | None = None) -> None:
+        """Count a failure; a timeout (``exc``) counts only if a ping from a thread of its own fails too.
+
+        In a process short of CPU, an event loop can run a read's timeout before the read that
+        had its answer (asyncio runs due timers before the task the data woke): on a saturated
+        web worker that opened the breaker with Redis idle, and turned a second of hits into
+        provider calls. The ping's socket timeout is kept by the kernel, so only a Redis that
+        does not answer fails it. Refusals and resets count at once.
+        """
+        if self._probe is not None and isinstance(exc, (TimeoutError, redis.TimeoutError)):
+            self._verify_timeout()
+            return
         with self._lock:
             self._failures += 1
             opened = self._opened_at is None and self._failures >= self.failure_threshold
@@ -190,6 +203,36 @@ class CircuitBreaker:
                 self._opened_at = self._clock()  # a failed probe restarts the wait
         if opened:
             self._start_probe()
+
+    def _verify_timeout(self) -> None:
+        with self._lock:
+            if self._opened_at is not None or self._verifier is not None:
+                return  # already open, or a ping is deciding for this burst of timeouts
+            self._verifier = threading.Thread(
+                target=self._verify_step, name=f"mgecache-{self.name}-verify", daemon=True
+            )
+            self._verifier.start()
+
+    def _verify_step(self) -> None:
+        assert self._probe is not None
+        try:
+            self._probe()
+        except Exception:
+            answered = False
+        else:
+            answered = True
+        metrics.REDIS_TIMEOUTS_VERIFIED.labels(self.name, "answered" if answered else "failed").inc()
+        if not answered:
+            self.record_failure()
+        with self._lock:
+            self._verifier = None
+
+    def wait_verified(self, timeout: float | None = None) -> bool:
+        """Block until no timeout is being checked (tests); False if one still is after ``timeout``."""
+        verifier = self._verifier
+        if verifier is not None:
+            verifier.join(timeout)
+        return self._verifier is None
 
     def _start_probe(self) -> None:
         with self._lock:
@@ -230,6 +273,7 @@ def _after_fork_in_child() -> None:
     for breaker in list(_breakers):
         breaker._lock = threading.Lock()
         breaker._prober = None
+        breaker._verifier = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -280,7 +324,7 @@ class RedisGuard:
         try:
             result = fn()
         except (redis.RedisError, OSError, ClusterClientError) as exc:
-            self.breaker.record_failure()
+            self.breaker.record_failure(exc)
             self._failed(operation, exc)
             return default
         self.breaker.record_success()
@@ -293,7 +337,7 @@ class RedisGuard:
         try:
             result = await fn()
         except (TimeoutError, redis.RedisError, OSError, ClusterClientError) as exc:
-            self.breaker.record_failure()
+            self.breaker.record_failure(exc)
             self._failed(operation, exc)
             return default
         self.breaker.record_success()

@@ -7,8 +7,10 @@ and it ends when the breaker closes or is dropped. Tests wait on events, never o
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
+import time
 import uuid
 
 import pytest
@@ -144,3 +146,95 @@ def test_an_outage_is_measured_from_opening_to_closing_whatever_the_failed_probe
     assert sample("sum") == pytest.approx(total + 3.5)
     breaker.record_success()  # already closed: no new outage
     assert sample("count") == count + 1
+
+
+# --- a timeout opens the breaker only when the breaker's own ping fails too ---------------------
+
+
+def verified(name: str, result: str) -> float:
+    from prometheus_client import REGISTRY
+
+    sample = REGISTRY.get_sample_value("mgecache_redis_timeouts_verified_total", {"client": name, "result": result})
+    return sample or 0.0
+
+
+def test_a_timeout_opens_the_breaker_only_if_the_breakers_ping_fails_too():
+    probe, name = SwitchableProbe(), f"verify-{uuid.uuid4()}"
+    probe.up.set()
+    breaker = CircuitBreaker(probe=probe, failure_threshold=1, reset_seconds=3600, name=name)
+    breaker.record_failure(redis_lib.TimeoutError("Timeout reading from socket"))
+    assert breaker.wait_verified(5)
+    assert not breaker.is_open  # Redis answered the ping: this process was slow, not Redis
+    assert (probe.calls, verified(name, "answered")) == (1, 1)
+    probe.up.clear()
+    breaker.record_failure(TimeoutError())  # asyncio's timeout, as the async client raises it
+    assert breaker.wait_verified(5)
+    assert breaker.is_open
+    assert verified(name, "failed") == 1
+
+
+def test_a_refused_connection_opens_the_breaker_at_once_without_a_ping():
+    probe = SwitchableProbe()
+    breaker = CircuitBreaker(probe=probe, failure_threshold=1, reset_seconds=3600, name=f"refused-{uuid.uuid4()}")
+    breaker.record_failure(redis_lib.ConnectionError("Connection refused"))
+    assert breaker.is_open
+    assert breaker._verifier is None
+
+
+def test_one_ping_decides_for_a_burst_of_timeouts():
+    release, started, calls = threading.Event(), threading.Event(), []
+
+    def slow_ping() -> None:
+        calls.append(1)
+        started.set()
+        assert release.wait(10)
+
+    breaker = CircuitBreaker(probe=slow_ping, failure_threshold=1, reset_seconds=3600, name=f"burst-{uuid.uuid4()}")
+    breaker.record_failure(TimeoutError())
+    assert started.wait(10)
+    for _ in range(20):  # a stalled loop times out every read it had in flight at once
+        breaker.record_failure(TimeoutError())
+    release.set()
+    assert breaker.wait_verified(10)
+    assert calls == [1]
+    assert not breaker.is_open
+
+
+async def test_a_read_timed_out_by_a_stalled_event_loop_leaves_the_breaker_closed(private_redis, monkeypatch):
+    """The load test's failure: Redis answered at once, but the loop ran the read's timeout first.
+
+    The loop's thread is held for longer than the read timeout (0.25 s) between sending a
+    lookup and reading its answer, as on a web worker short of CPU. asyncio then runs the
+    due timeout before the task the answer woke, so this one lookup fails open; the breaker
+    must stay closed, so the next lookup hits.
+    """
+    client = short_timeout_client(private_redis.port)
+    name = f"stall-{uuid.uuid4()}"
+    breaker = CircuitBreaker(probe=client.ping, failure_threshold=1, reset_seconds=3600, name=name)
+    llm = LLMPromptCache(client, policies=StaticPolicies(), breaker=breaker)
+    await llm.aset("q", MODEL, 0, "answer", prompt_tokens=1, completion_tokens=1)
+    assert (await llm.aget("q", MODEL, 0)).text == "answer"  # connected
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    real_select, real_send = selector.select, redis_lib.asyncio.Connection.send_packed_command
+    sent = threading.Event()
+
+    async def send_then_stall(self, *args, **kwargs):
+        await real_send(self, *args, **kwargs)
+        sent.set()  # the lookup is sent; its read (and the read's timeout) starts before the loop selects again
+
+    def stalled_select(timeout=None):
+        if sent.is_set():
+            selector.select = real_select  # once
+            time.sleep(0.4)  # the stall itself: this thread is held past the read timeout
+        return real_select(timeout)
+
+    monkeypatch.setattr(redis_lib.asyncio.Connection, "send_packed_command", send_then_stall)
+    selector.select = stalled_select
+    assert await llm.aget("q", MODEL, 0) is None  # timed out with its answer waiting: failed open
+    selector.select = real_select
+    monkeypatch.undo()
+    assert breaker.wait_verified(5)
+    assert not breaker.is_open
+    assert verified(name, "answered") == 1
+    assert (await llm.aget("q", MODEL, 0)).text == "answer"  # the next lookup hits
+    await llm.async_client().aclose()

@@ -82,11 +82,12 @@ def test_stopped_redis_fails_open_and_the_breaker_keeps_calls_off_the_socket(pri
         cache.invalidate_masterplan(mp)  # an invalidation must not pretend it happened
 
 
-def test_blackholed_port_fails_open_after_one_socket_timeout(blackhole_port, clock, monkeypatch):
+def test_blackholed_port_fails_open_after_one_socket_timeout_and_a_failed_ping(blackhole_port, clock, monkeypatch):
     client = short_timeout_client(blackhole_port)
     cache, breaker = cache_on(client, clock, reset_seconds=60)  # its background probe stays off the socket
     get_errors = errors("get")
     assert cache.get("q", MODEL, 0) is None  # accepted, never answered: one socket timeout
+    assert breaker.wait_verified(5)  # the breaker's own ping times out too
     assert breaker.is_open
     sockets = count_connections(monkeypatch, client)
     for i in range(100):
@@ -119,6 +120,7 @@ async def test_async_twins_fail_open_on_a_blackholed_port(blackhole_port, clock)
     cache._amget = counting_mget
     get_errors = errors("get")
     assert await cache.aget("q", MODEL, 0) is None
+    assert breaker.wait_verified(5)  # the breaker's own ping (the sync client's) times out too
     assert breaker.is_open
     assert calls == ["MGET"]
     for i in range(50):

@@ -253,7 +253,8 @@ def test_a_blackholed_redis_fails_open(blackhole_port, clock):
     cache, breaker = cache_on(client, clock)
     v = vectors(1, 384, 4)[0]
     before = errors("get")
-    assert cache.get("q", v, embedding_model=MODEL, top_k=5) is None  # one socket timeout, then open
+    assert cache.get("q", v, embedding_model=MODEL, top_k=5) is None  # one socket timeout
+    assert breaker.wait_verified(5)  # then the breaker's ping times out too: open
     assert breaker.is_open
     for _ in range(20):
         assert cache.get("q", v, embedding_model=MODEL, top_k=5) is None
