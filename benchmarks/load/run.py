@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -71,12 +72,23 @@ class Stack:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.procs: list[subprocess.Popen] = []
+        self.names: list[str] = []
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115  # closed with the process
         proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
+        self.names.append(name)
         return proc
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far per role (``celery-1`` counts as ``celery``), each process with its descendants."""
+        seconds: dict[str, float] = {}
+        for name, proc in zip(self.names, self.procs, strict=True):
+            role = name.rstrip("0123456789").rstrip("-")
+            seconds[role] = seconds.get(role, 0.0) + sum(_cpu_seconds(pid) for pid in _tree(proc.pid))
+        seconds["postgres"] = sum(_cpu_seconds(pid) for pid in _named("postgres"))
+        return seconds
 
     def close(self) -> None:
         for proc in reversed(self.procs):
@@ -88,6 +100,43 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (all its threads), 0 if it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc/<pid>/task/*/children."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+    return pids
+
+
+def _named(comm: str) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == comm:
+                pids.append(int(stat.parent.name))
+        except OSError:
+            continue
+    return pids
 
 
 def ensure_locust() -> Path:
@@ -258,7 +307,20 @@ def start_servers(stack: Stack, env: dict[str, str], web_port: int, args: argpar
     for n in (1, 2):
         stack.spawn(
             f"celery-{n}",
-            [PY, "-m", "celery", "-A", "mgecache_site", "worker", "-c", "1", "-n", f"load{n}@%h", "-l", "warning"],
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "mgecache_site",
+                "worker",
+                "-c",
+                str(args.celery_concurrency),
+                "-n",
+                f"load{n}@%h",
+                "-l",
+                "warning",
+            ],
             {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"},  # scraped by nobody here
         )
     stack.spawn(
@@ -274,6 +336,12 @@ def start_servers(stack: Stack, env: dict[str, str], web_port: int, args: argpar
     health = f"http://127.0.0.1:{web_port}/healthz"
     wait_until(lambda: urllib.request.urlopen(health, timeout=2).status == 200, "the web workers", 120)
     return key
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this script's reaped children (here: locust, once it has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_ticks() -> tuple[int, int]:
@@ -321,6 +389,7 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
             threading.Thread(target=kill_a_primary, args=(cluster, args.duration / 3, failure), daemon=True).start()
         prefix = work / "locust"
         busy_before, total_before = cpu_ticks()
+        roles_before, locust_before = stack.cpu_seconds(), _children_cpu()
         generator = subprocess.run(
             [
                 str(locust), "-f", str(ROOT / "benchmarks" / "load" / "locustfile.py"), "--headless",
@@ -340,13 +409,22 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
             timeout=args.duration + 120,
         )  # fmt: skip
         busy_after, total_after = cpu_ticks()  # includes locust's 20 s stop timeout at most
+        roles = {role: spent - roles_before.get(role, 0.0) for role, spent in stack.cpu_seconds().items()}
+        roles["locust"] = _children_cpu() - locust_before
         output = (generator.stdout + generator.stderr).decode()
         (ROOT / "var" / f"load-locust-{case}-{users}.log").write_text(output)
         after = scrape(web_port, token)
         stats = read_stats(output)
         counted = {name: after[name] - before.get(name, 0.0) for name in after}
         cpu = 100.0 * (busy_after - busy_before) / max(1, total_after - total_before)
-        return {"case": f"{case}, {users} users", "stats": stats, "server": counted, "failure": failure, "cpu": cpu}
+        return {
+            "case": f"{case}, {users} users",
+            "stats": stats,
+            "server": counted,
+            "failure": failure,
+            "cpu": cpu,
+            "roles": roles,
+        }
     finally:
         stack.close()
         if cluster is not None:
@@ -386,6 +464,23 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cpu_report(results: list[dict]) -> str:
+    """Where the CPU went: seconds per role over the case, and the web workers' share per request."""
+    lines = [
+        "| case | gunicorn (s) | celery (s) | redis (s) | postgres (s) | locust (s) | gunicorn ms per request |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        roles, sent = result.get("roles", {}), result["stats"]["Aggregated"]["requests"]
+        redis_seconds = roles.get("redis", 0.0) + roles.get("cluster", 0.0)
+        lines.append(
+            f"| {result['case']} | {roles.get('gunicorn', 0):.1f} | {roles.get('celery', 0):.1f} "
+            f"| {redis_seconds:.1f} | {roles.get('postgres', 0):.1f} | {roles.get('locust', 0):.1f} "
+            f"| {1000 * roles.get('gunicorn', 0) / max(1, sent):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -397,6 +492,7 @@ def main() -> None:
     parser.add_argument("--mix", default="70,20,10,1", help="Task weights: LLM hits, misses, RAG queries, waves.")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes.")
     parser.add_argument("--threads", type=int, default=8, help="Threads per gunicorn worker.")
+    parser.add_argument("--celery-concurrency", type=int, default=1, help="Processes per Celery worker.")
     args = parser.parse_args()
     locust = ensure_locust()
     db_name = f"mgecache_load_{os.getpid()}"
@@ -415,6 +511,8 @@ def main() -> None:
     finally:
         admin_sql(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
     print(report(results))
+    print()
+    print(cpu_report(results))
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"\n(raw figures: {out.relative_to(ROOT)}; {os.cpu_count()} CPUs; {stamp})")
 
