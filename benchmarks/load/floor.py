@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/load/floor.py --users 1,2,4,8 --duration 20
 
-What this machine gives *any* Python web app under ``make load``'s setup: 2 gunicorn workers with
-8 threads, no keep-alive, as many connections per worker as threads, an access log, and locust on
+What this machine gives *any* Python web app under ``make load``'s setup: its gunicorn workers and
+threads, no keep-alive, as many connections per worker as threads, an access log, and locust on
 the same cores. The app answers every request at once with a fixed JSON body, so the figures are the
 HTTP server's and the load generator's cost alone; compare them with the ``hits only`` rows of
 docs/benchmarks.md.
@@ -23,7 +23,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from benchmarks.load.run import Stack, cpu_ticks, ensure_locust, free_port, read_stats, wait_until  # noqa: E402
+from benchmarks.load.run import (  # noqa: E402
+    THREADS,
+    WORKERS,
+    Stack,
+    cpu_ticks,
+    ensure_locust,
+    free_port,
+    read_stats,
+    wait_until,
+)
 
 BODY = b'{"text": "cached", "cached": true}'
 
@@ -47,8 +56,14 @@ class Hits(FastHttpUser):
 
 
 def gunicorn_config(port: int) -> str:
-    """The service's gunicorn settings under ``make load`` (gunicorn.conf.py's defaults, 2 workers)."""
-    settings = {"workers": 2, "threads": 8, "keepalive": 0, "worker_connections": 8, "accesslog": '"-"'}
+    """The service's gunicorn settings under ``make load`` (gunicorn.conf.py's defaults, run.py's workers)."""
+    settings = {
+        "workers": WORKERS,
+        "threads": THREADS,
+        "keepalive": 0,
+        "worker_connections": THREADS,
+        "accesslog": '"-"',
+    }
     return f'bind = "127.0.0.1:{port}"\n' + "".join(f"{name} = {value}\n" for name, value in settings.items())
 
 

@@ -4,7 +4,7 @@
 
 No load at all: the figures are what a single hit costs on this machine, back to back and after the
 machine has been idle for a moment (as a load-test user is after each ~0.1 s miss). Two targets on the
-same gunicorn settings: the service (2 workers, a private redis-server and Postgres database, the
+same gunicorn settings: the service (``make load``'s workers, a private redis-server and Postgres database, the
 prompts stored through the API, as in ``run.py``) and the empty WSGI app of ``floor.py``. Each hit opens
 a new connection, as every request does without keep-alive. Prints p50 / p90 / p99 per target and pause.
 """
@@ -83,7 +83,12 @@ def service_rows(hits: int, pauses: list[float], work: Path) -> list[str]:
             work / "prometheus",
             secrets.token_urlsafe(16),
         )
-        key = run.start_servers(stack, env, web_port, argparse.Namespace(workers=2, threads=8))
+        key = run.start_servers(
+            stack,
+            env,
+            web_port,
+            argparse.Namespace(workers=run.WORKERS, threads=run.THREADS, celery_concurrency=run.CELERY_CONCURRENCY),
+        )
         run.warm(web_port, key)
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         masterplan = run.MASTERPLANS[0]

@@ -1,8 +1,8 @@
-"""Scale-out load test: 2 gunicorn workers + 2 Celery workers under locust, on one Redis, a Cluster, a failover.
+"""Scale-out load test: 4 gunicorn workers + 2 Celery workers under locust, on one Redis, a Cluster, a failover.
 
-    make load                      # single Redis, Cluster, failover (16 users), failover at 32 users; 60 s each
-    .venv/bin/python benchmarks/load/run.py --cases single@4,single@8,single@16,single@32   # a sweep
-    .venv/bin/python benchmarks/load/run.py --cases single@2 --mix 100,0,0,0              # hits only
+    make load                      # single Redis, Cluster, failover (24 users), failover at 32 users; 60 s each
+    .venv/bin/python benchmarks/load/run.py --cases single@8,single@16,single@24,single@32  # a sweep
+    .venv/bin/python benchmarks/load/run.py --cases single@4 --mix 100,0,0,0              # hits only
 
 Every process is private and removed afterwards: a redis-server for Django's cache, throttles and
 the broker (and the caches in the ``single`` case), a 3+3 Redis Cluster for the caches in the
@@ -14,6 +14,8 @@ Reports per case: requests/s, p50/p99 per kind (locust), errors (non-2xx), and f
 (aggregated over the web workers through PROMETHEUS_MULTIPROC_DIR): the API requests the servers
 counted (must equal what locust sent), fail-open cache calls and Redis outages with their seconds;
 and the share of the machine's CPU time that was busy during the run (/proc/stat, every process).
+A second table splits the CPU seconds by role (each process with its children, /proc/<pid>/stat;
+locust from its rusage) and counts read timeouts that the breaker's ping found Redis answering.
 In the ``failover`` case a Cluster primary is SIGKILLed a third into the run.
 """
 
@@ -45,6 +47,10 @@ PY = sys.executable
 MASTERPLANS = [str(uuid.UUID(int=n * 7919 + 1)) for n in range(8)]
 HIT_PROMPTS = 50
 API_VIEWS = ("generate", "rag", "wave")
+# The servers' shape (docs/benchmarks.md, "Scale-out load test", says why): 4 web workers x 8 threads, so
+# that the misses and waiting waves in flight leave threads for hits and the cores can saturate; 2 Celery
+# workers of 4 processes, so that waves (which a waiting web thread follows) do not queue behind each other.
+WORKERS, THREADS, CELERY_CONCURRENCY, USERS = 4, 8, 4, 24
 
 
 def free_port() -> int:
@@ -197,7 +203,13 @@ print(out.getvalue().strip().splitlines()[-1])
 def scrape(port: int, token: str) -> dict[str, float]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
     text = urllib.request.urlopen(request, timeout=10).read().decode()
-    totals: dict[str, float] = {"api_requests": 0.0, "fail_open": 0.0, "outages": 0.0, "outage_seconds": 0.0}
+    totals: dict[str, float] = {
+        "api_requests": 0.0,
+        "fail_open": 0.0,
+        "outages": 0.0,
+        "outage_seconds": 0.0,
+        "stalled_timeouts": 0.0,
+    }
     for line in text.splitlines():
         if line.startswith("#") or not line.strip():
             continue
@@ -214,6 +226,8 @@ def scrape(port: int, token: str) -> dict[str, float]:
             totals["outages"] += float(value)
         elif name.startswith("mgecache_redis_outage_seconds_sum"):
             totals["outage_seconds"] += float(value)
+        elif name.startswith("mgecache_redis_timeouts_verified_total") and 'result="answered"' in name:
+            totals["stalled_timeouts"] += float(value)  # a read timed out, but Redis answered the ping
     return totals
 
 
@@ -338,6 +352,13 @@ def start_servers(stack: Stack, env: dict[str, str], web_port: int, args: argpar
     return key
 
 
+def _nodes_cpu(cluster) -> dict[int, float]:  # type: ignore[no-untyped-def]
+    """CPU seconds so far per process of a Redis Cluster (none without one)."""
+    if cluster is None:
+        return {}
+    return {proc.pid: _cpu_seconds(proc.pid) for proc in cluster.procs.values()}
+
+
 def _children_cpu() -> float:
     """CPU seconds of this script's reaped children (here: locust, once it has exited)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -390,6 +411,7 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
         prefix = work / "locust"
         busy_before, total_before = cpu_ticks()
         roles_before, locust_before = stack.cpu_seconds(), _children_cpu()
+        nodes_before = _nodes_cpu(cluster)
         generator = subprocess.run(
             [
                 str(locust), "-f", str(ROOT / "benchmarks" / "load" / "locustfile.py"), "--headless",
@@ -411,6 +433,10 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
         busy_after, total_after = cpu_ticks()  # includes locust's 20 s stop timeout at most
         roles = {role: spent - roles_before.get(role, 0.0) for role, spent in stack.cpu_seconds().items()}
         roles["locust"] = _children_cpu() - locust_before
+        # The cluster's nodes still running (a SIGKILLed primary's seconds are not counted).
+        roles["cluster"] = sum(
+            spent - nodes_before.get(pid, 0.0) for pid, spent in _nodes_cpu(cluster).items() if spent
+        )
         output = (generator.stdout + generator.stderr).decode()
         (ROOT / "var" / f"load-locust-{case}-{users}.log").write_text(output)
         after = scrape(web_port, token)
@@ -467,8 +493,10 @@ def report(results: list[dict]) -> str:
 def cpu_report(results: list[dict]) -> str:
     """Where the CPU went: seconds per role over the case, and the web workers' share per request."""
     lines = [
-        "| case | gunicorn (s) | celery (s) | redis (s) | postgres (s) | locust (s) | gunicorn ms per request |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| case | gunicorn (s) | celery (s) | redis, with the Cluster's nodes (s) | postgres (s) | locust (s) "
+        "| gunicorn ms per request "
+        "| timeouts with Redis answering |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for result in results:
         roles, sent = result.get("roles", {}), result["stats"]["Aggregated"]["requests"]
@@ -476,7 +504,8 @@ def cpu_report(results: list[dict]) -> str:
         lines.append(
             f"| {result['case']} | {roles.get('gunicorn', 0):.1f} | {roles.get('celery', 0):.1f} "
             f"| {redis_seconds:.1f} | {roles.get('postgres', 0):.1f} | {roles.get('locust', 0):.1f} "
-            f"| {1000 * roles.get('gunicorn', 0) / max(1, sent):.2f} |"
+            f"| {1000 * roles.get('gunicorn', 0) / max(1, sent):.2f} "
+            f"| {result['server'].get('stalled_timeouts', 0):.0f} |"
         )
     return "\n".join(lines)
 
@@ -487,12 +516,14 @@ def main() -> None:
         "--cases", default="single,cluster,failover,failover@32", help="Comma-separated; name@N runs N users."
     )
     parser.add_argument("--duration", type=int, default=60, help="Seconds of load per case.")
-    # 16: the knee on 2 cores (about 80 % busy; more users add queueing, not throughput).
-    parser.add_argument("--users", type=int, default=16, help="Concurrent locust users (no think time).")
+    # 24: the knee on 2 cores with the servers below (about 85-90 % busy; more users add queueing, not throughput).
+    parser.add_argument("--users", type=int, default=USERS, help="Concurrent locust users (no think time).")
     parser.add_argument("--mix", default="70,20,10,1", help="Task weights: LLM hits, misses, RAG queries, waves.")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes.")
-    parser.add_argument("--threads", type=int, default=8, help="Threads per gunicorn worker.")
-    parser.add_argument("--celery-concurrency", type=int, default=1, help="Processes per Celery worker.")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="gunicorn worker processes.")
+    parser.add_argument("--threads", type=int, default=THREADS, help="Threads per gunicorn worker.")
+    parser.add_argument(
+        "--celery-concurrency", type=int, default=CELERY_CONCURRENCY, help="Processes per Celery worker."
+    )
     args = parser.parse_args()
     locust = ensure_locust()
     db_name = f"mgecache_load_{os.getpid()}"
