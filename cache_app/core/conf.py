@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "POLICY_REFRESH_SECONDS": 2.0,
     # Circuit breaker around Redis: after this many consecutive failures the breaker
     # opens and calls skip Redis entirely; after RESET seconds one probe is let through.
+    # A timeout counts only once the breaker's own ping times out too (a CPU-starved
+    # event loop can time out a read whose answer has arrived: CircuitBreaker).
     "BREAKER_FAILURE_THRESHOLD": 1,
     "BREAKER_RESET_SECONDS": 1.0,
     # Errors are logged at most once per this many seconds per operation.
