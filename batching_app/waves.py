@@ -770,8 +770,15 @@ class WaveBatchExecutor:
         for atom in left:
             self._fail(outcome, [atom], transient[atom.index])
 
+    def _finish(self, wave_id: str, results: list[tuple[int, str, Any]]) -> int:
+        """Mark atoms final once this process's counts are in Redis (each atom's call and write are
+        counted before its coroutine gets here): a caller that sees its wave done (``wait=true``
+        answers then) reads statistics that include them, from any process."""
+        (self._counters or get_counters()).flush()
+        return self.store.mark(wave_id, results)
+
     def _fail(self, outcome: BatchOutcome, atoms: Sequence[AtomSpec], error: BaseException | str) -> None:
-        moved = self.store.mark(outcome.wave_id, [(a.index, *failure_result(error)) for a in atoms])
+        moved = self._finish(outcome.wave_id, [(a.index, *failure_result(error)) for a in atoms])
         if moved:
             outcome.final[FAILED] = outcome.final.get(FAILED, 0) + moved
 
@@ -809,7 +816,7 @@ class WaveBatchExecutor:
             else:
                 status, result = success_result(response)
             # In a thread: through a failover the store retries for seconds, and the loop must go on.
-            if await asyncio.to_thread(self.store.mark, outcome.wave_id, [(atom.index, status, result)]):
+            if await asyncio.to_thread(self._finish, outcome.wave_id, [(atom.index, status, result)]):
                 outcome.final[status] = outcome.final.get(status, 0) + 1
 
         tasks = {asyncio.ensure_future(one(atom)): atom.index for atom in todo}

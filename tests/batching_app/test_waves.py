@@ -11,6 +11,7 @@ from batching_app.batcher import StaticBatchPolicy
 from batching_app.llm import TransientLLMError
 from batching_app.waves import WaveBatchExecutor, WaveService, WaveStore, WaveValidationError, build_atoms, plan_batches
 from cache_app.core import keys
+from cache_app.core.counters import DurableCounters
 from cache_app.core.policies import BatchSettings
 from cache_app.llm import client as client_module
 from cache_app.llm.client import get_llm_client, run_sync
@@ -140,6 +141,34 @@ def test_wait_false_returns_at_once_and_any_reader_sees_progress(redis, provider
     done = WaveService(clock=clock).get(wave_id)
     assert done["status"] == "completed"
     assert provider.prompts_per_call() == [5, 2]
+
+
+class StatsAtMark(WaveStore):
+    """A wave store that reads the shared statistics, as another process would, as each atom becomes final."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[str, float]] = []
+
+    def mark(self, wave_id, outcomes):
+        if outcomes:
+            other_process = DurableCounters()  # nothing buffered: it reads what is in Redis
+            self.seen.append(other_process.read("cost", masterplan_id=MP))
+        return super().mark(wave_id, outcomes)
+
+
+def test_a_wave_is_final_only_once_its_counts_are_in_redis(redis, provider, fixed_batch):
+    """A ``wait=true`` caller is answered when the last atom is final, and may read statistics at once
+    from another worker (the live multi-process test did): the batch's calls must be counted by then."""
+    clock, dispatch = WallClock(), Dispatched()
+    wave_id = service(clock, dispatch).submit(MP, [atom("first"), atom("second")], wait=False)["wave_id"]
+    store = StatsAtMark()
+    WaveBatchExecutor(clock=clock, store=store).run(wave_id, 0)
+    assert len(provider.requests) == 1  # one combined call for both atoms
+    # The atom whose coroutine made the call counts it before it is marked; the other may finish
+    # first. Either way, when the last atom (and so the wave) is final, the call is in Redis.
+    assert len(store.seen) == 2
+    assert store.seen[-1].get("provider_calls") == 1.0
 
 
 def test_a_rerun_of_a_finished_batch_calls_nothing(redis, provider, fixed_batch):
