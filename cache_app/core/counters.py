@@ -57,6 +57,8 @@ class DurableCounters:
         self._flush_seconds = flush_seconds
         self._clock = clock
         self._lock = threading.Lock()
+        # Held while deltas taken from _pending are on their way to Redis (see flush).
+        self._flushing = threading.Lock()
         self._pending: dict[tuple[str, str, Any], dict[str, float]] = {}
         self._next_flush = clock() + self._interval()
         _instances.add(self)
@@ -86,7 +88,7 @@ class DurableCounters:
         if flusher is not None:
             flusher.start()
         if self._clock() >= self._next_flush:
-            self.flush()
+            self.flush(wait=False)  # a request thread never queues behind another thread's flush
 
     def _background_step(self) -> bool:
         """The flusher thread's turn: flush; True (the thread ends) if nothing is left to write."""
@@ -110,17 +112,29 @@ class DurableCounters:
                 for field, amount in fields.items():
                     mine[field] = mine.get(field, 0.0) + amount
 
-    def flush(self) -> bool:
-        """Write buffered deltas to Redis. Returns False (and keeps them) if Redis failed."""
-        pending = self._take()
-        if not pending:
+    def flush(self, *, wait: bool = True) -> bool:
+        """Write buffered deltas to Redis. Returns False (and keeps them) if Redis failed.
+
+        When it returns True, every delta counted before the call is in Redis, including those
+        another thread (the background flusher) had already taken and was still writing: that
+        flush is waited for. Callers rely on it: a wave's atom is marked final after a flush, and
+        its caller may read statistics from another process at once. ``wait=False``: return at
+        once if another thread is flushing (its write, or the next, carries these deltas).
+        """
+        if not self._flushing.acquire(blocking=wait):
             return True
-        writes = _by_key(pending)
-        active = _activity(pending, self._wall_clock())
-        if not writes or self._guard.run("stats_flush", lambda: self._write(writes, active), False):
-            return True
-        self._give_back(pending)  # for the next attempt
-        return False
+        try:
+            pending = self._take()
+            if not pending:
+                return True
+            writes = _by_key(pending)
+            active = _activity(pending, self._wall_clock())
+            if not writes or self._guard.run("stats_flush", lambda: self._write(writes, active), False):
+                return True
+            self._give_back(pending)  # for the next attempt
+            return False
+        finally:
+            self._flushing.release()
 
     def _write(self, writes: dict[str, dict[str, float]], active: dict[str, float]) -> bool:
         pipe = self.redis.pipeline(transaction=False)
@@ -224,6 +238,7 @@ def _after_fork_in_child() -> None:
     # Threads do not survive fork, and a lock held by one of them in the parent stays held.
     for counters in list(_instances):
         counters._lock = threading.Lock()
+        counters._flushing = threading.Lock()
         counters._flusher = None
 
 

@@ -1,3 +1,4 @@
+import threading
 import uuid
 
 import pytest
@@ -92,3 +93,69 @@ def test_counters_built_for_one_purpose_start_no_thread(redis, clock):
     counters.incr("llm", "hits")
     assert counters._flusher is None
     assert redis.hgetall(keys.stats("llm")) == {}
+
+
+class HeldPipelines:
+    """The real client, except that the first pipeline's ``execute`` waits until ``release`` (or 1 s)."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+        self.writing = threading.Event()
+        self.release = threading.Event()
+        self.held = False
+
+    def pipeline(self, *args, **kwargs):
+        pipe = self.target.pipeline(*args, **kwargs)
+        if self.held:
+            return pipe
+        self.held = True
+        execute = pipe.execute
+
+        def held_execute(*a, **kw):
+            self.writing.set()
+            self.release.wait(1.0)  # breaks the deadlock a correct flush makes: it waits for this one
+            return execute(*a, **kw)
+
+        pipe.execute = held_execute
+        return pipe
+
+    def __getattr__(self, name):
+        return getattr(self.target, name)
+
+
+def test_a_flush_returns_only_once_a_flush_already_writing_has_landed(redis, clock):
+    """The background flusher may have taken the deltas and still be writing them: a flush that
+    found nothing pending must wait for that write, or its caller reads statistics without them."""
+    held = HeldPipelines(redis)
+    counters = DurableCounters(held, flush_seconds=60, clock=clock)
+    counters.incr("cost", "provider_calls", masterplan_id=MP)
+    background = threading.Thread(target=counters.flush)  # as the flusher thread would
+    background.start()
+    assert held.writing.wait(10)
+    seen: list[dict] = []
+
+    def flush_then_read() -> None:
+        assert counters.flush()
+        seen.append(redis.hgetall(keys.stats("cost", MP)))
+        held.release.set()
+
+    caller = threading.Thread(target=flush_then_read)
+    caller.start()
+    caller.join(10)
+    background.join(10)
+    assert seen == [{b"provider_calls": b"1"}]
+
+
+def test_a_count_does_not_wait_for_another_threads_flush(redis, clock):
+    held = HeldPipelines(redis)
+    counters = DurableCounters(held, flush_seconds=0.5, clock=clock)
+    counters.incr("llm", "hits")
+    background = threading.Thread(target=counters.flush)
+    background.start()
+    assert held.writing.wait(10)
+    clock.advance(1.0)
+    counters.incr("llm", "hits")  # due for a flush, but one is writing: it returns at once
+    assert background.is_alive()  # the write is still held (for up to 1 s): this count did not wait for it
+    held.release.set()
+    background.join(10)
+    assert counters.read("llm") == {"hits": 2.0}
