@@ -86,8 +86,10 @@ def service_rows(hits: int, pauses: list[float], work: Path) -> list[str]:
         key = run.start_servers(
             stack,
             env,
-            web_port,
-            argparse.Namespace(workers=run.WORKERS, threads=run.THREADS, celery_concurrency=run.CELERY_CONCURRENCY),
+            [web_port],
+            argparse.Namespace(
+                split_nice=None, workers=run.WORKERS, threads=run.THREADS, celery_concurrency=run.CELERY_CONCURRENCY
+            ),
         )
         run.warm(web_port, key)
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}

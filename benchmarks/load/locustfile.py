@@ -22,6 +22,8 @@ HIT_PROMPTS = int(os.environ.get("LOAD_HIT_PROMPTS", "50"))
 MIX = [int(weight) for weight in os.environ.get("LOAD_MIX", "70,20,10,1").split(",")]
 RAG_QUERIES = [f"what does clause {n} of the supply contract say" for n in range(20)]
 _counter = itertools.count()
+# Where misses, RAG queries and waves go (run.py --split-nice: a pool of their own); by default the host.
+REST = os.environ.get("LOAD_REST_HOST", "")
 
 
 def hit_prompt(masterplan: str, n: int) -> str:
@@ -49,15 +51,16 @@ class Pipeline(FastHttpUser):
     def llm_miss(self) -> None:
         mp = random.choice(MASTERPLANS)
         prompt = f"fresh prompt {uuid.uuid4().hex} {next(_counter)}"
-        self._post("/api/v2/llm/generate", {"prompt": prompt, "temperature": 0, "masterplan_id": mp}, "llm miss")
+        body = {"prompt": prompt, "temperature": 0, "masterplan_id": mp}
+        self._post(f"{REST}/api/v2/llm/generate", body, "llm miss")
 
     @task(MIX[2])
     def rag_query(self) -> None:
         body = {"query": random.choice(RAG_QUERIES), "top_k": 3, "masterplan_id": random.choice(MASTERPLANS)}
-        self._post("/api/v2/rag/query", body, "rag query")
+        self._post(f"{REST}/api/v2/rag/query", body, "rag query")
 
     @task(MIX[3])
     def wave(self) -> None:
         atoms = [{"atom_id": str(uuid.uuid4()), "prompt": f"wave atom {uuid.uuid4().hex}"} for _ in range(4)]
         body = {"masterplan_id": random.choice(MASTERPLANS), "atoms": atoms, "defaults": {"temperature": 0}}
-        self._post("/api/v2/llm/waves", body, "wave")
+        self._post(f"{REST}/api/v2/llm/waves", body, "wave")

@@ -3,6 +3,12 @@
     make load                      # single Redis, Cluster, failover (24 users), failover at 32 users; 60 s each
     .venv/bin/python benchmarks/load/run.py --cases single@8,single@16,single@24,single@32  # a sweep
     .venv/bin/python benchmarks/load/run.py --cases single@4 --mix 100,0,0,0              # hits only
+    .venv/bin/python benchmarks/load/run.py --cases single@24 --split-nice 10 --locust-nice=-10  # experiments
+
+``--locust-nice`` runs the load generator at another priority (negative needs root): it shares the
+cores and times each response only when it next runs. ``--split-nice`` serves hits on half the web
+workers and everything else on the other half at that nice value, locust routing by kind: an upper
+bound for serving hits apart (docs/benchmarks.md, "Two experiments").
 
 Every process is private and removed afterwards: a redis-server for Django's cache, throttles and
 the broker (and the caches in the ``single`` case), a 3+3 Redis Cluster for the caches in the
@@ -313,7 +319,8 @@ def start_redis(stack: Stack, port: int) -> None:
     wait_until(lambda: redis.Redis(port=port).ping(), f"redis-server on {port}")
 
 
-def start_servers(stack: Stack, env: dict[str, str], web_port: int, args: argparse.Namespace) -> str:
+def start_servers(stack: Stack, env: dict[str, str], ports: list[int], args: argparse.Namespace) -> str:
+    """Celery and the web workers on ``ports[0]`` (with ``--split-nice``: hits there, the rest on ``ports[1]``)."""
     setup = subprocess.run([PY, "-c", SETUP], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if setup.returncode != 0:
         raise RuntimeError(setup.stderr[-3000:])
@@ -337,19 +344,42 @@ def start_servers(stack: Stack, env: dict[str, str], web_port: int, args: argpar
             ],
             {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"},  # scraped by nobody here
         )
+    if args.split_nice is None:
+        start_web(stack, env, ports[0], args.workers, args.threads)
+        return key
+    # The experiment: hits on a pool of their own, everything else on another at a lower priority.
+    hits = max(1, args.workers // 2)
+    start_web(stack, env, ports[0], hits, args.threads)
+    multiproc = Path(env["PROMETHEUS_MULTIPROC_DIR"] + "-rest")
+    multiproc.mkdir()
+    rest_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    start_web(stack, rest_env, ports[1], max(1, args.workers - hits), args.threads, nice=args.split_nice)
+    return key
+
+
+def start_web(stack: Stack, env: dict[str, str], port: int, workers: int, threads: int, nice: int = 0) -> None:
+    command = [PY, "-m", "gunicorn", "-c", "gunicorn.conf.py", "mgecache_site.wsgi:application"]
     stack.spawn(
         "gunicorn",
-        [PY, "-m", "gunicorn", "-c", "gunicorn.conf.py", "mgecache_site.wsgi:application"],
+        (["nice", "-n", str(nice)] if nice else []) + command,
         {
             **env,
-            "GUNICORN_BIND": f"127.0.0.1:{web_port}",
-            "WEB_CONCURRENCY": str(args.workers),
-            "GUNICORN_THREADS": str(args.threads),
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "WEB_CONCURRENCY": str(workers),
+            "GUNICORN_THREADS": str(threads),
         },
     )
-    health = f"http://127.0.0.1:{web_port}/healthz"
+    health = f"http://127.0.0.1:{port}/healthz"
     wait_until(lambda: urllib.request.urlopen(health, timeout=2).status == 200, "the web workers", 120)
-    return key
+
+
+def scrape_all(ports: list[int], token: str) -> dict[str, float]:
+    """``scrape`` summed over the web pools (one, or two with ``--split-nice``)."""
+    totals: dict[str, float] = {}
+    for port in ports:
+        for name, value in scrape(port, token).items():
+            totals[name] = totals.get(name, 0.0) + value
+    return totals
 
 
 def _nodes_cpu(cluster) -> dict[int, float]:  # type: ignore[no-untyped-def]
@@ -393,6 +423,7 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
     token = secrets.token_urlsafe(16)
     try:
         redis_port, web_port = free_port(), free_port()
+        ports = [web_port] if args.split_nice is None else [web_port, free_port()]
         start_redis(stack, redis_port)
         nodes = ""
         if case in ("cluster", "failover"):
@@ -402,9 +433,9 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
             cluster = start_cluster(work / "cluster")
             nodes = ",".join(cluster.seeds)
         env = base_env(f"redis://127.0.0.1:{redis_port}/0", db_url, nodes, multiproc, token)
-        key = start_servers(stack, env, web_port, args)
+        key = start_servers(stack, env, ports, args)
         warm(web_port, key)
-        before = scrape(web_port, token)
+        before = scrape_all(ports, token)
         failure: dict = {}
         if case == "failover":
             threading.Thread(target=kill_a_primary, args=(cluster, args.duration / 3, failure), daemon=True).start()
@@ -414,6 +445,7 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
         nodes_before = _nodes_cpu(cluster)
         generator = subprocess.run(
             [
+                *(["nice", "-n", str(args.locust_nice)] if args.locust_nice else []),
                 str(locust), "-f", str(ROOT / "benchmarks" / "load" / "locustfile.py"), "--headless",
                 "-u", users, "-r", users, "-t", f"{args.duration}s", "--stop-timeout", "20",
                 "--host", f"http://127.0.0.1:{web_port}", "--csv", str(prefix), "--only-summary",
@@ -424,6 +456,7 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
                 "LOAD_MASTERPLANS": ",".join(MASTERPLANS),
                 "LOAD_HIT_PROMPTS": str(HIT_PROMPTS),
                 "LOAD_MIX": args.mix,
+                "LOAD_REST_HOST": f"http://127.0.0.1:{ports[-1]}",
             },
             cwd=ROOT,
             check=False,
@@ -439,7 +472,7 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
         )
         output = (generator.stdout + generator.stderr).decode()
         (ROOT / "var" / f"load-locust-{case}-{users}.log").write_text(output)
-        after = scrape(web_port, token)
+        after = scrape_all(ports, token)
         stats = read_stats(output)
         counted = {name: after[name] - before.get(name, 0.0) for name in after}
         cpu = 100.0 * (busy_after - busy_before) / max(1, total_after - total_before)
@@ -523,6 +556,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=THREADS, help="Threads per gunicorn worker.")
     parser.add_argument(
         "--celery-concurrency", type=int, default=CELERY_CONCURRENCY, help="Processes per Celery worker."
+    )
+    parser.add_argument("--locust-nice", type=int, default=0, help="Run locust at this nice value (negative: root).")
+    parser.add_argument(
+        "--split-nice",
+        type=int,
+        default=None,
+        help="Experiment: hits on half the web workers, misses, RAG and waves on the other half at this nice value.",
     )
     args = parser.parse_args()
     locust = ensure_locust()
