@@ -214,13 +214,7 @@ class CircuitBreaker:
             self._verifier.start()
 
     def _verify_step(self) -> None:
-        assert self._probe is not None
-        try:
-            self._probe()
-        except Exception:
-            answered = False
-        else:
-            answered = True
+        answered = self._answers()
         metrics.REDIS_TIMEOUTS_VERIFIED.labels(self.name, "answered" if answered else "failed").inc()
         if not answered:
             self.record_failure()
@@ -247,16 +241,22 @@ class CircuitBreaker:
             )
             self._prober.start()
 
+    def _answers(self) -> bool:
+        """Whether Redis answers the probe (no probe: assumed to)."""
+        try:
+            if self._probe is not None:
+                self._probe()
+        except Exception:
+            return False
+        return True
+
     def _probe_step(self) -> bool:
         """One step of the background probe: ping if still open. True once closed (the probe thread ends)."""
         if self._opened_at is not None:
-            try:
-                if self._probe is not None:
-                    self._probe()
-            except Exception:
-                self.record_failure()
-            else:
+            if self._answers():
                 self.record_success()
+            else:
+                self.record_failure()
         with self._lock:
             # Decided under the lock: a breaker that reopens after this sees no probe and starts one.
             if self._opened_at is None:
