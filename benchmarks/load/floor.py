@@ -23,11 +23,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
+from benchmarks.load.cpu import cpu_ticks  # noqa: E402
 from benchmarks.load.run import (  # noqa: E402
     THREADS,
     WORKERS,
     Stack,
-    cpu_ticks,
     ensure_locust,
     free_port,
     read_stats,

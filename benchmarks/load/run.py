@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import secrets
 import shutil
 import signal
@@ -48,6 +47,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.load.cpu import CpuMeter  # noqa: E402
+
 VENV = ROOT / "var" / "load-venv"
 PY = sys.executable
 MASTERPLANS = [str(uuid.UUID(int=n * 7919 + 1)) for n in range(8)]
@@ -93,15 +95,6 @@ class Stack:
         self.names.append(name)
         return proc
 
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds so far per role (``celery-1`` counts as ``celery``), each process with its descendants."""
-        seconds: dict[str, float] = {}
-        for name, proc in zip(self.names, self.procs, strict=True):
-            role = name.rstrip("0123456789").rstrip("-")
-            seconds[role] = seconds.get(role, 0.0) + sum(_cpu_seconds(pid) for pid in _tree(proc.pid))
-        seconds["postgres"] = sum(_cpu_seconds(pid) for pid in _named("postgres"))
-        return seconds
-
     def close(self) -> None:
         for proc in reversed(self.procs):
             if proc.poll() is None:
@@ -112,43 +105,6 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (all its threads), 0 if it has gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants, from /proc/<pid>/task/*/children."""
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            try:
-                todo += [int(child) for child in task.read_text().split()]
-            except OSError:
-                continue
-    return pids
-
-
-def _named(comm: str) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if stat.read_text().strip() == comm:
-                pids.append(int(stat.parent.name))
-        except OSError:
-            continue
-    return pids
 
 
 def ensure_locust() -> Path:
@@ -357,11 +313,16 @@ def start_servers(stack: Stack, env: dict[str, str], ports: list[int], args: arg
     return key
 
 
+def niced(value: int, command: list[str]) -> list[str]:
+    """``command`` at nice ``value`` (0: as it is)."""
+    return ["nice", "-n", str(value), *command] if value else command
+
+
 def start_web(stack: Stack, env: dict[str, str], port: int, workers: int, threads: int, nice: int = 0) -> None:
     command = [PY, "-m", "gunicorn", "-c", "gunicorn.conf.py", "mgecache_site.wsgi:application"]
     stack.spawn(
         "gunicorn",
-        (["nice", "-n", str(nice)] if nice else []) + command,
+        niced(nice, command),
         {
             **env,
             "GUNICORN_BIND": f"127.0.0.1:{port}",
@@ -380,26 +341,6 @@ def scrape_all(ports: list[int], token: str) -> dict[str, float]:
         for name, value in scrape(port, token).items():
             totals[name] = totals.get(name, 0.0) + value
     return totals
-
-
-def _nodes_cpu(cluster) -> dict[int, float]:  # type: ignore[no-untyped-def]
-    """CPU seconds so far per process of a Redis Cluster (none without one)."""
-    if cluster is None:
-        return {}
-    return {proc.pid: _cpu_seconds(proc.pid) for proc in cluster.procs.values()}
-
-
-def _children_cpu() -> float:
-    """CPU seconds of this script's reaped children (here: locust, once it has exited)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of every CPU since boot, from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
 
 
 def kill_a_primary(cluster, delay: float, record: dict) -> None:  # type: ignore[no-untyped-def]
@@ -440,16 +381,14 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
         if case == "failover":
             threading.Thread(target=kill_a_primary, args=(cluster, args.duration / 3, failure), daemon=True).start()
         prefix = work / "locust"
-        busy_before, total_before = cpu_ticks()
-        roles_before, locust_before = stack.cpu_seconds(), _children_cpu()
-        nodes_before = _nodes_cpu(cluster)
+        meter = CpuMeter(stack, cluster)
+        meter.start()
         generator = subprocess.run(
-            [
-                *(["nice", "-n", str(args.locust_nice)] if args.locust_nice else []),
+            niced(args.locust_nice, [
                 str(locust), "-f", str(ROOT / "benchmarks" / "load" / "locustfile.py"), "--headless",
                 "-u", users, "-r", users, "-t", f"{args.duration}s", "--stop-timeout", "20",
                 "--host", f"http://127.0.0.1:{web_port}", "--csv", str(prefix), "--only-summary",
-            ],
+            ]),
             env={
                 **os.environ,
                 "LOAD_API_KEY": key,
@@ -463,19 +402,12 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
             capture_output=True,
             timeout=args.duration + 120,
         )  # fmt: skip
-        busy_after, total_after = cpu_ticks()  # includes locust's 20 s stop timeout at most
-        roles = {role: spent - roles_before.get(role, 0.0) for role, spent in stack.cpu_seconds().items()}
-        roles["locust"] = _children_cpu() - locust_before
-        # The cluster's nodes still running (a SIGKILLed primary's seconds are not counted).
-        roles["cluster"] = sum(
-            spent - nodes_before.get(pid, 0.0) for pid, spent in _nodes_cpu(cluster).items() if spent
-        )
+        cpu, roles = meter.stop()  # includes locust's 20 s stop timeout at most
         output = (generator.stdout + generator.stderr).decode()
         (ROOT / "var" / f"load-locust-{case}-{users}.log").write_text(output)
         after = scrape_all(ports, token)
         stats = read_stats(output)
         counted = {name: after[name] - before.get(name, 0.0) for name in after}
-        cpu = 100.0 * (busy_after - busy_before) / max(1, total_after - total_before)
         return {
             "case": f"{case}, {users} users",
             "stats": stats,

@@ -1,0 +1,91 @@
+"""Where a load-test case's CPU went: the machine's busy share, and seconds per role, from /proc.
+
+A :class:`CpuMeter` is started just before locust and stopped just after it. Roles are the
+processes a :class:`~benchmarks.load.run.Stack` spawned (``celery-1`` counts as ``celery``), each
+with its descendants, plus every ``postgres`` process, a Redis Cluster's nodes (``cluster``; a
+SIGKILLed node's seconds are lost with it), and locust itself (``locust``, from this script's
+reaped children: it has exited by ``stop``).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+from typing import Any
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of every CPU since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def process_seconds(pid: int) -> float:
+    """utime + stime of one process (all its threads), 0 if it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc/<pid>/task/*/children."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+    return pids
+
+
+def named(comm: str) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == comm:
+                pids.append(int(stat.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """The CPU a case used between ``start`` and ``stop``: the busy share and seconds per role."""
+
+    def __init__(self, stack: Any, cluster: Any = None) -> None:
+        self.stack, self.cluster = stack, cluster
+
+    def _read(self) -> dict[str, Any]:
+        roles: dict[str, float] = {}
+        for name, proc in zip(self.stack.names, self.stack.procs, strict=True):
+            role = name.rstrip("0123456789").rstrip("-")
+            roles[role] = roles.get(role, 0.0) + sum(process_seconds(pid) for pid in tree(proc.pid))
+        roles["postgres"] = sum(process_seconds(pid) for pid in named("postgres"))
+        nodes = {} if self.cluster is None else {p.pid: process_seconds(p.pid) for p in self.cluster.procs.values()}
+        return {"ticks": cpu_ticks(), "roles": roles, "nodes": nodes, "locust": _children_seconds()}
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def stop(self) -> tuple[float, dict[str, float]]:
+        """(percent of the machine busy, CPU seconds per role) since ``start``."""
+        before, after = self._before, self._read()
+        (busy, total), (busy_after, total_after) = before["ticks"], after["ticks"]
+        roles = {role: spent - before["roles"].get(role, 0.0) for role, spent in after["roles"].items()}
+        roles["locust"] = after["locust"] - before["locust"]
+        roles["cluster"] = sum(s - before["nodes"].get(pid, 0.0) for pid, s in after["nodes"].items() if s)
+        return 100.0 * (busy_after - busy) / max(1, total_after - total), roles
