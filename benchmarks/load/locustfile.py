@@ -13,7 +13,7 @@ import os
 import random
 import uuid
 
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, constant, constant_throughput, task
 
 KEY = os.environ["LOAD_API_KEY"]
 MASTERPLANS = os.environ["LOAD_MASTERPLANS"].split(",")
@@ -24,6 +24,9 @@ RAG_QUERIES = [f"what does clause {n} of the supply contract say" for n in range
 _counter = itertools.count()
 # Where misses, RAG queries and waves go (run.py --split-nice: a pool of their own); by default the host.
 REST = os.environ.get("LOAD_REST_HOST", "")
+# Open loop (run.py --rate): each user starts a request every 1/rate s, however long the last took (a
+# user behind schedule starts at once); 0, the default: closed loop, the next request when one returns.
+USER_RATE = float(os.environ.get("LOAD_USER_RATE", "0"))
 
 
 def hit_prompt(masterplan: str, n: int) -> str:
@@ -31,7 +34,7 @@ def hit_prompt(masterplan: str, n: int) -> str:
 
 
 class Pipeline(FastHttpUser):
-    wait_time = constant(0)
+    wait_time = constant_throughput(USER_RATE) if USER_RATE else constant(0)
 
     def on_start(self) -> None:
         self.headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}

@@ -1,0 +1,41 @@
+"""The load test's report: locust's printed summary parsed, and the hit tail against the same run's baseline."""
+
+from __future__ import annotations
+
+from benchmarks.load.run import baseline_report, read_stats
+
+# locust 2.47's summary (trimmed to the columns' layout), as run.py reads it from stdout.
+SUMMARY = """\
+Type     Name       # reqs      # fails |    Avg     Min     Max    Med |   req/s  failures/s
+--------|----------|-------|-------------|-------|-------|-------|-------|--------|-----------
+POST     llm hit      5372     0(0.00%) |    173       9    1512    150 |   89.46        0.00
+POST     llm miss     1428     3(0.21%) |    487     118    1940    470 |   23.78        0.05
+--------|----------|-------|-------------|-------|-------|-------|-------|--------|-----------
+         Aggregated   6800     3(0.04%) |    249       9    3881    180 |  113.24        0.05
+Response time percentiles (approximated)
+Type     Name          50%    66%    75%    80%    90%    95%    98%    99%  99.9% 99.99%   100% # reqs
+--------|-----------|------|------|------|------|------|------|------|------|------|------|------|------
+POST     llm hit       150    190    210    220    270    340    460    570   1400   1500   1500   5372
+POST     llm miss      470    530    560    580    650    750    880   1000   1700   1900   1900   1428
+--------|-----------|------|------|------|------|------|------|------|------|------|------|------|------
+         Aggregated    180    240    310    380    510    610    760    910   2100   3900   3900   6800
+"""
+
+
+def test_the_summary_gives_requests_failures_and_percentiles_per_kind():
+    rows = read_stats(SUMMARY)
+    assert rows["llm hit"] == {"requests": 5372.0, "failures": 0.0, "rps": 89.46, "p50_ms": 150.0, "p99_ms": 570.0}
+    assert rows["llm miss"]["failures"] == 3.0
+    assert rows["Aggregated"]["requests"] == 6800.0
+
+
+def test_the_hit_p99_is_reported_as_a_multiple_of_the_lone_users():
+    result = {
+        "case": "single, 24 users",
+        "cpu": 97.0,
+        "stats": read_stats(SUMMARY),
+        "baseline": {"p50_ms": 9.0, "p99_ms": 24.0},
+    }
+    table = baseline_report([result, {**result, "case": "no baseline", "baseline": {}}])
+    assert "| single, 24 users | 97 % | 9 / 24 | 150 / 570 | 23.8 |" in table
+    assert "no baseline" not in table  # a case whose baseline failed is left out, not divided by zero
