@@ -520,8 +520,11 @@ def main() -> None:
         "--cases", default="single,cluster,failover,failover@32", help="Comma-separated; name@N runs N users."
     )
     parser.add_argument("--duration", type=int, default=60, help="Seconds of load per case.")
-    # 24: the knee on 2 cores with the servers below (about 85-90 % busy; more users add queueing, not throughput).
-    parser.add_argument("--users", type=int, default=USERS, help="Concurrent locust users (no think time).")
+    # 24: the knee on 2 cores with the servers below (about 85-90 % busy; more users add queueing, not throughput),
+    # on a machine whose web workers spend ~1.8 ms per request; at ~9 ms (5x slower) it is 8 (docs/benchmarks.md).
+    parser.add_argument(
+        "--users", type=int, default=USERS, help="Concurrent locust users (closed loop, no think time, unless --rate)."
+    )
     parser.add_argument("--mix", default="70,20,10,1", help="Task weights: LLM hits, misses, RAG queries, waves.")
     parser.add_argument("--workers", type=int, default=WORKERS, help="gunicorn worker processes.")
     parser.add_argument("--threads", type=int, default=THREADS, help="Threads per gunicorn worker.")
