@@ -3,6 +3,7 @@
     make load                      # single Redis, Cluster, failover (24 users), failover at 32 users; 60 s each
     .venv/bin/python benchmarks/load/run.py --cases single@8,single@16,single@24,single@32  # a sweep
     .venv/bin/python benchmarks/load/run.py --cases single@4 --mix 100,0,0,0              # hits only
+    .venv/bin/python benchmarks/load/run.py --cases single@knee,cluster@knee              # at this machine's knee
     .venv/bin/python benchmarks/load/run.py --cases single@24 --split-nice 10 --locust-nice=-10  # experiments
 
 ``--rate R`` offers R requests/s in all (open loop, spread over the users) instead of each user sending
@@ -25,7 +26,9 @@ counted (must equal what locust sent), fail-open cache calls and Redis outages w
 and the share of the machine's CPU time that was busy during the run (/proc/stat, every process).
 A second table splits the CPU seconds by role (each process with its children, /proc/<pid>/stat;
 locust from its rusage) and counts read timeouts that the breaker's ping found Redis answering.
-In the ``failover`` case a Cluster primary is SIGKILLed a third into the run. Before its load, each case
+In the ``failover`` case a Cluster primary is SIGKILLed a third into the run. ``<case>@knee`` first
+probes 2, 4, 6, 8, 12, ... users for 12 s each and runs the case at the fewest that keep the machine
+90 % busy, the load that saturates the cores, which moves with the machine's speed. Before its load, each case
 measures a baseline on the same servers: one user asking hits one at a time for 15 s. A third table
 gives the hit p99 under load as a multiple of that lone p99, a figure that carries between machines.
 """
@@ -46,6 +49,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -53,7 +57,7 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.load.cpu import CpuMeter  # noqa: E402
+from benchmarks.load.cpu import CpuMeter, cpu_ticks  # noqa: E402
 
 VENV = ROOT / "var" / "load-venv"
 PY = sys.executable
@@ -66,6 +70,11 @@ API_VIEWS = ("generate", "rag", "wave")
 WORKERS, THREADS, CELERY_CONCURRENCY, USERS = 4, 8, 4, 24
 # The baseline each case measures first: a lone user's hits, one at a time (the hit p99's denominator).
 BASELINE_SECONDS = 15
+# ``<case>@knee``: short probes at these user counts find the fewest users that keep the machine
+# KNEE_BUSY % busy, "the load that saturates the cores", which moves with the machine's speed.
+KNEE_USERS = (2, 4, 6, 8, 12, 16, 24, 32, 48)
+KNEE_BUSY = 90.0
+KNEE_SECONDS = 12
 
 
 def free_port() -> int:
@@ -387,6 +396,33 @@ def run_locust(
     return (generator.stdout + generator.stderr).decode()
 
 
+def busy_between(start: float, end: float, into: list[float]) -> None:
+    """The machine's busy share (%) from ``start`` to ``end`` s from now, appended to ``into``.
+
+    A probe's window leaves out locust's start-up (1-3 s of imports) and its last second.
+    """
+    time.sleep(start)
+    first = cpu_ticks()
+    time.sleep(end - start)
+    busy, total = (now - then for now, then in zip(cpu_ticks(), first, strict=True))
+    into.append(100.0 * busy / max(1, total))
+
+
+def find_knee(probe: Callable[[int], tuple[float, float]]) -> tuple[int, list[dict[str, float]]]:
+    """The fewest of KNEE_USERS that keep the machine KNEE_BUSY % busy, and every probe made.
+
+    ``probe(users)`` runs the load briefly and returns (CPU busy %, requests/s). If no count
+    gets there (a machine with cores to spare), the one that gave the most requests/s.
+    """
+    probes: list[dict[str, float]] = []
+    for users in KNEE_USERS:
+        busy, rps = probe(users)
+        probes.append({"users": users, "busy": busy, "rps": rps})
+        if busy >= KNEE_BUSY:
+            return users, probes
+    return int(max(probes, key=lambda row: row["rps"])["users"]), probes
+
+
 def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) -> dict:
     """``label``: single, cluster or failover, optionally ``@<users>`` (default ``--users``)."""
     case, _, users = label.partition("@")
@@ -410,6 +446,20 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
         env = base_env(f"redis://127.0.0.1:{redis_port}/0", db_url, nodes, multiproc, token)
         key = start_servers(stack, env, ports, args)
         warm(web_port, key)
+        knee: list[dict[str, float]] = []
+        if users == "knee":
+
+            def probe(n: int) -> tuple[float, float]:
+                window = threading.Thread(target=busy_between, args=(4.0, KNEE_SECONDS - 2.0, shares))
+                window.start()
+                out = run_locust(locust, args, key, ports, users=str(n), mix=args.mix, seconds=KNEE_SECONDS)
+                window.join()
+                return shares.pop(), read_stats(out)["Aggregated"]["rps"]
+
+            shares: list[float] = []
+
+            found, knee = find_knee(probe)
+            users = str(found)
         # The same-run baseline: one user asking hits one at a time, on these servers, before the load.
         lone = run_locust(locust, args, key, ports, users="1", mix="100,0,0,0", seconds=BASELINE_SECONDS)
         baseline = read_stats(lone).get("llm hit", {})
@@ -426,9 +476,10 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
         stats = read_stats(output)
         counted = {name: after[name] - before.get(name, 0.0) for name in after}
         return {
-            "case": f"{case}, {users} users",
+            "case": f"{case}, {users} users" + (" (the knee)" if knee else ""),
             "stats": stats,
             "baseline": baseline,
+            "knee": knee,
             "server": counted,
             "failure": failure,
             "cpu": cpu,
@@ -566,6 +617,10 @@ def main() -> None:
     print(cpu_report(results))
     print()
     print(baseline_report(results))
+    for result in results:
+        if result.get("knee"):
+            probes = "; ".join(f"{p['users']:.0f} users {p['busy']:.0f} % {p['rps']:.0f}/s" for p in result["knee"])
+            print(f"\n{result['case']}: knee probes ({KNEE_SECONDS} s each): {probes}")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"\n(raw figures: {out.relative_to(ROOT)}; {os.cpu_count()} CPUs; {stamp})")
 

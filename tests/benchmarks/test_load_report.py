@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.load.run import baseline_report, read_stats
+from benchmarks.load.run import KNEE_USERS, baseline_report, find_knee, read_stats
 
 # locust 2.47's summary (trimmed to the columns' layout), as run.py reads it from stdout.
 SUMMARY = """\
@@ -39,3 +39,23 @@ def test_the_hit_p99_is_reported_as_a_multiple_of_the_lone_users():
     table = baseline_report([result, {**result, "case": "no baseline", "baseline": {}}])
     assert "| single, 24 users | 97 % | 9 / 24 | 150 / 570 | 23.8 |" in table
     assert "no baseline" not in table  # a case whose baseline failed is left out, not divided by zero
+
+
+def test_the_knee_is_the_fewest_users_that_keep_the_machine_busy():
+    busy = {2: 40.0, 4: 64.0, 6: 83.0, 8: 93.0, 12: 97.0}
+    asked: list[int] = []
+
+    def probe(users: int) -> tuple[float, float]:
+        asked.append(users)
+        return busy[users], users * 20.0
+
+    users, probes = find_knee(probe)
+    assert users == 8
+    assert asked == [2, 4, 6, 8]  # no probe past the knee
+    assert probes[-1] == {"users": 8, "busy": 93.0, "rps": 160.0}
+
+
+def test_without_a_busy_enough_count_the_knee_is_the_most_throughput():
+    users, probes = find_knee(lambda users: (50.0, 500.0 - abs(users - 12) * 10))
+    assert users == 12
+    assert len(probes) == len(KNEE_USERS)
