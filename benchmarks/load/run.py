@@ -27,7 +27,7 @@ and the share of the machine's CPU time that was busy during the run (/proc/stat
 A second table splits the CPU seconds by role (each process with its children, /proc/<pid>/stat;
 locust from its rusage) and counts read timeouts that the breaker's ping found Redis answering.
 In the ``failover`` case a Cluster primary is SIGKILLed a third into the run. ``<case>@knee`` first
-probes 2, 4, 6, 8, 12, ... users for 12 s each and runs the case at the fewest that keep the machine
+probes 2, 4, 6, 8, 10, 12, 16, ... users for 12 s each and runs the case at the fewest that keep the machine
 90 % busy, the load that saturates the cores, which moves with the machine's speed. Before its load, each case
 measures a baseline on the same servers: one user asking hits one at a time for 15 s. A third table
 gives the hit p99 under load as a multiple of that lone p99, a figure that carries between machines.
@@ -72,7 +72,7 @@ WORKERS, THREADS, CELERY_CONCURRENCY, USERS = 4, 8, 4, 24
 BASELINE_SECONDS = 15
 # ``<case>@knee``: short probes at these user counts find the fewest users that keep the machine
 # KNEE_BUSY % busy, "the load that saturates the cores", which moves with the machine's speed.
-KNEE_USERS = (2, 4, 6, 8, 12, 16, 24, 32, 48)
+KNEE_USERS = (2, 4, 6, 8, 10, 12, 16, 20, 24, 32, 48)
 KNEE_BUSY = 90.0
 KNEE_SECONDS = 12
 
