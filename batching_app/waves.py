@@ -45,7 +45,7 @@ from batching_app.batcher import StaticBatchPolicy
 from batching_app.llm import TRANSIENT_ERRORS
 from cache_app.core import conf, keys, metrics
 from cache_app.core.cluster import FAILOVER_ERRORS, reload_slot_map
-from cache_app.core.counters import get_counters
+from cache_app.core.counters import DurableCounters, get_counters
 from cache_app.core.policies import BatchSettings, get_policy_source
 from cache_app.core.redis_client import get_redis
 from cache_app.core.state import process_wide
@@ -729,13 +729,17 @@ class WaveBatchExecutor:
         self._clock = clock
         self._counters = counters
 
+    @property
+    def counters(self) -> DurableCounters:
+        return self._counters or get_counters()
+
     def run(self, wave_id: str, batch_no: int, *, retries: int = 0, final: bool = True) -> BatchOutcome:
         outcome = BatchOutcome(wave_id, batch_no)
         try:
             self._run(outcome, retries=retries, final=final)
         finally:
             # Statistics are read by other processes: do not leave this batch's counts buffered.
-            (self._counters or get_counters()).flush()
+            self.counters.flush()
         return outcome
 
     def _run(self, outcome: BatchOutcome, *, retries: int, final: bool) -> None:
@@ -774,7 +778,7 @@ class WaveBatchExecutor:
         """Mark atoms final once this process's counts are in Redis (each atom's call and write are
         counted before its coroutine gets here): a caller that sees its wave done (``wait=true``
         answers then) reads statistics that include them, from any process."""
-        (self._counters or get_counters()).flush()
+        self.counters.flush()
         return self.store.mark(wave_id, results)
 
     def _fail(self, outcome: BatchOutcome, atoms: Sequence[AtomSpec], error: BaseException | str) -> None:

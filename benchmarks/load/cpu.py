@@ -24,6 +24,11 @@ def cpu_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The percent of the machine's CPU time that was busy between two ``cpu_ticks`` readings."""
+    return 100.0 * (after[0] - before[0]) / max(1, after[1] - before[1])
+
+
 def process_seconds(pid: int) -> float:
     """utime + stime of one process (all its threads), 0 if it has gone."""
     try:
@@ -84,8 +89,7 @@ class CpuMeter:
     def stop(self) -> tuple[float, dict[str, float]]:
         """(percent of the machine busy, CPU seconds per role) since ``start``."""
         before, after = self._before, self._read()
-        (busy, total), (busy_after, total_after) = before["ticks"], after["ticks"]
         roles = {role: spent - before["roles"].get(role, 0.0) for role, spent in after["roles"].items()}
         roles["locust"] = after["locust"] - before["locust"]
         roles["cluster"] = sum(s - before["nodes"].get(pid, 0.0) for pid, s in after["nodes"].items() if s)
-        return 100.0 * (busy_after - busy) / max(1, total_after - total), roles
+        return busy_share(before["ticks"], after["ticks"]), roles

@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from benchmarks.load.cpu import cpu_ticks  # noqa: E402
+from benchmarks.load.cpu import busy_share, cpu_ticks  # noqa: E402
 from benchmarks.load.run import (  # noqa: E402
     THREADS,
     WORKERS,
@@ -82,17 +82,17 @@ def run(users: int, duration: int, locust: Path, work: Path) -> str:
     stack = Stack(work)
     try:
         port = start_floor(stack)
-        busy, total = cpu_ticks()
+        before = cpu_ticks()
         out = subprocess.run(
             [str(locust), "-f", str(work / "locustfile.py"), "--headless", "-u", str(users), "-r", str(users),
              "-t", f"{duration}s", "--host", f"http://127.0.0.1:{port}", "--only-summary"],
             capture_output=True, check=False, timeout=duration + 60,
         )  # fmt: skip
-        busy_after, total_after = cpu_ticks()
+        after = cpu_ticks()
     finally:
         stack.close()
     row = read_stats((out.stdout + out.stderr).decode())["llm hit"]
-    cpu = 100.0 * (busy_after - busy) / max(1, total_after - total)
+    cpu = busy_share(before, after)
     return (
         f"| empty app, {users} users | {cpu:.0f} % | {row['rps']:.0f} | {row['p50_ms']:.0f} / {row['p99_ms']:.0f} "
         f"| {row['failures']:.0f} |"

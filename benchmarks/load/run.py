@@ -36,6 +36,7 @@ gives the hit p99 under load as a multiple of that lone p99, a figure that carri
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import secrets
@@ -57,7 +58,7 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.load.cpu import CpuMeter, cpu_ticks  # noqa: E402
+from benchmarks.load.cpu import CpuMeter, busy_share, cpu_ticks  # noqa: E402
 
 VENV = ROOT / "var" / "load-venv"
 PY = sys.executable
@@ -396,16 +397,23 @@ def run_locust(
     return (generator.stdout + generator.stderr).decode()
 
 
-def busy_between(start: float, end: float, into: list[float]) -> None:
-    """The machine's busy share (%) from ``start`` to ``end`` s from now, appended to ``into``.
-
-    A probe's window leaves out locust's start-up (1-3 s of imports) and its last second.
-    """
+def busy_between(start: float, end: float) -> float:
+    """The machine's busy share (%) from ``start`` to ``end`` s from now."""
     time.sleep(start)
     first = cpu_ticks()
     time.sleep(end - start)
-    busy, total = (now - then for now, then in zip(cpu_ticks(), first, strict=True))
-    into.append(100.0 * busy / max(1, total))
+    return busy_share(first, cpu_ticks())
+
+
+def knee_probe(locust: Path, args: argparse.Namespace, key: str, ports: list[int], users: int) -> tuple[float, float]:
+    """(CPU busy %, requests/s) of the load at ``users`` for KNEE_SECONDS.
+
+    The CPU window leaves out locust's start-up (1-3 s of imports) and its last second.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        share = pool.submit(busy_between, 4.0, KNEE_SECONDS - 2.0)
+        out = run_locust(locust, args, key, ports, users=str(users), mix=args.mix, seconds=KNEE_SECONDS)
+        return share.result(), read_stats(out)["Aggregated"]["rps"]
 
 
 def find_knee(probe: Callable[[int], tuple[float, float]]) -> tuple[int, list[dict[str, float]]]:
@@ -448,17 +456,7 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
         warm(web_port, key)
         knee: list[dict[str, float]] = []
         if users == "knee":
-
-            def probe(n: int) -> tuple[float, float]:
-                window = threading.Thread(target=busy_between, args=(4.0, KNEE_SECONDS - 2.0, shares))
-                window.start()
-                out = run_locust(locust, args, key, ports, users=str(n), mix=args.mix, seconds=KNEE_SECONDS)
-                window.join()
-                return shares.pop(), read_stats(out)["Aggregated"]["rps"]
-
-            shares: list[float] = []
-
-            found, knee = find_knee(probe)
+            found, knee = find_knee(functools.partial(knee_probe, locust, args, key, ports))
             users = str(found)
         # The same-run baseline: one user asking hits one at a time, on these servers, before the load.
         lone = run_locust(locust, args, key, ports, users="1", mix="100,0,0,0", seconds=BASELINE_SECONDS)
