@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from benchmarks.load.run import KNEE_USERS, baseline_report, find_knee, read_stats
+from benchmarks.load.report import baseline_report, knee_report, lookup_quantile, parse_metrics, read_stats
+from benchmarks.load.run import KNEE_USERS, find_knee
 
 # locust 2.47's summary (trimmed to the columns' layout), as run.py reads it from stdout.
 SUMMARY = """\
@@ -59,3 +60,41 @@ def test_without_a_busy_enough_count_the_knee_is_the_most_throughput():
     users, probes = find_knee(lambda users: (50.0, 500.0 - abs(users - 12) * 10))
     assert users == 12
     assert len(probes) == len(KNEE_USERS)
+
+
+# One web worker's /metrics page (trimmed): what the runner compares with what locust sent.
+METRICS = """\
+# HELP django_http_requests_total_by_view_transport_method_total Count of requests by view, transport, method.
+django_http_requests_total_by_view_transport_method_total{method="POST",transport="http",view="llm-generate"} 700.0
+django_http_requests_total_by_view_transport_method_total{method="POST",transport="http",view="rag-query"} 100.0
+django_http_requests_total_by_view_transport_method_total{method="GET",transport="http",view="healthz"} 9.0
+mgecache_cache_lookup_seconds_bucket{cache_layer="llm",le="0.001"} 600.0
+mgecache_cache_lookup_seconds_bucket{cache_layer="llm",le="0.01"} 695.0
+mgecache_cache_lookup_seconds_bucket{cache_layer="llm",le="+Inf"} 700.0
+mgecache_cache_lookup_seconds_bucket{cache_layer="rag",le="0.001"} 100.0
+mgecache_cache_fail_open_total{cache_layer="llm",operation="get"} 3.0
+mgecache_cache_fail_open_total{cache_layer="rag",operation="get"} 2.0
+mgecache_redis_outage_seconds_count 1.0
+mgecache_redis_outage_seconds_sum 2.5
+mgecache_redis_timeouts_verified_total{result="answered"} 4.0
+mgecache_redis_timeouts_verified_total{result="failed"} 1.0
+"""
+
+
+def test_the_metrics_page_gives_the_api_requests_and_the_fail_open_calls():
+    totals = parse_metrics(METRICS)
+    assert totals["api_requests"] == 800.0  # the health check is not an API request
+    assert (totals["fail_open"], totals["outages"], totals["outage_seconds"]) == (5.0, 1.0, 2.5)
+    assert totals["stalled_timeouts"] == 4.0  # only the timeouts the ping found Redis answering
+
+
+def test_the_server_side_lookup_quantiles_are_bucket_bounds_of_the_llm_layer():
+    totals = parse_metrics(METRICS)
+    assert lookup_quantile(totals, 0.5) == 1.0  # ms: 600 of 700 lookups within 1 ms
+    assert lookup_quantile(totals, 0.99) == 10.0  # 695 of 700 within 10 ms, the RAG layer's bucket left out
+
+
+def test_each_case_run_at_the_knee_lists_its_probes():
+    probes = [{"users": 2, "busy": 40.0, "rps": 50.0}, {"users": 4, "busy": 91.0, "rps": 99.0}]
+    lines = knee_report([{"case": "single, 4 users (the knee)", "knee": probes}, {"case": "cluster, 8 users"}], 12)
+    assert lines == "single, 4 users (the knee): knee probes (12 s each): 2 users 40 % 50/s; 4 users 91 % 99/s"
