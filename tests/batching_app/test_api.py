@@ -66,9 +66,9 @@ def test_a_wave_of_20_with_5_duplicates_and_5_cached_over_http(api, provider):
 
 
 def test_wait_false_answers_202_with_the_wave_to_follow(api, provider, monkeypatch):
-    from batching_app import waves
+    from batching_app.waves import service
 
-    monkeypatch.setattr(waves, "_dispatch_task", lambda *args: None)  # batches never run
+    monkeypatch.setattr(service, "_dispatch_task", lambda *args: None)  # batches never run
     response = api.post(f"{WAVES}?wait=false", _wave([atom("a"), atom("b")]), format="json")
     assert response.status_code == 202, response.content
     report = response.json()

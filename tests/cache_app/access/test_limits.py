@@ -62,9 +62,9 @@ def test_default_limits_are_the_documented_ones():
 
 
 def test_more_atoms_than_a_wave_may_hold_is_a_400(pipeline, monkeypatch):
-    from batching_app import waves
+    from batching_app.waves import service
 
-    monkeypatch.setattr(waves, "_dispatch_task", lambda *args: None)  # only the input matters here
+    monkeypatch.setattr(service, "_dispatch_task", lambda *args: None)  # only the input matters here
     atoms = [{"atom_id": str(uuid.uuid4()), "prompt": "a"} for _ in range(501)]
     response = _post(pipeline, "/api/v2/llm/waves?wait=false", {"masterplan_id": MP, "atoms": atoms})
     assert response.status_code == 400
