@@ -17,7 +17,8 @@ take these as injected collaborators; the getters are only their defaults.
 Tests call it between tests (``tests/conftest.py``). Not process state in this sense:
 memos keyed on their own inputs, which follow the settings by themselves
 (``conf.app_settings``, ``keys.llm_base``, the embedders per dotted path, kept because a
-model takes seconds to load), the document generation (it only grows, so it never goes
+model takes seconds to load, and the hit guards per dotted path), rate limits on logging (the
+guard's error log), the document generation (it only grows, so it never goes
 stale), and threads (the client loop, the ORM thread).
 """
 
