@@ -265,11 +265,11 @@ def llm_layer_pattern() -> str:
     return f"{prefix()}llm:*"
 
 
-def parse_llm_entry(key: str | bytes) -> str | None:
-    """The scope (``global`` or a UUID) of an LLM entry key, None for any other key."""
+def _parse_entry(key: str | bytes, layer: str) -> str | None:
+    """The scope of an entry key of ``layer`` (``<prefix><layer>:{<scope>}:<sha256>``), None for any other key."""
     if isinstance(key, bytes):
         key = key.decode("utf-8", "replace")
-    base = f"{prefix()}llm:"
+    base = f"{prefix()}{layer}:"
     if not key.startswith(base):
         return None
     parts = key[len(base) :].split(":")
@@ -280,6 +280,11 @@ def parse_llm_entry(key: str | bytes) -> str | None:
         return scope(None if name == GLOBAL_SCOPE else name)
     except ValueError:
         return None
+
+
+def parse_llm_entry(key: str | bytes) -> str | None:
+    """The scope (``global`` or a UUID) of an LLM entry key, None for any other key."""
+    return _parse_entry(key, "llm")
 
 
 # --- RAG query cache (cache_app.rag.cache) --------------------------------------------------
@@ -391,19 +396,7 @@ def rag_layer_pattern() -> str:
 
 def parse_rag_entry(key: str | bytes) -> str | None:
     """The scope (``global`` or a UUID) of a RAG entry key, None for any other key."""
-    if isinstance(key, bytes):
-        key = key.decode("utf-8", "replace")
-    base = f"{prefix()}rag:"
-    if not key.startswith(base):
-        return None
-    parts = key[len(base) :].split(":")
-    if len(parts) != 2 or len(parts[1]) != 64 or not parts[0].startswith("{"):
-        return None
-    name = _untag(parts[0])
-    try:
-        return scope(None if name == GLOBAL_SCOPE else name)
-    except ValueError:
-        return None
+    return _parse_entry(key, "rag")
 
 
 # --- single-flight (cache_app.llm.singleflight) ---------------------------------------------------

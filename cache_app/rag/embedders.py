@@ -26,9 +26,8 @@ from typing import Protocol
 
 import numpy as np
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
 
-from cache_app.core import conf
+from cache_app.core.plugins import Plugins
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +135,9 @@ class MiniLMEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-_loaded: dict[str, Embedder] = {}
-_load_lock = threading.Lock()
+_embedders: Plugins[Embedder] = Plugins(
+    "EMBEDDER", "Embedder", ("model_name", "dim", "embed()"), "cache_app.rag.embedders.Embedder"
+)
 
 
 def load_embedder(path: str | None = None) -> Embedder:
@@ -145,21 +145,4 @@ def load_embedder(path: str | None = None) -> Embedder:
 
     Models are slow to load and large in memory, so every caller shares one instance.
     """
-    path = path or conf.get("EMBEDDER")
-    embedder = _loaded.get(path)
-    if embedder is not None:
-        return embedder
-    with _load_lock:
-        if path not in _loaded:
-            try:
-                cls = import_string(path)
-            except ImportError as exc:
-                raise ImproperlyConfigured(f"MGECACHE['EMBEDDER'] = {path!r} cannot be imported: {exc}") from exc
-            embedder = cls()
-            for attr in ("model_name", "dim", "embed"):
-                if not hasattr(embedder, attr):
-                    raise ImproperlyConfigured(
-                        f"Embedder {path!r} has no {attr!r}; see cache_app.rag.embedders.Embedder."
-                    )
-            _loaded[path] = embedder
-        return _loaded[path]
+    return _embedders.load(path)

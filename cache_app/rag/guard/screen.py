@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
-
-from cache_app.core import conf, metrics
+from cache_app.core import metrics
+from cache_app.core.plugins import Plugins
 from cache_app.rag.guard.features import (
     QueryFeatures,
     extract,
@@ -74,28 +71,14 @@ class NoGuard:
         return None
 
 
-_guards: dict[str, HitGuard] = {}
-_guards_lock = threading.Lock()
+_guards: Plugins[HitGuard] = Plugins(
+    "RAG_HIT_GUARD", "Hit guard", ("prepare()", "check()"), "cache_app.rag.guard.HitGuard"
+)
 
 
 def load_guard(path: str | None = None) -> HitGuard:
     """The guard named by ``path`` (default ``MGECACHE['RAG_HIT_GUARD']``), one instance per process."""
-    path = path or conf.get("RAG_HIT_GUARD")
-    guard = _guards.get(path)
-    if guard is not None:
-        return guard
-    with _guards_lock:
-        if path not in _guards:
-            try:
-                cls = import_string(path)
-            except ImportError as exc:
-                raise ImproperlyConfigured(f"MGECACHE['RAG_HIT_GUARD'] = {path!r} cannot be imported: {exc}") from exc
-            instance = cls()
-            for attr in ("prepare", "check"):
-                if not callable(getattr(instance, attr, None)):
-                    raise ImproperlyConfigured(f"Hit guard {path!r} has no {attr}(); see cache_app.rag.guard.HitGuard.")
-            _guards[path] = instance
-        return _guards[path]
+    return _guards.load(path)
 
 
 # --- one lookup's screen ------------------------------------------------------------------------
