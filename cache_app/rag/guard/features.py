@@ -140,7 +140,7 @@ def _quotes(source: str) -> tuple[list[str], list[str]]:
 
 
 def extract(query: str) -> QueryFeatures:
-    """The features of one query (pure; see the module docstring for the rules)."""
+    """The features of one query (pure; the rules are in the package docstring, cache_app.rag.guard)."""
     if len(query) > MAX_CHARS:
         return _TOO_LONG
     source = query if query.isascii() else unicodedata.normalize("NFKC", query)
