@@ -17,11 +17,23 @@ from typing import Any
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of every CPU since boot, from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+def cpu_ticks(stat: str | None = None, cpus: set[int] | None = None) -> tuple[int, int]:
+    """(busy, total) jiffies since boot of the CPUs this process may run on, from /proc/stat.
+
+    Under ``taskset`` the load test's processes share only the CPUs they are pinned to, so the
+    busy share is of those, not of the whole machine (``stat`` and ``cpus`` are for tests).
+    """
+    stat = Path("/proc/stat").read_text() if stat is None else stat
+    cpus = os.sched_getaffinity(0) if cpus is None else cpus
+    busy = total = 0
+    for line in stat.splitlines():
+        name, _, values = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+            continue
+        fields = [int(v) for v in values.split()]
+        idle = fields[3] + fields[4]  # idle + iowait
+        busy, total = busy + sum(fields) - idle, total + sum(fields)
+    return busy, total
 
 
 def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:

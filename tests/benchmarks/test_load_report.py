@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from benchmarks.load.cpu import busy_share, cpu_ticks
 from benchmarks.load.report import baseline_report, knee_report, lookup_quantile, parse_metrics, read_stats
 from benchmarks.load.run import KNEE_USERS, find_knee
 
@@ -98,3 +99,17 @@ def test_each_case_run_at_the_knee_lists_its_probes():
     probes = [{"users": 2, "busy": 40.0, "rps": 50.0}, {"users": 4, "busy": 91.0, "rps": 99.0}]
     lines = knee_report([{"case": "single, 4 users (the knee)", "knee": probes}, {"case": "cluster, 8 users"}], 12)
     assert lines == "single, 4 users (the knee): knee probes (12 s each): 2 users 40 % 50/s; 4 users 91 % 99/s"
+
+
+STAT = """\
+cpu  300 0 100 500 100 0 0 0 0 0
+cpu0 100 0 50 300 50 0 0 0 0 0
+cpu1 200 0 50 200 50 0 0 0 0 0
+intr 12345
+"""
+
+
+def test_the_busy_share_counts_only_the_cpus_the_run_is_pinned_to():
+    assert cpu_ticks(STAT, {0, 1}) == (400, 1000)  # the whole machine: busy = all but idle and iowait
+    assert cpu_ticks(STAT, {1}) == (250, 500)  # under taskset -c 1
+    assert busy_share(cpu_ticks(STAT, {0}), cpu_ticks(STAT.replace("cpu0 100", "cpu0 200"), {0})) == 100.0
