@@ -80,6 +80,11 @@ def _children_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def spent_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two readings by the processes alive at the second (0 for the gone)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items() if seconds)
+
+
 class CpuMeter:
     """The CPU a case used between ``start`` and ``stop``: the busy share and seconds per role."""
 
@@ -91,9 +96,12 @@ class CpuMeter:
         for name, proc in zip(self.stack.names, self.stack.procs, strict=True):
             role = name.rstrip("0123456789").rstrip("-")
             roles[role] = roles.get(role, 0.0) + sum(process_seconds(pid) for pid in tree(proc.pid))
-        roles["postgres"] = sum(process_seconds(pid) for pid in named("postgres"))
+        # Per process: a backend that exits between the readings takes its seconds with it, and
+        # one that starts counts only from its start (a sum of totals could even go negative).
+        postgres = {pid: process_seconds(pid) for pid in named("postgres")}
         nodes = {} if self.cluster is None else {p.pid: process_seconds(p.pid) for p in self.cluster.procs.values()}
-        return {"ticks": cpu_ticks(), "roles": roles, "nodes": nodes, "locust": _children_seconds()}
+        locust = _children_seconds()
+        return {"ticks": cpu_ticks(), "roles": roles, "postgres": postgres, "nodes": nodes, "locust": locust}
 
     def start(self) -> None:
         self._before = self._read()
@@ -103,5 +111,6 @@ class CpuMeter:
         before, after = self._before, self._read()
         roles = {role: spent - before["roles"].get(role, 0.0) for role, spent in after["roles"].items()}
         roles["locust"] = after["locust"] - before["locust"]
-        roles["cluster"] = sum(s - before["nodes"].get(pid, 0.0) for pid, s in after["nodes"].items() if s)
+        roles["cluster"] = spent_between(before["nodes"], after["nodes"])
+        roles["postgres"] = spent_between(before["postgres"], after["postgres"])
         return busy_share(before["ticks"], after["ticks"]), roles

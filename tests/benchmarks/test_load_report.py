@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.load.cpu import busy_share, cpu_ticks
+from benchmarks.load.cpu import busy_share, cpu_ticks, spent_between
 from benchmarks.load.report import baseline_report, knee_report, lookup_quantile, parse_metrics, read_stats
 from benchmarks.load.run import KNEE_USERS, find_knee
 
@@ -113,3 +113,8 @@ def test_the_busy_share_counts_only_the_cpus_the_run_is_pinned_to():
     assert cpu_ticks(STAT, {0, 1}) == (400, 1000)  # the whole machine: busy = all but idle and iowait
     assert cpu_ticks(STAT, {1}) == (250, 500)  # under taskset -c 1
     assert busy_share(cpu_ticks(STAT, {0}), cpu_ticks(STAT.replace("cpu0 100", "cpu0 200"), {0})) == 100.0
+
+
+def test_a_process_gone_between_the_readings_takes_its_seconds_with_it():
+    # pid 1 ran on (2 s), pid 2 exited (its 3 s are not subtracted), pid 3 started (1 s).
+    assert spent_between({1: 5.0, 2: 3.0}, {1: 7.0, 3: 1.0}) == 3.0
