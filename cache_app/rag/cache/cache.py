@@ -11,24 +11,20 @@ Hot path (see docs/rag_cache.md):
 * no lookup ever issues SCAN or KEYS. Invalidation is one INCR (the LLM layer's tag scheme).
 
 Every Redis exchange is written once, as a generator that yields the commands of one
-round trip and receives their replies; a sync and an async driver run the same flows.
+round trip and receives their replies; a sync and an async driver run the same flows (flows.py,
+with the call's validated request and the sync of a namespace's mirror).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
-from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from cache_app.core import conf, keys, metrics
 from cache_app.core.counters import histogram_field
-from cache_app.core.layer import AsyncRedis, Lookup, RedisCacheLayer, SyncRedis, expected_tag
+from cache_app.core.layer import Lookup, RedisCacheLayer, SyncRedis, expected_tag
 from cache_app.core.scripts import SET_LUA
 from cache_app.core.tags import WriteToken
 from cache_app.rag.cache.codec import (
@@ -45,10 +41,25 @@ from cache_app.rag.cache.codec import (
     validate_query,
     validate_top_k,
 )
-from cache_app.rag.cache.index import Horizon, NamespaceIndex, Position, RAGIndex, SearchResult, get_rag_index
+from cache_app.rag.cache.flows import (
+    Commands,
+    Confirmation,
+    Flow,
+    Outcome,
+    Request,
+    adrive,
+    cosine,
+    drive,
+    extend_ttl,
+    int_or_none,
+    int_or_zero,
+    sync_namespace,
+    tail_reads,
+)
+from cache_app.rag.cache.index import Horizon, RAGIndex, SearchResult, get_rag_index
 from cache_app.rag.cache.reclaim import reclaim_layer, reclaim_scope
 from cache_app.rag.cache.scripts import APPEND_ATTEMPTS, LOG_APPEND_LUA
-from cache_app.rag.guard import OPEN_SCREEN, HitScreen, candidate_batches, screen_for
+from cache_app.rag.guard import candidate_batches, screen_for
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +71,6 @@ SCORES_LAYER = "rag_scores"
 # Candidates confirmed per round trip, and round trips at most, on a similarity lookup.
 CONFIRM_BATCH = 4
 CONFIRM_ROUNDS = 3
-# Log segments fetched per round trip when a process rebuilds a namespace (8 x 2 MiB).
-REBUILD_BATCH_SEGMENTS = 8
-# A lookup that finds another caller fetching the namespace's log waits for it at most this
-# long (polling every PAUSE_SECONDS), then fetches what is still missing; after
-# SYNC_ATTEMPTS - 1 waits it fetches without waiting for its turn.
-LOADER_WAIT_SECONDS = 3.0
-PAUSE_SECONDS = 0.002
-SYNC_ATTEMPTS = 3
-
 _ANY_TAG = re.compile(rb"e\d+g\d+\|")
 _HITS = metrics.CACHE_HITS.labels(LAYER)
 _SIMILAR_HITS = metrics.CACHE_HITS.labels(SIMILARITY_LAYER)
@@ -77,55 +79,6 @@ _SIMILAR_MISSES = metrics.CACHE_MISSES.labels(SIMILARITY_LAYER)
 _WRITES = metrics.CACHE_WRITES.labels(LAYER)
 _RECLAIMED = metrics.CACHE_KEYS_RECLAIMED.labels(LAYER)
 _LOOKUP = metrics.CACHE_LOOKUP_SECONDS.labels(LAYER)
-
-Commands = list[tuple[Any, ...]]
-Flow = Generator[Commands, list[Any], Any]
-Confirmation = Generator[Commands, list[Any], CachedRAGResult | None]
-
-
-def _int(raw: Any) -> int:
-    return 0 if raw is None else int(raw)
-
-
-def _int_or_none(raw: Any) -> int | None:
-    return None if raw is None else int(raw)
-
-
-@dataclass
-class _Request:
-    """Everything one call needs, validated, with its keys built once."""
-
-    query: str
-    model: str
-    top_k: int
-    masterplan_id: str | None
-    embedding: np.ndarray  # float32 as given
-    unit: np.ndarray  # float32, L2-normalised
-    digest: str
-    entry_key: str
-    epoch_key: str
-    gen_key: str
-    registry_key: str
-    nsid: str
-    log_base: str
-    head_key: str
-    first_key: str
-    ns: NamespaceIndex
-    screen: HitScreen = OPEN_SCREEN  # the policy's hit guard / shadow mode, set per lookup
-
-    @property
-    def dim(self) -> int:
-        return int(self.unit.shape[0])
-
-    def segment(self, number: int) -> str:
-        return keys.rag_log_segment(self.log_base, number)
-
-
-@dataclass
-class _Outcome:
-    result: CachedRAGResult | None = None
-    corrupt: tuple[str, ...] = ()
-    tag: bytes = b""  # the scope's tag seen by a miss (its write token's)
 
 
 class RAGQueryCache(RedisCacheLayer):
@@ -146,43 +99,10 @@ class RAGQueryCache(RedisCacheLayer):
     def index(self) -> RAGIndex:
         return self._index if self._index is not None else get_rag_index()
 
-    # --- drivers: run a flow's round trips on a sync or an async client ----------------------
-    @staticmethod
-    def _drive(client: SyncRedis, flow: Flow) -> Any:
-        try:
-            commands = next(flow)
-            while True:
-                if not commands:  # the flow waits for another caller (polling with a deadline)
-                    time.sleep(PAUSE_SECONDS)
-                    commands = flow.send([])
-                    continue
-                pipe = client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                commands = flow.send(pipe.execute())
-        except StopIteration as stop:
-            return stop.value
-
-    @staticmethod
-    async def _adrive(client: AsyncRedis, flow: Flow) -> Any:
-        try:
-            commands = next(flow)
-            while True:
-                if not commands:
-                    await asyncio.sleep(PAUSE_SECONDS)
-                    commands = flow.send([])
-                    continue
-                pipe = client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                commands = flow.send(await pipe.execute())
-        except StopIteration as stop:
-            return stop.value
-
     # --- requests --------------------------------------------------------------------------
     def _request(
         self, query: Any, query_embedding: Any, embedding_model: Any, top_k: Any, masterplan_id: Any
-    ) -> _Request:
+    ) -> Request:
         query = validate_query(query)
         model = validate_model(embedding_model)
         top_k = validate_top_k(top_k)
@@ -193,7 +113,7 @@ class RAGQueryCache(RedisCacheLayer):
         epoch_key, gen_key, entry_key, registry_key, log_base, head_key = keys.rag_lookup(
             normalized_mp, digest, nsid, int(unit.shape[0])
         )
-        return _Request(
+        return Request(
             query=query,
             model=model,
             top_k=top_k,
@@ -213,7 +133,7 @@ class RAGQueryCache(RedisCacheLayer):
         )
 
     @staticmethod
-    def _check_dim(req: _Request, recorded: Any) -> None:
+    def _check_dim(req: Request, recorded: Any) -> None:
         if recorded is not None and int(recorded) != req.dim:
             raise ValueError(
                 f"query_embedding has {req.dim} dimensions but namespace (embedding_model={req.model!r}, "
@@ -221,38 +141,38 @@ class RAGQueryCache(RedisCacheLayer):
             )
 
     # --- lookups -----------------------------------------------------------------------------
-    def _get_flow(self, req: _Request, threshold: float) -> Flow:
+    def _get_flow(self, req: Request, threshold: float) -> Flow:
         ns = req.ns
         pos = ns.position()
         commands: Commands = [
             ("MGET", req.epoch_key, req.gen_key, req.entry_key, req.head_key, req.first_key),
             ("HGET", req.registry_key, req.nsid),
-            *self._tail_reads(req, pos),
+            *tail_reads(req, pos),
         ]
         replies = yield commands
         (epoch_raw, gen_raw, raw, head_raw, first_raw), recorded_dim, *tails = replies
         self._check_dim(req, recorded_dim)
-        horizon = Horizon(_int_or_none(head_raw), _int_or_none(first_raw))
-        tag, epoch, gen = make_tag(epoch_raw, gen_raw), _int(epoch_raw), _int(gen_raw)
+        horizon = Horizon(int_or_none(head_raw), int_or_none(first_raw))
+        tag, epoch, gen = make_tag(epoch_raw, gen_raw), int_or_zero(epoch_raw), int_or_zero(gen_raw)
         now = self._clock()
         ns.observe_tag(epoch, gen, pos.reading)
         corrupt: list[str] = []
         exact = self._exact(req, raw, tag, now, corrupt)
         if exact is not None:
             ns.advance(pos, horizon, tails, now)
-            return _Outcome(exact)
+            return Outcome(exact)
         # Exact miss: bring the mirror up to date (usually with the bytes already read), then search.
-        yield from self._sync(req, pos, horizon, tails, now)
+        yield from sync_namespace(req, pos, horizon, tails, now, self.index)
         found = ns.search(req.unit, threshold, now=now, tag=(epoch, gen))
         if found.best_score is not None:
             metrics.RAG_SIMILARITY_SCORE.observe(max(0.0, found.best_score))
             score_field = histogram_field(found.best_score, metrics.SIMILARITY_SCORE_BUCKETS)
             self.counters.incr(SCORES_LAYER, score_field)
         result = yield from self._confirm(req, found, threshold, now, corrupt)
-        return _Outcome(result, tuple(corrupt), tag)
+        return Outcome(result, tuple(corrupt), tag)
 
     def _exact(
-        self, req: _Request, raw: bytes | None, tag: bytes, now: float, corrupt: list[str]
+        self, req: Request, raw: bytes | None, tag: bytes, now: float, corrupt: list[str]
     ) -> CachedRAGResult | None:
         """The exact hit in ``raw`` (the entry's value), or None; a corrupt value is added to ``corrupt``."""
         if raw is None:
@@ -274,7 +194,7 @@ class RAGQueryCache(RedisCacheLayer):
         return CachedRAGResult(entry.query, entry.embedding.tolist(), documents, entry.cached_at, "exact", 1.0)
 
     def _confirm(
-        self, req: _Request, found: SearchResult, threshold: float, now: float, corrupt: list[str]
+        self, req: Request, found: SearchResult, threshold: float, now: float, corrupt: list[str]
     ) -> Confirmation:
         """Confirm the best candidates against Redis (CONFIRM_BATCH per round trip); the first live one wins."""
         for batch in candidate_batches(found.candidates, req.screen, CONFIRM_BATCH, CONFIRM_ROUNDS):
@@ -294,7 +214,7 @@ class RAGQueryCache(RedisCacheLayer):
 
     def _candidate(
         self,
-        req: _Request,
+        req: Request,
         key: str,
         value: bytes | None,
         current: bytes,
@@ -314,7 +234,7 @@ class RAGQueryCache(RedisCacheLayer):
             return None, True
         if entry.expires_at <= now:
             return None, True
-        similarity = _cosine(entry.embedding, req.unit)
+        similarity = cosine(entry.embedding, req.unit)
         if similarity < threshold:
             return None, False  # the entry was rewritten with another vector; its newer row decides
         if not req.screen.admit(entry.query, similarity):
@@ -324,62 +244,9 @@ class RAGQueryCache(RedisCacheLayer):
         )
         return result, False
 
-    @staticmethod
-    def _tail_reads(req: _Request, pos: Position) -> Commands:
-        if pos.segment is None:
-            return []
-        return [
-            ("GETRANGE", req.segment(pos.segment), pos.offset, -1),
-            ("GETRANGE", req.segment(pos.segment + 1), 0, -1),
-        ]
-
-    def _sync(self, req: _Request, pos: Position, horizon: Horizon, tails: list[bytes], now: float) -> Flow:
-        """Bring the namespace's mirror up to ``horizon`` before a search (usually with bytes already read).
-
-        Whatever another caller did to the shared mirror meanwhile, the search runs only once
-        the mirror holds every record appended before this lookup read the log head (the
-        index's ``plan`` says what is still lacking). Fetching is done by one caller at a
-        time; the others wait for it, then fetch only what it did not cover. A caller still
-        short after SYNC_ATTEMPTS - 1 waits fetches without the claim: bytes applied twice are
-        skipped, so concurrent fetches never double a row.
-        """
-        ns = req.ns
-        version, reads = ns.advance(pos, horizon, tails, now)
-        for attempt in range(SYNC_ATTEMPTS):
-            if not reads:
-                return
-            claim = ns.claim_loading()
-            if claim is None and attempt < SYNC_ATTEMPTS - 1:
-                # Another caller is fetching this namespace: wait for it (bounded), then see
-                # what is still missing (usually nothing).
-                deadline = time.monotonic() + LOADER_WAIT_SECONDS
-                while ns.loading() and time.monotonic() < deadline:
-                    yield []  # the driver pauses briefly (sleep / asyncio.sleep)
-                version, reads = ns.plan(horizon)
-                continue
-            try:
-                # A few segments per round trip: each reply stays a few MB, far from the socket
-                # timeout even on a busy server, and progress is kept if a later batch fails
-                # (the next lookup continues from there).
-                for start in range(0, len(reads), REBUILD_BATCH_SEGMENTS):
-                    batch = reads[start : start + REBUILD_BATCH_SEGMENTS]
-                    blobs = yield [("GETRANGE", req.segment(number), offset, -1) for number, offset in batch]
-                    loaded = ns.load_segments(
-                        version, [(n, o, b) for (n, o), b in zip(batch, blobs, strict=True)], now, horizon
-                    )
-                    if loaded is False:
-                        return  # corrupt bytes: the mirror was reset; search what is left, rebuild next time
-                    if loaded is None:
-                        break  # the mirror restarted meanwhile: plan again
-            finally:
-                if claim is not None:
-                    ns.release_loading(claim)
-            self.index.enforce_budget()
-            version, reads = ns.plan(horizon)
-
     def _begin_get(
         self, query: Any, query_embedding: Any, embedding_model: Any, top_k: Any, masterplan_id: Any
-    ) -> tuple[_Request, float | None]:
+    ) -> tuple[Request, float | None]:
         req = self._request(query, query_embedding, embedding_model, top_k, masterplan_id)
         policy = self.policies.rag()
         if not policy.enabled:
@@ -388,7 +255,7 @@ class RAGQueryCache(RedisCacheLayer):
         req.screen = screen_for(req.query, policy, embedding_model=req.model, scope=req.masterplan_id)
         return req, req.screen.search_threshold
 
-    def _finish_get(self, req: _Request, outcome: _Outcome | None) -> Lookup[CachedRAGResult]:
+    def _finish_get(self, req: Request, outcome: Outcome | None) -> Lookup[CachedRAGResult]:
         result = None if outcome is None else outcome.result
         if result is None:
             _MISSES.inc()
@@ -440,7 +307,7 @@ class RAGQueryCache(RedisCacheLayer):
         if threshold is None:
             return Lookup(None)
         client = self.redis
-        outcome = self.guard.run("get", lambda: self._drive(client, self._get_flow(req, threshold)), None)
+        outcome = self.guard.run("get", lambda: drive(client, self._get_flow(req, threshold)), None)
         if outcome is not None and outcome.corrupt:
             self.guard.run("delete", lambda: client.unlink(*outcome.corrupt), None)
         found = self._finish_get(req, outcome)
@@ -455,7 +322,7 @@ class RAGQueryCache(RedisCacheLayer):
         if threshold is None:
             return Lookup(None)
         client = self.async_client()
-        outcome = await self.guard.arun("get", lambda: self._adrive(client, self._get_flow(req, threshold)), None)
+        outcome = await self.guard.arun("get", lambda: adrive(client, self._get_flow(req, threshold)), None)
         if outcome is not None and outcome.corrupt:
             await self.guard.arun("delete", lambda: client.unlink(*outcome.corrupt), None)
         found = self._finish_get(req, outcome)
@@ -467,22 +334,22 @@ class RAGQueryCache(RedisCacheLayer):
         logger.warning("RAG cache entry %s is corrupt (%s); deleting it", key, exc)
 
     # --- writes ------------------------------------------------------------------------------
-    def _set_flow(self, req: _Request, payload: bytes, ttl: int, expected: bytes) -> Flow:
+    def _set_flow(self, req: Request, payload: bytes, ttl: int, expected: bytes) -> Flow:
         replies = yield [("MGET", req.epoch_key, req.gen_key, req.head_key), ("HGET", req.registry_key, req.nsid)]
         (epoch_raw, gen_raw, head_raw), recorded_dim = replies
         self._check_dim(req, recorded_dim)
         tag = make_tag(epoch_raw, gen_raw)
         if expected and expected != tag:
             return "stale_generation"  # retrieved for a generation invalidated since the miss
-        record = pack_record(req.digest, self._clock() + ttl, _int(epoch_raw), _int(gen_raw), req.unit)
+        record = pack_record(req.digest, self._clock() + ttl, int_or_zero(epoch_raw), int_or_zero(gen_raw), req.unit)
         # A new log starts at a time-based segment number, so a reader still positioned in an
         # older, expired log of this namespace sees a jump and rebuilds (index.advance).
-        head = _int_or_none(head_raw)
+        head = int_or_none(head_raw)
         replies = yield [
             ("EVAL", SET_LUA, 3, req.epoch_key, req.gen_key, req.entry_key, payload, ttl, tag),
             self._append_command(req, record, ttl, int(time.time() * 1000) if head is None else head),
             ("HSETNX", req.registry_key, req.nsid, req.dim),
-            *_extend_ttl(req.registry_key, ttl),
+            *extend_ttl(req.registry_key, ttl),
         ]
         stored, appended = int(replies[0]) == 1, replies[1]
         for _ in range(APPEND_ATTEMPTS - 1):
@@ -491,7 +358,7 @@ class RAGQueryCache(RedisCacheLayer):
             (appended,) = yield [self._append_command(req, record, ttl, int(appended[1]))]  # the head moved
         return "stored" if stored else "stale_generation"
 
-    def _append_command(self, req: _Request, record: bytes, ttl: int, head: int) -> tuple[Any, ...]:
+    def _append_command(self, req: Request, record: bytes, ttl: int, head: int) -> tuple[Any, ...]:
         """LOG_APPEND_LUA on segment ``head`` (every key in KEYS: the script builds none)."""
         retention = self.index.retention_segments(req.dim)
         return (
@@ -518,7 +385,7 @@ class RAGQueryCache(RedisCacheLayer):
         masterplan_id: Any,
         ttl: Any,
         token: WriteToken | None,
-    ) -> tuple[_Request, bytes, int, bytes] | None:
+    ) -> tuple[Request, bytes, int, bytes] | None:
         """Validate and apply the store rules: (request, payload, ttl, expected tag), or None if skipped."""
         req = self._request(query, query_embedding, embedding_model, top_k, masterplan_id)
         expected = expected_tag(req.entry_key, token)
@@ -540,7 +407,7 @@ class RAGQueryCache(RedisCacheLayer):
             return None
         return req, payload, seconds, expected
 
-    def _written(self, req: _Request, status: str | None) -> bool:
+    def _written(self, req: Request, status: str | None) -> bool:
         if status == "stored":
             _WRITES.inc()
             self.counters.incr(LAYER, "writes", masterplan_id=req.masterplan_id)
@@ -573,9 +440,7 @@ class RAGQueryCache(RedisCacheLayer):
             return False
         req, payload, seconds, expected = plan
         client = self.redis
-        status = self.guard.run(
-            "set", lambda: self._drive(client, self._set_flow(req, payload, seconds, expected)), None
-        )
+        status = self.guard.run("set", lambda: drive(client, self._set_flow(req, payload, seconds, expected)), None)
         return self._written(req, status)
 
     async def aset(
@@ -596,7 +461,7 @@ class RAGQueryCache(RedisCacheLayer):
         req, payload, seconds, expected = plan
         client = self.async_client()
         status = await self.guard.arun(
-            "set", lambda: self._adrive(client, self._set_flow(req, payload, seconds, expected)), None
+            "set", lambda: adrive(client, self._set_flow(req, payload, seconds, expected)), None
         )
         return self._written(req, status)
 
@@ -636,15 +501,3 @@ class RAGQueryCache(RedisCacheLayer):
     def stats(self, masterplan_id: Any = None) -> dict[str, float]:
         """Durable totals (hits, similar_hits, misses, writes, invalidations, bypassed)."""
         return self.counters.read(LAYER, masterplan_id=keys.normalize_masterplan_id(masterplan_id))
-
-
-def _cosine(embedding: np.ndarray, unit: np.ndarray) -> float:
-    if embedding.shape != unit.shape:
-        return -1.0
-    norm = float(np.linalg.norm(embedding))
-    return float(np.dot(embedding, unit) / norm) if norm > 0 else -1.0
-
-
-def _extend_ttl(key: str, ttl: int) -> Commands:
-    """Set the TTL if the key has none, else raise it if ``ttl`` is longer (never shorten it)."""
-    return [("EXPIRE", key, ttl, "NX"), ("EXPIRE", key, ttl, "GT")]
