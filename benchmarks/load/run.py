@@ -23,7 +23,8 @@ bench-only virtualenv (var/load-venv, from benchmarks/load/requirements-locust.t
 Reports per case (the tables: report.py): requests/s, p50/p99 per kind (locust), errors (non-2xx), and from ``/metrics``
 (aggregated over the web workers through PROMETHEUS_MULTIPROC_DIR): the API requests the servers
 counted (must equal what locust sent), fail-open cache calls and Redis outages with their seconds;
-and the share of the machine's CPU time that was busy during the run (/proc/stat, every process).
+and the share of the CPU time that was busy during the run (/proc/stat, every process; of the CPUs
+the run may use, so ``taskset -c 0 .venv/bin/python benchmarks/load/run.py ...`` measures a 1-core host).
 A second table splits the CPU seconds by role (each process with its children, /proc/<pid>/stat;
 locust from its rusage) and counts read timeouts that the breaker's ping found Redis answering.
 In the ``failover`` case a Cluster primary is SIGKILLed a third into the run. ``<case>@knee`` first
