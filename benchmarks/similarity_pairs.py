@@ -25,7 +25,7 @@ number: those are usually pasted, and a changed name may be another name), lower
 case, punctuation, a phrase moved to the front, filler words. The split between
 ``near_duplicate`` and ``near_duplicate_hard`` is by the edit (word length, filler length),
 decided before measuring. Paraphrases are written by
-hand. It is a development set: the guard (cache_app/rag/guard.py) is written from rules
+hand. It is a development set: the guard (cache_app/rag/guard/) is written from rules
 about questions, and tests/cache_app/rag/test_guard.py checks held-out wording.
 """
 

@@ -1,4 +1,4 @@
-"""Where a load-test case's CPU went: the machine's busy share, and seconds per role, from /proc.
+"""Where a load-test case's CPU went: the busy share of the CPUs the run may use, and seconds per role, from /proc.
 
 A :class:`CpuMeter` is started just before locust and stopped just after it. Roles are the
 processes a :class:`~benchmarks.load.run.Stack` spawned (``celery-1`` counts as ``celery``), each
@@ -37,7 +37,7 @@ def cpu_ticks(stat: str | None = None, cpus: set[int] | None = None) -> tuple[in
 
 
 def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
-    """The percent of the machine's CPU time that was busy between two ``cpu_ticks`` readings."""
+    """The percent of the CPU time (of the CPUs ``cpu_ticks`` read) that was busy between two readings."""
     return 100.0 * (after[0] - before[0]) / max(1, after[1] - before[1])
 
 

@@ -28,7 +28,7 @@ the run may use, so ``taskset -c 0 .venv/bin/python benchmarks/load/run.py ...``
 A second table splits the CPU seconds by role (each process with its children, /proc/<pid>/stat;
 locust from its rusage) and counts read timeouts that the breaker's ping found Redis answering.
 In the ``failover`` case a Cluster primary is SIGKILLed a third into the run. ``<case>@knee`` first
-probes 2, 4, 6, 8, 10, 12, 16, ... users for 12 s each and runs the case at the fewest that keep the machine
+probes 2, 4, 6, 8, 10, 12, 16, ... users for 12 s each and runs the case at the fewest that keep the cores
 90 % busy, the load that saturates the cores, which moves with the machine's speed. Before its load, each case
 measures a baseline on the same servers: one user asking hits one at a time for 15 s. A third table
 gives the hit p99 under load as a multiple of that lone p99, a figure that carries between machines.
@@ -79,7 +79,7 @@ HIT_PROMPTS = 50
 WORKERS, THREADS, CELERY_CONCURRENCY, USERS = 4, 8, 4, 24
 # The baseline each case measures first: a lone user's hits, one at a time (the hit p99's denominator).
 BASELINE_SECONDS = 15
-# ``<case>@knee``: short probes at these user counts find the fewest users that keep the machine
+# ``<case>@knee``: short probes at these user counts find the fewest users that keep the cores
 # KNEE_BUSY % busy, "the load that saturates the cores", which moves with the machine's speed.
 KNEE_USERS = (2, 4, 6, 8, 10, 12, 16, 20, 24, 32, 48)
 KNEE_BUSY = 90.0
@@ -333,7 +333,7 @@ def run_locust(
 
 
 def busy_between(start: float, end: float) -> float:
-    """The machine's busy share (%) from ``start`` to ``end`` s from now."""
+    """The busy share (%) of the CPUs the run may use from ``start`` to ``end`` s from now."""
     time.sleep(start)
     first = cpu_ticks()
     time.sleep(end - start)
@@ -352,7 +352,7 @@ def knee_probe(locust: Path, args: argparse.Namespace, key: str, ports: list[int
 
 
 def find_knee(probe: Callable[[int], tuple[float, float]]) -> tuple[int, list[dict[str, float]]]:
-    """The fewest of KNEE_USERS that keep the machine KNEE_BUSY % busy, and every probe made.
+    """The fewest of KNEE_USERS that keep the cores KNEE_BUSY % busy, and every probe made.
 
     ``probe(users)`` runs the load briefly and returns (CPU busy %, requests/s). If no count
     gets there (a machine with cores to spare), the one that gave the most requests/s.
