@@ -265,6 +265,11 @@ def start_servers(stack: Stack, env: dict[str, str], ports: list[int], args: arg
     return key
 
 
+def pinned(cpus: str, command: list[str]) -> list[str]:
+    """``command`` on the CPUs ``cpus`` (taskset's list, e.g. ``1``; empty: wherever the runner may run)."""
+    return ["taskset", "-c", cpus, *command] if cpus else command
+
+
 def niced(value: int, command: list[str]) -> list[str]:
     """``command`` at nice ``value`` (0: as it is)."""
     return ["nice", "-n", str(value), *command] if value else command
@@ -310,11 +315,11 @@ def run_locust(
 ) -> str:
     """One headless locust run against the servers; its printed summary (``read_stats`` parses it)."""
     generator = subprocess.run(
-        niced(args.locust_nice, [
+        pinned(args.locust_cpus, niced(args.locust_nice, [
             str(locust), "-f", str(ROOT / "benchmarks" / "load" / "locustfile.py"), "--headless",
             "-u", users, "-r", users, "-t", f"{seconds}s", "--stop-timeout", "20",
             "--host", f"http://127.0.0.1:{ports[0]}", "--only-summary",
-        ]),
+        ])),
         env={
             **os.environ,
             "LOAD_API_KEY": key,
@@ -446,6 +451,11 @@ def main() -> None:
         "--celery-concurrency", type=int, default=CELERY_CONCURRENCY, help="Processes per Celery worker."
     )
     parser.add_argument("--locust-nice", type=int, default=0, help="Run locust at this nice value (negative: root).")
+    parser.add_argument(
+        "--locust-cpus",
+        default="",
+        help="Experiment: run locust on these CPUs (taskset list), e.g. the runner under taskset -c 0 and locust on 1.",
+    )
     parser.add_argument(
         "--split-nice",
         type=int,
