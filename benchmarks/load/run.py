@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/load/run.py --cases single@4 --mix 100,0,0,0              # hits only
     .venv/bin/python benchmarks/load/run.py --cases single@knee,cluster@knee              # at this machine's knee
     .venv/bin/python benchmarks/load/run.py --cases single@24 --split-nice 10 --locust-nice=-10  # experiments
+    taskset -c 0 .venv/bin/python benchmarks/load/run.py --cases single@knee --locust-cpus 1   # one core; locust apart
 
 ``--rate R`` offers R requests/s in all (open loop, spread over the users) instead of each user sending
 its next request when the last returns: the latency at a given offered load, as service targets state it.
@@ -13,6 +14,9 @@ its next request when the last returns: the latency at a given offered load, as 
 cores and times each response only when it next runs. ``--split-nice`` serves hits on half the web
 workers and everything else on the other half at that nice value, locust routing by kind: an upper
 bound for serving hits apart (docs/benchmarks.md, "Two experiments").
+``--locust-cpus`` pins locust to CPUs of its own; with the runner (and so every server) under
+``taskset``, the busy share and the knee are of the servers' CPUs (docs/benchmarks.md, "The load
+generator on a core of its own").
 
 Every process is private and removed afterwards: a redis-server for Django's cache, throttles and
 the broker (and the caches in the ``single`` case), a 3+3 Redis Cluster for the caches in the
