@@ -15,7 +15,7 @@ project and its packages from ``.venv``.
 from __future__ import annotations
 
 import argparse
-import http.client
+import functools
 import json
 import os
 import secrets
@@ -24,7 +24,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.load import run  # noqa: E402
 from benchmarks.load.cpu import process_seconds, tree  # noqa: E402
+from benchmarks.load.idle_gap import post_once  # noqa: E402
 
 VENV = ROOT / "var" / "servers-venv"
 APP = "mgecache_site.wsgi:application"
@@ -60,34 +60,20 @@ def commands(port: int, granian: Path) -> dict[str, tuple[list[str], dict[str, s
     }
 
 
-def post(port: int, body: bytes, headers: dict[str, str]) -> float:
-    """Seconds for one hit on a fresh connection; raises unless it answers 200."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    started = time.perf_counter()
-    try:
-        connection.request("POST", "/api/v2/llm/generate", body, headers)
-        response = connection.getresponse()
-        response.read()
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise RuntimeError(f"the hit answered {response.status}")
-    return time.perf_counter() - started
-
-
 def measure(server: subprocess.Popen, port: int, hits: int, body: bytes, headers: dict[str, str]) -> dict[str, float]:
     """The server's CPU ms per hit and the client's p50 / p99 (ms) over ``hits`` hits, after a warm-up."""
-    run.wait_until(lambda: post(port, body, headers), "the server's first hit", 120)
+    hit = functools.partial(post_once, port, "/api/v2/llm/generate", body, headers)  # ms, on a fresh connection
+    run.wait_until(hit, "the server's first hit", 120)
     for _ in range(WARM_HITS):
-        post(port, body, headers)
+        hit()
     pids = tree(server.pid)
     before = sum(process_seconds(pid) for pid in pids)
-    latencies = sorted(post(port, body, headers) for _ in range(hits))
+    latencies = sorted(hit() for _ in range(hits))
     spent = sum(process_seconds(pid) for pid in pids) - before
     return {
         "cpu_ms": 1000 * spent / hits,
-        "p50_ms": 1000 * latencies[hits // 2],
-        "p99_ms": 1000 * latencies[min(hits - 1, int(hits * 0.99))],
+        "p50_ms": latencies[hits // 2],
+        "p99_ms": latencies[min(hits - 1, int(hits * 0.99))],
     }
 
 
