@@ -158,10 +158,15 @@ def cpu_report(results: list[dict]) -> str:
 
 
 def knee_report(results: list[dict], seconds: int) -> str:
-    """One line per case run ``@knee``: every probe's users, CPU busy share and requests/s."""
+    """One line per case run ``@knee`` or ``@busy<P>``: every probe's users (or offered rate), CPU busy share
+    and requests/s."""
     lines = []
     for result in results:
         if result.get("knee"):
             probes = "; ".join(f"{p['users']:.0f} users {p['busy']:.0f} % {p['rps']:.0f}/s" for p in result["knee"])
-            lines.append(f"{result['case']}: knee probes ({seconds} s each): {probes}")
+            line = f"{result['case']}: knee probes ({seconds} s each): {probes}"
+            if result.get("pace"):
+                paced = "; ".join(f"{p['rate']:g}/s offered {p['busy']:.0f} % {p['rps']:.0f}/s" for p in result["pace"])
+                line += f"; paced: {paced}"
+            lines.append(line)
     return "\n".join(lines)

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/load/run.py --cases single@8,single@16,single@24,single@32  # a sweep
     .venv/bin/python benchmarks/load/run.py --cases single@4 --mix 100,0,0,0              # hits only
     .venv/bin/python benchmarks/load/run.py --cases single@knee,cluster@knee              # at this machine's knee
+    .venv/bin/python benchmarks/load/run.py --cases single@busy85,cluster@busy85          # the knee's users, 85 % busy
     .venv/bin/python benchmarks/load/run.py --cases single@24 --split-nice 10 --locust-nice=-10  # experiments
     taskset -c 0 .venv/bin/python benchmarks/load/run.py --cases single@knee --locust-cpus 1   # one core; locust apart
 
@@ -36,6 +37,9 @@ probes 2, 4, 6, 8, 10, 12, 16, ... users for 12 s each and runs the case at the 
 90 % busy, the load that saturates the cores, which moves with the machine's speed. Before its load, each case
 measures a baseline on the same servers: one user asking hits one at a time for 15 s. A third table
 gives the hit p99 under load as a multiple of that lone p99, a figure that carries between machines.
+``<case>@busy<P>`` finds the knee's users, then paces them (each at most rate/users requests/s, probes
+of 12 s, interpolating the busy share against requests/s) until the cores are P % busy within 2.5
+points, and runs the case there: the tail at a held busy share, which the knee's coarse steps miss.
 """
 
 from __future__ import annotations
@@ -88,6 +92,12 @@ BASELINE_SECONDS = 15
 KNEE_USERS = (2, 4, 6, 8, 10, 12, 16, 20, 24, 32, 48)
 KNEE_BUSY = 90.0
 KNEE_SECONDS = 12
+# ``<case>@busy<P>``: the knee's users, paced (each at most rate/users requests/s) so that the cores are
+# P % busy within PACE_TOLERANCE points, in at most PACE_STEPS probes. The closed loop's users only step
+# in coarse counts (86 % at 12 users, 97 % at 16), and the hit tail grows fast in those last points, so a
+# figure compared across runs or machines needs the busy share held, not landed on.
+PACE_TOLERANCE = 2.5
+PACE_STEPS = 5
 
 
 def free_port() -> int:
@@ -315,9 +325,21 @@ def kill_a_primary(cluster, delay: float, record: dict) -> None:  # type: ignore
 
 
 def run_locust(
-    locust: Path, args: argparse.Namespace, key: str, ports: list[int], *, users: str, mix: str, seconds: int
+    locust: Path,
+    args: argparse.Namespace,
+    key: str,
+    ports: list[int],
+    *,
+    users: str,
+    mix: str,
+    seconds: int,
+    rate: float | None = None,
 ) -> str:
-    """One headless locust run against the servers; its printed summary (``read_stats`` parses it)."""
+    """One headless locust run against the servers; its printed summary (``read_stats`` parses it).
+
+    ``rate``: requests/s offered in all (None: ``--rate``; 0: closed loop).
+    """
+    rate = args.rate if rate is None else rate
     generator = subprocess.run(
         pinned(args.locust_cpus, niced(args.locust_nice, [
             str(locust), "-f", str(ROOT / "benchmarks" / "load" / "locustfile.py"), "--headless",
@@ -331,7 +353,7 @@ def run_locust(
             "LOAD_HIT_PROMPTS": str(HIT_PROMPTS),
             "LOAD_MIX": mix,
             "LOAD_REST_HOST": f"http://127.0.0.1:{ports[-1]}",
-            "LOAD_USER_RATE": str(args.rate / int(users)) if args.rate and users != "1" else "0",
+            "LOAD_USER_RATE": str(rate / int(users)) if rate and users != "1" else "0",
         },
         cwd=ROOT,
         check=False,
@@ -349,14 +371,16 @@ def busy_between(start: float, end: float) -> float:
     return busy_share(first, cpu_ticks())
 
 
-def knee_probe(locust: Path, args: argparse.Namespace, key: str, ports: list[int], users: int) -> tuple[float, float]:
-    """(CPU busy %, requests/s) of the load at ``users`` for KNEE_SECONDS.
+def knee_probe(
+    locust: Path, args: argparse.Namespace, key: str, ports: list[int], users: int, rate: float | None = None
+) -> tuple[float, float]:
+    """(CPU busy %, requests/s) of the load at ``users`` (``rate``: as ``run_locust``) for KNEE_SECONDS.
 
     The CPU window leaves out locust's start-up (1-3 s of imports) and its last second.
     """
     with ThreadPoolExecutor(1) as pool:
         share = pool.submit(busy_between, 4.0, KNEE_SECONDS - 2.0)
-        out = run_locust(locust, args, key, ports, users=str(users), mix=args.mix, seconds=KNEE_SECONDS)
+        out = run_locust(locust, args, key, ports, users=str(users), mix=args.mix, seconds=KNEE_SECONDS, rate=rate)
         return share.result(), read_stats(out)["Aggregated"]["rps"]
 
 
@@ -375,8 +399,47 @@ def find_knee(probe: Callable[[int], tuple[float, float]]) -> tuple[int, list[di
     return int(max(probes, key=lambda row: row["rps"])["users"]), probes
 
 
+def next_rate(points: list[tuple[float, float]], target: float) -> float:
+    """The requests/s expected to make the cores ``target`` % busy, from (requests/s, busy %) seen so far.
+
+    Linear between the busiest point below the target and the least busy at or above it (the CPU a
+    request costs is about constant below saturation); the midpoint where noise inverts them.
+    """
+    below = [p for p in points if p[1] < target]
+    above = [p for p in points if p[1] >= target]
+    if not above:
+        return max(below)[0] * 1.15
+    if not below:
+        return min(above)[0] * 0.85
+    (r0, b0), (r1, b1) = max(below), min(above)
+    if r1 <= r0:
+        return (r0 + r1) / 2
+    return r0 + (r1 - r0) * (target - b0) / (b1 - b0)
+
+
+def find_rate(
+    probe: Callable[[float], tuple[float, float]], target: float, seen: list[dict[str, float]]
+) -> tuple[float, list[dict[str, float]]]:
+    """The offered requests/s that keep the cores ``target`` % busy, and the probes made.
+
+    ``seen``: the knee's probes (closed loop: busy % against requests/s); ``probe(rate)`` runs the
+    knee's users paced to ``rate`` briefly and returns (busy %, requests/s). If no probe lands within
+    PACE_TOLERANCE after PACE_STEPS, the rate of the one closest to the target.
+    """
+    points = [(p["rps"], p["busy"]) for p in seen]
+    probes: list[dict[str, float]] = []
+    for _ in range(PACE_STEPS):
+        rate = round(next_rate(points, target), 1)
+        busy, rps = probe(rate)
+        probes.append({"rate": rate, "busy": busy, "rps": rps})
+        if abs(busy - target) <= PACE_TOLERANCE:
+            return rate, probes
+        points.append((rps, busy))
+    return min(probes, key=lambda p: abs(p["busy"] - target))["rate"], probes
+
+
 def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) -> dict:
-    """``label``: single, cluster or failover, optionally ``@<users>`` (default ``--users``)."""
+    """``label``: single, cluster or failover; then ``@<users>`` (default ``--users``), ``@knee`` or ``@busy<P>``."""
     case, _, users = label.partition("@")
     users = users or str(args.users)
     work = Path(tempfile.mkdtemp(prefix=f"mgecache-load-{case}-"))
@@ -399,9 +462,14 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
         key = start_servers(stack, env, ports, args)
         warm(web_port, key)
         knee: list[dict[str, float]] = []
-        if users == "knee":
+        pace: list[dict[str, float]] = []
+        mode, rate, target = users, None, 0.0
+        if mode == "knee" or mode.startswith("busy"):
             found, knee = find_knee(functools.partial(knee_probe, locust, args, key, ports))
             users = str(found)
+        if mode.startswith("busy"):  # the knee's users, paced to P % busy
+            target = float(mode.removeprefix("busy"))
+            rate, pace = find_rate(lambda r: knee_probe(locust, args, key, ports, found, rate=r), target, knee)
         # The same-run baseline: one user asking hits one at a time, on these servers, before the load.
         lone = run_locust(locust, args, key, ports, users="1", mix="100,0,0,0", seconds=BASELINE_SECONDS)
         baseline = read_stats(lone).get("llm hit", {})
@@ -411,17 +479,20 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
             threading.Thread(target=kill_a_primary, args=(cluster, args.duration / 3, failure), daemon=True).start()
         meter = CpuMeter(stack, cluster)
         meter.start()
-        output = run_locust(locust, args, key, ports, users=users, mix=args.mix, seconds=args.duration)
+        output = run_locust(locust, args, key, ports, users=users, mix=args.mix, seconds=args.duration, rate=rate)
         cpu, roles = meter.stop()  # includes locust's 20 s stop timeout at most
         (ROOT / "var" / f"load-locust-{case}-{users}.log").write_text(output)
         after = scrape_all(ports, token)
         stats = read_stats(output)
         counted = {name: after[name] - before.get(name, 0.0) for name in after}
         return {
-            "case": f"{case}, {users} users" + (" (the knee)" if knee else ""),
+            "case": f"{case}, {users} users"
+            + (f" at {rate:g}/s (paced to {target:g} % busy)" if pace else "")
+            + (" (the knee)" if knee and not pace else ""),
             "stats": stats,
             "baseline": baseline,
             "knee": knee,
+            "pace": pace,
             "server": counted,
             "failure": failure,
             "cpu": cpu,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from benchmarks.load.cpu import busy_share, cpu_ticks, spent_between
 from benchmarks.load.report import baseline_report, knee_report, lookup_quantile, parse_metrics, read_stats
-from benchmarks.load.run import KNEE_USERS, find_knee
+from benchmarks.load.run import KNEE_USERS, PACE_STEPS, PACE_TOLERANCE, find_knee, find_rate, next_rate
 
 # locust 2.47's summary (trimmed to the columns' layout), as run.py reads it from stdout.
 SUMMARY = """\
@@ -118,3 +118,44 @@ def test_the_busy_share_counts_only_the_cpus_the_run_is_pinned_to():
 def test_a_process_gone_between_the_readings_takes_its_seconds_with_it():
     # pid 1 ran on (2 s), pid 2 exited (its 3 s are not subtracted), pid 3 started (1 s).
     assert spent_between({1: 5.0, 2: 3.0}, {1: 7.0, 3: 1.0}) == 3.0
+
+
+def test_a_paced_run_interpolates_the_rate_that_holds_the_busy_share():
+    # The knee's probes: busy % against requests/s, about linear below saturation.
+    knee = [{"users": 8, "busy": 70.0, "rps": 200.0}, {"users": 12, "busy": 95.0, "rps": 300.0}]
+    offered: list[float] = []
+
+    def probe(rate: float) -> tuple[float, float]:
+        offered.append(rate)
+        return 30.0 + rate / 5, rate  # cheaper per request than the knee's probes said
+
+    rate, probes = find_rate(probe, 85.0, knee)
+    assert offered[0] == 260.0  # 70 % + (85 - 70) / (95 - 70) of the way from 200 to 300 requests/s
+    assert probes[0]["busy"] == 82.0  # 3 points short: interpolate again between 260/s and 300/s
+    assert offered[1] == 269.2
+    assert len(probes) == 2
+    assert abs(probes[1]["busy"] - 85.0) <= PACE_TOLERANCE
+    assert rate == 269.2
+
+
+def test_a_rate_that_never_lands_in_the_band_falls_back_to_the_closest_probe():
+    knee = [{"users": 8, "busy": 70.0, "rps": 200.0}, {"users": 12, "busy": 95.0, "rps": 300.0}]
+    noisy = iter([80.0, 92.0, 79.0, 91.0, 88.0])
+    rate, probes = find_rate(lambda rate: (next(noisy), rate), 85.0, knee)
+    assert len(probes) == PACE_STEPS
+    assert rate == probes[-1]["rate"]  # 88 %: 3 points off, the closest of the five
+
+
+def test_the_next_rate_brackets_the_target_and_survives_noise():
+    assert next_rate([(100.0, 50.0), (200.0, 70.0)], 85.0) == 200.0 * 1.15  # nothing busy enough yet: go up
+    assert next_rate([(300.0, 95.0)], 85.0) == 300.0 * 0.85  # nothing below the target: go down
+    assert next_rate([(250.0, 80.0), (240.0, 90.0)], 85.0) == 245.0  # inverted by noise: the midpoint
+
+
+def test_a_paced_case_lists_its_pace_probes_after_the_knee():
+    result = {
+        "case": "single, 12 users at 260/s (paced to 85 % busy)",
+        "knee": [{"users": 12, "busy": 95.0, "rps": 300.0}],
+        "pace": [{"rate": 260.0, "busy": 84.4, "rps": 259.0}],
+    }
+    assert knee_report([result], 12).endswith("12 users 95 % 300/s; paced: 260/s offered 84 % 259/s")
