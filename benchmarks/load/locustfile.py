@@ -13,7 +13,9 @@ import os
 import random
 import uuid
 
-from locust import FastHttpUser, constant, constant_throughput, task
+from locust import FastHttpUser, constant, task
+
+from benchmarks.load.pacing import on_schedule
 
 KEY = os.environ["LOAD_API_KEY"]
 MASTERPLANS = os.environ["LOAD_MASTERPLANS"].split(",")
@@ -25,7 +27,8 @@ _counter = itertools.count()
 # Where misses, RAG queries and waves go (run.py --split-nice: a pool of their own); by default the host.
 REST = os.environ.get("LOAD_REST_HOST", "")
 # Open loop (run.py --rate): each user starts a request every 1/rate s, however long the last took (a
-# user behind schedule starts at once); 0, the default: closed loop, the next request when one returns.
+# user behind schedule starts at once, and again, until it is back on schedule); 0, the default: closed
+# loop, the next request when one returns.
 USER_RATE = float(os.environ.get("LOAD_USER_RATE", "0"))
 
 
@@ -34,7 +37,7 @@ def hit_prompt(masterplan: str, n: int) -> str:
 
 
 class Pipeline(FastHttpUser):
-    wait_time = constant_throughput(USER_RATE) if USER_RATE else constant(0)
+    wait_time = on_schedule(USER_RATE) if USER_RATE else constant(0)
 
     def on_start(self) -> None:
         self.headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}

@@ -37,9 +37,9 @@ probes 2, 4, 6, 8, 10, 12, 16, ... users for 12 s each and runs the case at the 
 90 % busy, the load that saturates the cores, which moves with the machine's speed. Before its load, each case
 measures a baseline on the same servers: one user asking hits one at a time for 15 s. A third table
 gives the hit p99 under load as a multiple of that lone p99, a figure that carries between machines.
-``<case>@busy<P>`` finds the knee's users, then paces them (each at most rate/users requests/s, probes
-of 12 s, interpolating the busy share against requests/s) until the cores are P % busy within 2.5
-points, and runs the case there: the tail at a held busy share, which the knee's coarse steps miss.
+``<case>@busy<P>`` finds the knee's users, then paces them (each on a schedule of rate/users requests/s,
+probes of 20 s, interpolating the busy share against requests/s) until the cores are P % busy within
+2.5 points, and runs the case there: the tail at a held busy share, which the knee's coarse steps miss.
 """
 
 from __future__ import annotations
@@ -92,12 +92,14 @@ BASELINE_SECONDS = 15
 KNEE_USERS = (2, 4, 6, 8, 10, 12, 16, 20, 24, 32, 48)
 KNEE_BUSY = 90.0
 KNEE_SECONDS = 12
-# ``<case>@busy<P>``: the knee's users, paced (each at most rate/users requests/s) so that the cores are
+# ``<case>@busy<P>``: the knee's users, paced (each on a schedule of rate/users requests/s) so that the cores are
 # P % busy within PACE_TOLERANCE points, in at most PACE_STEPS probes. The closed loop's users only step
 # in coarse counts (86 % at 12 users, 97 % at 16), and the hit tail grows fast in those last points, so a
 # figure compared across runs or machines needs the busy share held, not landed on.
 PACE_TOLERANCE = 2.5
 PACE_STEPS = 5
+# Longer than a knee probe: a 6 s CPU window moved by up to 20 points between probes at one rate.
+PACE_SECONDS = 20
 
 
 def free_port() -> int:
@@ -348,6 +350,7 @@ def run_locust(
         ])),
         env={
             **os.environ,
+            "PYTHONPATH": str(ROOT),  # the locustfile's pacing: benchmarks.load.pacing
             "LOAD_API_KEY": key,
             "LOAD_MASTERPLANS": ",".join(MASTERPLANS),
             "LOAD_HIT_PROMPTS": str(HIT_PROMPTS),
@@ -372,15 +375,21 @@ def busy_between(start: float, end: float) -> float:
 
 
 def knee_probe(
-    locust: Path, args: argparse.Namespace, key: str, ports: list[int], users: int, rate: float | None = None
+    locust: Path,
+    args: argparse.Namespace,
+    key: str,
+    ports: list[int],
+    users: int,
+    rate: float | None = None,
+    seconds: int = KNEE_SECONDS,
 ) -> tuple[float, float]:
-    """(CPU busy %, requests/s) of the load at ``users`` (``rate``: as ``run_locust``) for KNEE_SECONDS.
+    """(CPU busy %, requests/s) of the load at ``users`` (``rate``: as ``run_locust``) for ``seconds``.
 
-    The CPU window leaves out locust's start-up (1-3 s of imports) and its last second.
+    The CPU window leaves out locust's start-up (1-3 s of imports) and its last two seconds.
     """
     with ThreadPoolExecutor(1) as pool:
-        share = pool.submit(busy_between, 4.0, KNEE_SECONDS - 2.0)
-        out = run_locust(locust, args, key, ports, users=str(users), mix=args.mix, seconds=KNEE_SECONDS, rate=rate)
+        share = pool.submit(busy_between, 4.0, seconds - 2.0)
+        out = run_locust(locust, args, key, ports, users=str(users), mix=args.mix, seconds=seconds, rate=rate)
         return share.result(), read_stats(out)["Aggregated"]["rps"]
 
 
@@ -469,7 +478,8 @@ def run_case(label: str, args: argparse.Namespace, db_url: str, locust: Path) ->
             users = str(found)
         if mode.startswith("busy"):  # the knee's users, paced to P % busy
             target = float(mode.removeprefix("busy"))
-            rate, pace = find_rate(lambda r: knee_probe(locust, args, key, ports, found, rate=r), target, knee)
+            paced = functools.partial(knee_probe, locust, args, key, ports, found, seconds=PACE_SECONDS)
+            rate, pace = find_rate(lambda r: paced(rate=r), target, knee)
         # The same-run baseline: one user asking hits one at a time, on these servers, before the load.
         lone = run_locust(locust, args, key, ports, users="1", mix="100,0,0,0", seconds=BASELINE_SECONDS)
         baseline = read_stats(lone).get("llm hit", {})
