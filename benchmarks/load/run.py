@@ -432,8 +432,10 @@ def find_rate(
     """The offered requests/s that keep the cores ``target`` % busy, and the probes made.
 
     ``seen``: the knee's probes (closed loop: busy % against requests/s); ``probe(rate)`` runs the
-    knee's users paced to ``rate`` briefly and returns (busy %, requests/s). If no probe lands within
-    PACE_TOLERANCE after PACE_STEPS, the rate of the one closest to the target.
+    knee's users paced to ``rate`` briefly and returns (busy %, requests/s). A paced probe enters the
+    interpolation at the rate it offered, not the rate it achieved: a paced run completes a few % fewer
+    than it offers, and interpolating in achieved requests/s asks for the same offer again and again.
+    If no probe lands within PACE_TOLERANCE after PACE_STEPS, the rate of the one closest to the target.
     """
     points = [(p["rps"], p["busy"]) for p in seen]
     probes: list[dict[str, float]] = []
@@ -443,7 +445,7 @@ def find_rate(
         probes.append({"rate": rate, "busy": busy, "rps": rps})
         if abs(busy - target) <= PACE_TOLERANCE:
             return rate, probes
-        points.append((rps, busy))
+        points.append((rate, busy))
     return min(probes, key=lambda p: abs(p["busy"] - target))["rate"], probes
 
 

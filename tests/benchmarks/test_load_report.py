@@ -138,6 +138,24 @@ def test_a_paced_run_interpolates_the_rate_that_holds_the_busy_share():
     assert rate == 269.2
 
 
+def test_a_paced_probe_that_completes_less_than_it_offers_still_converges():
+    # As seen on a Cluster: a paced run completes ~96.5 % of its offer, and the busy share follows what
+    # completed. Interpolated in completed requests/s, every step asked for ~469/s again and stayed 82 %.
+    knee = [{"users": 12, "busy": 74.0, "rps": 385.0}, {"users": 16, "busy": 86.0, "rps": 474.0}]
+    offered: list[float] = []
+
+    def probe(rate: float) -> tuple[float, float]:
+        offered.append(rate)
+        done = 0.965 * rate
+        return 82.0 + (done - 453.0) * 4 / 21, done
+
+    rate, probes = find_rate(probe, 85.0, knee)
+    assert offered[0] == 466.6  # 74 % + 11/12 of the way from 385/s to 474/s
+    assert offered[1] > 470.0  # the next offer goes past the first, not back to the same
+    assert abs(probes[-1]["busy"] - 85.0) <= PACE_TOLERANCE
+    assert rate == offered[-1]
+
+
 def test_a_rate_that_never_lands_in_the_band_falls_back_to_the_closest_probe():
     knee = [{"users": 8, "busy": 70.0, "rps": 200.0}, {"users": 12, "busy": 95.0, "rps": 300.0}]
     noisy = iter([80.0, 92.0, 79.0, 91.0, 88.0])
