@@ -53,25 +53,26 @@ def test_cached_until_refresh_then_reloaded(clock):
     assert source.llm().ttl_seconds == 60
 
 
+# The child's clock is a number the parent moves, so the refresh bound is checked without waiting.
 CHILD_WATCHES_POLICY = """
-import sys, time
-from cache_app.core.policies import get_policy_source
-source = get_policy_source()
+import sys
+from cache_app.core.policies import DatabasePolicySource
+now = [1000.0]
+source = DatabasePolicySource(clock=lambda: now[0])
 assert source.llm().ttl_seconds == 86400
 print("ready", flush=True)
 sys.stdin.readline()  # the parent has committed the edit
-start = time.monotonic()
-while time.monotonic() - start < 10:
-    if source.llm().ttl_seconds == 120:
-        print(f"seen {time.monotonic() - start:.3f}", flush=True)
-        break
-    time.sleep(0.01)
+held = source.llm().ttl_seconds
+now[0] = 1000.0 + source.refresh_seconds * 0.999
+still = source.llm().ttl_seconds
+now[0] = 1000.0 + source.refresh_seconds
+print(held, still, source.llm().ttl_seconds, source.refresh_seconds, flush=True)
 """
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_policy_edit_reaches_another_process_within_5_seconds(subprocess_env):
+def test_policy_edit_reaches_another_process_within_the_refresh_bound(subprocess_env):
     import subprocess
     import sys
 
@@ -97,5 +98,8 @@ def test_policy_edit_reaches_another_process_within_5_seconds(subprocess_env):
         out, err = child.communicate(timeout=30)
     finally:
         child.kill()
-    assert out.startswith("seen"), err
-    assert float(out.split()[1]) <= 5.0
+    assert out, err
+    held, still, seen, refresh = out.split()
+    # Served from memory until the bound (so reads stay cheap), read from Postgres at it.
+    assert (held, still, seen) == ("86400", "86400", "120")
+    assert float(refresh) <= 5.0  # the documented bound an operator relies on

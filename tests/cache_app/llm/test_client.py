@@ -269,7 +269,13 @@ CHILD = """
 import asyncio, sys
 from cache_app.llm.client import LLMClient, request_timeout
 from cache_app.llm.providers import AnthropicProvider
+from cache_app.llm.singleflight import SingleFlight
 provider = AnthropicProvider(api_key="k", base_url=sys.argv[1], max_retries=0, timeout=20)
+await_leader = SingleFlight._await_leader
+async def announced(self, *args):
+    print("waiting", flush=True)  # tells the parent this process waits on the other's lock
+    return await await_leader(self, *args)
+SingleFlight._await_leader = announced
 print("ready", flush=True)
 sys.stdin.readline()
 response = asyncio.run(LLMClient(provider).generate("one call for two processes", "claude-3-5-sonnet", 0.0))
@@ -280,10 +286,10 @@ print(response.cached, response.cache_layer, response.text, flush=True)
 @pytest.mark.redis_server
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_single_flight_across_two_processes(llm_stub_server, subprocess_env, seeded_defaults):
+def test_single_flight_across_two_processes(llm_stub_server, subprocess_env, seeded_defaults, tmp_path):
     import threading
 
-    llm_stub_server.gate = threading.Event()  # hold the leader's answer until both processes asked
+    llm_stub_server.gate = threading.Event()  # hold the leader's answer until the other process waits
     children = [
         subprocess.Popen(
             [sys.executable, "-c", "import django; django.setup()\n" + CHILD, llm_stub_server.url],
@@ -291,33 +297,45 @@ def test_single_flight_across_two_processes(llm_stub_server, subprocess_env, see
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=(tmp_path / f"child{n}.err").open("w"),
             text=True,
         )
-        for _ in range(2)
+        for n in range(2)
     ]
+    lines: list[list[str]] = [[], []]
+    waiting = threading.Event()
+
+    def read(n: int) -> None:
+        for line in children[n].stdout:
+            lines[n].append(line.strip())
+            if line.strip() == "waiting":
+                waiting.set()
+
     try:
         for child in children:
             assert child.stdout.readline().strip() == "ready"
+        readers = [threading.Thread(target=read, args=(n,), daemon=True) for n in range(2)]
+        for reader in readers:
+            reader.start()
         for child in children:
             child.stdin.write("go\n")
             child.stdin.flush()
-        # Both are now either calling the stub (leader) or waiting on the Redis lock.
-        import time
-
-        deadline = time.monotonic() + 20
-        while not llm_stub_server.requests and time.monotonic() < deadline:
-            threading.Event().wait(0.01)
-        threading.Event().wait(0.3)  # give a (wrong) second call the chance to arrive
+        # One process waits on the Redis lock, so the other holds it; only then may the leader answer.
+        assert waiting.wait(30), [(tmp_path / f"child{n}.err").read_text() for n in range(2)]
         llm_stub_server.gate.set()
-        outputs = [child.communicate(timeout=60) for child in children]
+        for child in children:
+            child.wait(60)
+        for reader in readers:
+            reader.join(10)
     finally:
         for child in children:
             child.kill()
-    lines = [out.strip() for out, _ in outputs]
-    assert len(llm_stub_server.requests) == 1, (lines, [err for _, err in outputs])
-    assert sorted(line.split()[0] for line in lines) == ["False", "True"]
-    assert len({line.split(" ", 2)[2] for line in lines}) == 1
+    errors = [(tmp_path / f"child{n}.err").read_text() for n in range(2)]
+    assert len(llm_stub_server.requests) == 1, (lines, errors)
+    results = {out[0] == "waiting": out[-1] for out in lines}  # waiter -> its answer
+    assert results[True].split()[0] == "True"  # the waiter was served the leader's answer
+    assert results[False].split()[0] == "False"
+    assert results[True].split(" ", 2)[2] == results[False].split(" ", 2)[2]
 
 
 async def test_simulated_provider_answers_a_combined_batch_in_one_call():
