@@ -24,7 +24,8 @@ from batching_app.waves.spec import (
 from batching_app.waves.store import WaveStore
 from cache_app.core.counters import DurableCounters, get_counters
 from cache_app.core.policies import BatchSettings, get_policy_source
-from cache_app.llm.client import LLMClient, run_sync
+from cache_app.llm.client import LLMClient
+from cache_app.llm.loop import run_sync
 
 # After the deadline, how long a batch task may still wait for calls in flight to end.
 CLOSE_MARGIN_SECONDS = 30.0

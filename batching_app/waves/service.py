@@ -27,7 +27,8 @@ from cache_app.core import conf, keys
 from cache_app.core.counters import get_counters
 from cache_app.core.policies import get_policy_source
 from cache_app.core.taskopts import BrokerUnavailableError, send_task
-from cache_app.llm.client import LLMClient, LLMResponse, get_llm_client, run_sync
+from cache_app.llm.client import LLMClient, LLMResponse, get_llm_client
+from cache_app.llm.loop import run_sync
 
 logger = logging.getLogger(__name__)
 LOOKUP_CONCURRENCY = 8

@@ -14,7 +14,8 @@ from cache_app.core import conf, keys
 from cache_app.gateway.conversation import ChatRequest
 from cache_app.gateway.errors import GatewayError, Kind, invalid
 from cache_app.gateway.streaming import DeltaStream
-from cache_app.llm.client import LLMResponse, get_llm_client, run_sync
+from cache_app.llm.client import LLMResponse, get_llm_client
+from cache_app.llm.loop import run_sync
 from cache_app.llm.pricing import get_ledger
 from cache_app.llm.providers import estimate_tokens
 from cache_app.llm.singleflight import LeaderFailedError

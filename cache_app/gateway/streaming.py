@@ -1,6 +1,6 @@
 """From the client's event loop to a WSGI thread: ``generate(on_delta=...)`` read as a plain iterator.
 
-The request runs on the process's client loop (``cache_app.llm.client.submit``), where
+The request runs on the process's client loop (``cache_app.llm.loop.submit``), where
 concurrent requests can share a single-flight; each text delta is put on a thread-safe
 queue that the WSGI thread drains while it writes the response. If the client goes away
 the request still runs to the end, so the answer is cached once complete.
@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from cache_app.llm.client import LLMResponse, submit
+from cache_app.llm.client import LLMResponse
+from cache_app.llm.loop import submit
 
 _END = object()
 

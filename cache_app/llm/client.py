@@ -16,12 +16,10 @@ they made no call, and the money they saved is recorded under that layer.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import math
-import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
@@ -33,6 +31,7 @@ from cache_app.core.lru import LRU
 from cache_app.core.policies import PolicySource, get_policy_source
 from cache_app.core.state import process_wide
 from cache_app.llm.cache import CachedLLMResponse, LLMPromptCache
+from cache_app.llm.loop import run_sync
 from cache_app.llm.pricing import SavingsLedger, get_ledger
 from cache_app.llm.providers import (
     LLMProvider,
@@ -473,46 +472,7 @@ def get_llm_client() -> LLMClient:
     return LLMClient()
 
 
-class _BackgroundLoop:
-    """One event loop per process, in a daemon thread, for synchronous callers (WSGI views, shells).
-
-    Concurrent requests from many threads meet on this loop, so the batcher can combine
-    them and single-flight can merge them; a fresh loop per request could do neither.
-    """
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-
-    def loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            with self._lock:
-                if self._loop is None:
-                    loop = asyncio.new_event_loop()
-                    threading.Thread(target=loop.run_forever, name="mgecache-client-loop", daemon=True).start()
-                    self._loop = loop
-        return self._loop
-
-
-_background = _BackgroundLoop()
-
-
 def request_timeout() -> float:
     """How long a synchronous caller waits for an answer: each provider attempt (the first and
     LLM_MAX_RETRIES retries) may take LLM_TIMEOUT_SECONDS, plus one more for the cache and batching."""
     return float(conf.get("LLM_TIMEOUT_SECONDS")) * (int(conf.get("LLM_MAX_RETRIES")) + 2)
-
-
-def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Start ``coro`` on the process's client loop without waiting (from synchronous code)."""
-    return asyncio.run_coroutine_threadsafe(coro, _background.loop())
-
-
-def run_sync(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
-    """Run ``coro`` on the process's client loop and wait for it (from synchronous code)."""
-    future = asyncio.run_coroutine_threadsafe(coro, _background.loop())
-    try:
-        return future.result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
-        future.cancel()
-        raise TimeoutError("the LLM request did not finish in time") from None

@@ -14,7 +14,8 @@ from cache_app.core import keys
 from cache_app.core.counters import DurableCounters
 from cache_app.core.policies import BatchSettings
 from cache_app.llm import client as client_module
-from cache_app.llm.client import get_llm_client, run_sync
+from cache_app.llm.client import get_llm_client
+from cache_app.llm.loop import run_sync
 from cache_app.models import Masterplan
 from cache_app.statistics import cache_statistics, layer_statistics
 from tests.batching_app.fakes import RecordingProvider, atom, cache_errors, twenty_atoms
