@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from benchmarks.load.cpu import busy_share, cpu_ticks, spent_between
 from benchmarks.load.report import baseline_report, knee_report, lookup_quantile, parse_metrics, read_stats
-from benchmarks.load.run import KNEE_USERS, PACE_STEPS, PACE_TOLERANCE, find_knee, find_rate, next_rate
+from benchmarks.load.search import KNEE_USERS, PACE_STEPS, PACE_TOLERANCE, find_knee, find_rate, next_rate
 
 # locust 2.47's summary (trimmed to the columns' layout), as run.py reads it from stdout.
 SUMMARY = """\
