@@ -15,6 +15,8 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from cache_app.core.state import Memo
+
 DEFAULTS: dict[str, Any] = {
     # Every Redis key starts with f"{KEY_PREFIX}:v2:" (see cache_app.core.keys).
     "KEY_PREFIX": "mgecache",
@@ -159,7 +161,7 @@ DEFAULTS: dict[str, Any] = {
 LLM_PROVIDERS = ("simulated", "anthropic", "openai")
 
 
-_memo: tuple[object, Mapping[str, Any]] | None = None
+_memo: Memo[object, Mapping[str, Any]] = Memo()
 
 
 def app_settings() -> Mapping[str, Any]:
@@ -169,21 +171,19 @@ def app_settings() -> Mapping[str, Any]:
     call); ``override_settings`` and the pytest ``settings`` fixture replace that object
     and send ``setting_changed``, either of which refreshes the memo.
     """
-    global _memo
     raw = getattr(settings, "MGECACHE", None) or {}
-    memo = _memo
-    if memo is not None and memo[0] is raw:
-        return memo[1]
+    pair = _memo.pair
+    if pair is not None and pair[0] is raw:
+        return pair[1]
     merged = MappingProxyType({**DEFAULTS, **raw})
-    _memo = (raw, merged)
+    _memo.pair = (raw, merged)
     return merged
 
 
 @receiver(setting_changed)
 def _settings_changed(setting: str, **kwargs: Any) -> None:
-    global _memo
     if setting == "MGECACHE":
-        _memo = None
+        _memo.pair = None
 
 
 def get(name: str) -> Any:

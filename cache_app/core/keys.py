@@ -48,6 +48,7 @@ from typing import Any
 from django.conf import settings
 
 from cache_app.core import conf
+from cache_app.core.state import Memo
 
 VERSION = "v2"
 # Key-scheme versions no longer written: their keys are unreachable (cache_app.core.retired).
@@ -225,7 +226,7 @@ def llm_entry(masterplan_id: Any, entry_digest: str) -> str:
     return f"{prefix()}llm:{{{scope(masterplan_id)}}}:{entry_digest}"
 
 
-_llm_base_cache: tuple[Any, str] = (object(), "")
+_llm_base: Memo[Any, str] = Memo()
 
 
 def llm_base() -> str:
@@ -235,13 +236,12 @@ def llm_base() -> str:
     skips ``prefix()``'s settings lookup and string formatting on the hot path. The prefix
     is rebuilt whenever the setting changes (tests give every test its own prefix).
     """
-    global _llm_base_cache
     raw = getattr(settings, "MGECACHE", None)
     configured = raw.get("KEY_PREFIX") if isinstance(raw, dict) else None
-    cached = _llm_base_cache
-    if cached[0] != configured:
-        cached = _llm_base_cache = (configured, f"{prefix()}llm:")
-    return cached[1]
+    pair = _llm_base.pair
+    if pair is None or pair[0] != configured:
+        pair = _llm_base.pair = (configured, f"{prefix()}llm:")
+    return pair[1]
 
 
 def llm_lookup(masterplan_id: Any, entry_digest: str) -> tuple[str, str, str]:

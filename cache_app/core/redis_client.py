@@ -39,6 +39,7 @@ from cache_app.core.cluster import (
     make_cluster,
     parse_nodes,
 )
+from cache_app.core.lograte import LogInterval
 from cache_app.core.state import process_wide
 
 logger = logging.getLogger(__name__)
@@ -294,6 +295,10 @@ def _probe_until_closed(ref: weakref.ReferenceType[CircuitBreaker], closed: thre
         del breaker
 
 
+def _error_log_interval() -> float:
+    return float(conf.get("ERROR_LOG_INTERVAL_SECONDS"))
+
+
 class RedisGuard:
     """Runs cache operations so that a Redis problem becomes a counted, logged miss."""
 
@@ -301,17 +306,16 @@ class RedisGuard:
         self.breaker = breaker
         self.layer = layer
         self._clock = clock
-        self._last_log: dict[str, float] = {}
+        self._logs: dict[str, LogInterval] = {}
 
     def _failed(self, operation: str, exc: BaseException | None) -> None:
         metrics.CACHE_ERRORS.labels(self.layer, operation).inc()
         metrics.CACHE_FAIL_OPEN.labels(self.layer, operation, "skipped" if exc is None else "failed").inc()
         _count_fail_open(self.layer, operation, exc is None)
-        now = self._clock()
-        interval = float(conf.get("ERROR_LOG_INTERVAL_SECONDS"))
-        last = self._last_log.get(operation)
-        if last is None or now - last >= interval:
-            self._last_log[operation] = now
+        log = self._logs.get(operation)
+        if log is None:
+            log = self._logs.setdefault(operation, LogInterval(_error_log_interval, clock=self._clock))
+        if log.due():
             if exc is None:
                 logger.warning("cache %s %s skipped: Redis circuit breaker is open", self.layer, operation)
             else:

@@ -15,10 +15,10 @@ take these as injected collaborators; the getters are only their defaults.
 
 :func:`reset_process_state` forgets every such object; the next call builds a fresh one.
 Tests call it between tests (``tests/conftest.py``). Not process state in this sense:
-memos keyed on their own inputs, which follow the settings by themselves
-(``conf.app_settings``, ``keys.llm_base``, the embedders per dotted path, kept because a
-model takes seconds to load, and the hit guards per dotted path), rate limits on logging (the
-guard's error log), the document generation (it only grows, so it never goes
+memos keyed on their own inputs, which follow the settings by themselves (a :class:`Memo`:
+``conf.app_settings``, ``keys.llm_base``; the embedders per dotted path, kept because a
+model takes seconds to load, and the hit guards per dotted path), rate limits on logging (a
+``lograte.LogInterval`` each), the document generation (it only grows, so it never goes
 stale), and threads (the client loop, the ORM thread).
 """
 
@@ -27,9 +27,11 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from typing import Protocol, TypeVar, cast
+from typing import Generic, Protocol, TypeVar, cast
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 _resets: list[Callable[[], None]] = []
 _resets_lock = threading.Lock()
@@ -89,3 +91,15 @@ def reset_process_state() -> None:
         resets = list(_resets)
     for reset in resets:
         reset()
+
+
+class Memo(Generic[K, V]):
+    """A one-entry memo: the last input and the value derived from it, held as one tuple so that a
+    reader never pairs one input with another's value. The caller compares the input (by identity
+    or equality) and stores a new pair when it changed, so the memo follows its input by itself and
+    is never reset."""
+
+    __slots__ = ("pair",)
+
+    def __init__(self) -> None:
+        self.pair: tuple[K, V] | None = None

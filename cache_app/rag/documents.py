@@ -47,14 +47,25 @@ logger = logging.getLogger(__name__)
 
 documents_changed = Signal()  # kwargs: masterplan_id (str | None)
 
-_generation = 0
-_generation_lock = threading.Lock()
+
+class _Generation:
+    """How many document changes this process has seen. It only grows, so it is never reset: a
+    snapshot taken at an older generation is simply reloaded."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def bump(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+_generation = _Generation()
 
 
 def _bump_generation(masterplan_id: Any = None) -> None:
-    global _generation
-    with _generation_lock:
-        _generation += 1
+    _generation.bump()
     documents_changed.send(sender=Document, masterplan_id=keys.normalize_masterplan_id(masterplan_id))
 
 
@@ -128,7 +139,7 @@ class DocumentStore:
     def _snapshot(self, masterplan_id: str | None, embedding_model: str) -> _Snapshot:
         key = (masterplan_id, embedding_model)
         now = self._clock()
-        generation = _generation
+        generation = _generation.value
         snap = self._scopes.peek(key)  # read without the lock (one dict lookup); recency is marked under it
         if snap is not None and snap.generation == generation and now - snap.checked_at < self.refresh_seconds:
             with self._lock:

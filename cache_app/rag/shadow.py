@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cache_app.core import conf, metrics
+from cache_app.core.lograte import LogInterval
 from cache_app.core.state import process_wide
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class ShadowRecorder:
         self._lock = threading.Lock()
         self._buffer: deque[ShadowSample] = deque()
         self._scheduled = False
-        self._last_error_log = 0.0
+        self._error_log = LogInterval(_ERROR_LOG_SECONDS)
 
     @property
     def capacity(self) -> int:
@@ -159,9 +159,7 @@ class ShadowRecorder:
                 connections.close_all()  # this thread's connection; the next flush is seconds away
 
     def _log_failure(self, count: int) -> None:
-        now = time.monotonic()
-        if now - self._last_error_log >= _ERROR_LOG_SECONDS:
-            self._last_error_log = now
+        if self._error_log.due():
             logger.warning("Could not store %d RAG shadow records; they are dropped", count, exc_info=True)
 
 

@@ -24,6 +24,7 @@ first), RAG_INDEX_MAX_TOTAL_ENTRIES per process (least recently used namespaces 
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -345,15 +346,9 @@ class NamespaceIndex(LogMirror):
             }
 
 
-_blas_configured = False
-
-
+@functools.cache
 def configure_blas() -> None:
     """Apply RAG_INDEX_BLAS_THREADS once per process (see conf.py for why one thread is the default)."""
-    global _blas_configured
-    if _blas_configured:
-        return
-    _blas_configured = True
     threads = conf.get("RAG_INDEX_BLAS_THREADS")
     if threads is None:
         return

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from cache_app.core import metrics
+from cache_app.core.lograte import LogInterval
 from cache_app.core.plugins import Plugins
 from cache_app.rag.guard.features import (
     QueryFeatures,
@@ -84,15 +84,11 @@ def load_guard(path: str | None = None) -> HitGuard:
 # --- one lookup's screen ------------------------------------------------------------------------
 
 _REJECTIONS = {reason: metrics.RAG_SIMILARITY_REJECTIONS.labels(reason) for reason in REASONS}
-_ERROR_LOG_SECONDS = 60.0
-_last_error_log = 0.0
+_guard_error_log = LogInterval(60.0)
 
 
 def _log_guard_error() -> None:
-    global _last_error_log
-    now = time.monotonic()
-    if now - _last_error_log >= _ERROR_LOG_SECONDS:
-        _last_error_log = now
+    if _guard_error_log.due():
         logger.exception("The RAG hit guard raised; the candidate is rejected (logged at most once a minute)")
 
 
