@@ -66,13 +66,13 @@ class Failing:
 
 
 def store_on(client: Any, retry_seconds: float | None = 5.0) -> tuple[WaveStore, FakeTime]:
-    time = FakeTime()
-    return WaveStore(client, retry_seconds=retry_seconds, clock=time, sleep=time.sleep), time
+    fake_time = FakeTime()
+    return WaveStore(client, retry_seconds=retry_seconds, clock=fake_time, sleep=fake_time.sleep), fake_time
 
 
 def test_every_operation_rides_out_failures(redis):
     flaky = Flaky(redis, failures=2)
-    store, time = store_on(flaky)
+    store, fake_time = store_on(flaky)
     specs = build_atoms({}, [atom("a"), atom("b")])
     meta = WaveMeta(str(uuid.uuid4()), str(MP), 0.0, 10.0, len(specs))
     store.create(meta, specs)
@@ -87,17 +87,17 @@ def test_every_operation_rides_out_failures(redis):
     assert store.read(meta.wave_id)["s:1"] == "pending"
     commands = 8  # load_batch reads twice
     assert flaky.attempts == 3 * commands
-    assert time.sleeps == [0.05, 0.1] * commands  # each command: two pauses, the backoff restarting
+    assert fake_time.sleeps == [0.05, 0.1] * commands  # each command: two pauses, the backoff restarting
     assert redis.ttl(keys.wave(meta.wave_id)) > 0  # create's EXPIRE landed with its HSET
 
 
 def test_backoff_doubles_to_a_cap_then_the_last_error_is_raised_at_the_budget():
     client = Failing()
-    store, time = store_on(client, retry_seconds=2.0)
+    store, fake_time = store_on(client, retry_seconds=2.0)
     with pytest.raises(redis_lib.ConnectionError, match="attempt 8"):
         store.read(str(uuid.uuid4()))
-    assert time.sleeps == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.25]  # the last pause ends at the budget
-    assert sum(time.sleeps) == pytest.approx(2.0)
+    assert fake_time.sleeps == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.25]  # the last pause ends at the budget
+    assert sum(fake_time.sleeps) == pytest.approx(2.0)
     assert client.attempts == 8
 
 
@@ -116,31 +116,31 @@ def test_backoff_doubles_to_a_cap_then_the_last_error_is_raised_at_the_budget():
 )
 def test_transient_errors_are_retried(redis, error):
     flaky = Flaky(redis, failures=1, error=error)
-    store, time = store_on(flaky)
+    store, fake_time = store_on(flaky)
     assert store.read(str(uuid.uuid4())) is None
     assert flaky.attempts == 2
-    assert time.sleeps == [0.05]
+    assert fake_time.sleeps == [0.05]
 
 
 @pytest.mark.parametrize("error", [redis_lib.ResponseError, redis_lib.exceptions.NoScriptError, ValueError])
 def test_other_errors_are_raised_at_once(error):
     client = Failing(error)
-    store, time = store_on(client)
+    store, fake_time = store_on(client)
     with pytest.raises(error, match="attempt 1"):
         store.read(str(uuid.uuid4()))
     assert client.attempts == 1
-    assert time.sleeps == []
+    assert fake_time.sleeps == []
 
 
 def test_a_budget_of_0_means_one_attempt(settings):
     settings.MGECACHE = {**settings.MGECACHE, "WAVE_STORE_RETRY_SECONDS": 0}
     client = Failing()
-    store, time = store_on(client, retry_seconds=None)
+    store, fake_time = store_on(client, retry_seconds=None)
     assert store.retry_seconds == 0.0
     with pytest.raises(redis_lib.ConnectionError, match="attempt 1"):
         store.read(str(uuid.uuid4()))
     assert client.attempts == 1
-    assert time.sleeps == []
+    assert fake_time.sleeps == []
 
 
 class Switchable:
@@ -163,75 +163,75 @@ WAVE_1, WAVE_2, WAVE_3 = (str(uuid.uuid4()) for _ in range(3))
 
 def stores_sharing_an_outage(client: Any) -> tuple[WaveStore, WaveStore, FakeTime]:
     """Two stores (two requests) of one process: one clock, one outage."""
-    time, outage = FakeTime(), StoreOutage()
+    fake_time, outage = FakeTime(), StoreOutage()
     first, second = (
-        WaveStore(client, retry_seconds=2.0, clock=time, sleep=time.sleep, outage=outage) for _ in range(2)
+        WaveStore(client, retry_seconds=2.0, clock=fake_time, sleep=fake_time.sleep, outage=outage) for _ in range(2)
     )
-    return first, second, time
+    return first, second, fake_time
 
 
 def test_once_redis_has_been_down_a_whole_budget_later_calls_fail_at_once():
     client = Failing()
-    first, second, time = stores_sharing_an_outage(client)
+    first, second, fake_time = stores_sharing_an_outage(client)
     with pytest.raises(redis_lib.ConnectionError):
         first.read(WAVE_1)
-    assert sum(time.sleeps) == pytest.approx(2.0)
-    time.sleeps.clear()
+    assert sum(fake_time.sleeps) == pytest.approx(2.0)
+    fake_time.sleeps.clear()
     with pytest.raises(redis_lib.ConnectionError):
         second.read(WAVE_2)  # a second request in the same outage holds no thread for another budget
-    assert time.sleeps == []
+    assert fake_time.sleeps == []
     assert client.attempts == 9
 
 
 def test_a_call_that_starts_mid_outage_gets_what_is_left_of_its_budget():
     client = Failing()
-    first, second, time = stores_sharing_an_outage(client)
+    first, second, fake_time = stores_sharing_an_outage(client)
     with pytest.raises(redis_lib.ConnectionError):
         first.read(WAVE_1)
-    time.now -= 1.5  # as if the second request had failed half a second into the outage
-    time.sleeps.clear()
+    fake_time.now -= 1.5  # as if the second request had failed half a second into the outage
+    fake_time.sleeps.clear()
     with pytest.raises(redis_lib.ConnectionError):
         second.read(WAVE_2)
-    assert sum(time.sleeps) == pytest.approx(1.5)
+    assert sum(fake_time.sleeps) == pytest.approx(1.5)
 
 
 def test_a_failure_long_after_the_last_one_starts_a_new_outage_with_a_whole_budget():
     client = Failing()
-    first, second, time = stores_sharing_an_outage(client)
+    first, second, fake_time = stores_sharing_an_outage(client)
     with pytest.raises(redis_lib.ConnectionError):
         first.read(WAVE_1)
-    time.now += 60  # no wave traffic for a minute: the old outage tells nothing about this failure
-    time.sleeps.clear()
+    fake_time.now += 60  # no wave traffic for a minute: the old outage tells nothing about this failure
+    fake_time.sleeps.clear()
     with pytest.raises(redis_lib.ConnectionError):
         second.read(WAVE_2)
-    assert sum(time.sleeps) == pytest.approx(2.0)
+    assert sum(fake_time.sleeps) == pytest.approx(2.0)
 
 
 def test_a_success_ends_the_outage(redis):
     client = Switchable(redis)
-    first, second, time = stores_sharing_an_outage(client)
+    first, second, fake_time = stores_sharing_an_outage(client)
     with pytest.raises(redis_lib.ConnectionError):
         first.read(WAVE_1)
     client.down = False
     assert second.read(WAVE_2) is None  # Redis is back: answered (an unknown wave)
     client.down = True
-    time.sleeps.clear()
+    fake_time.sleeps.clear()
     with pytest.raises(redis_lib.ConnectionError):
         first.read(WAVE_3)
-    assert sum(time.sleeps) == pytest.approx(2.0)  # a new outage, a whole budget
+    assert sum(fake_time.sleeps) == pytest.approx(2.0)  # a new outage, a whole budget
 
 
 def test_successes_elsewhere_during_a_call_do_not_extend_its_budget():
-    client, time, outage = Failing(), FakeTime(), StoreOutage()
+    client, fake_time, outage = Failing(), FakeTime(), StoreOutage()
 
     def sleep(seconds: float) -> None:
-        time.sleep(seconds)
+        fake_time.sleep(seconds)
         outage.ended()  # meanwhile another request, on a Cluster node that is up, succeeded
 
-    store = WaveStore(client, retry_seconds=2.0, clock=time, sleep=sleep, outage=outage)
+    store = WaveStore(client, retry_seconds=2.0, clock=fake_time, sleep=sleep, outage=outage)
     with pytest.raises(redis_lib.ConnectionError):
         store.read(WAVE_1)
-    assert sum(time.sleeps) == pytest.approx(2.0)
+    assert sum(fake_time.sleeps) == pytest.approx(2.0)
 
 
 def test_the_outage_is_shared_by_every_store_of_the_process():
@@ -261,8 +261,8 @@ class FailingCluster(Failing):
 def test_a_cluster_client_reloads_its_slot_map_before_each_retry(failed_reloads):
     nodes = Nodes(failures=failed_reloads)
     client = FailingCluster(nodes)
-    store, time = store_on(client, retry_seconds=0.3)
+    store, fake_time = store_on(client, retry_seconds=0.3)
     with pytest.raises(redis_lib.ConnectionError, match="attempt 4"):
         store.read(str(uuid.uuid4()))
-    assert time.sleeps == pytest.approx([0.05, 0.1, 0.15])
+    assert fake_time.sleeps == pytest.approx([0.05, 0.1, 0.15])
     assert nodes.reloads == 3  # a failed reload is not an error of the operation: the next attempt tells
