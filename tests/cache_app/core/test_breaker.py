@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-import time
 import uuid
 
 import pytest
@@ -203,10 +202,10 @@ def test_one_ping_decides_for_a_burst_of_timeouts():
 async def test_a_read_timed_out_by_a_stalled_event_loop_leaves_the_breaker_closed(private_redis, monkeypatch):
     """The load test's failure: Redis answered at once, but the loop ran the read's timeout first.
 
-    The loop's thread is held for longer than the read timeout (0.25 s) between sending a
-    lookup and reading its answer, as on a web worker short of CPU. asyncio then runs the
-    due timeout before the task the answer woke, so this one lookup fails open; the breaker
-    must stay closed, so the next lookup hits.
+    The loop's clock jumps past the read timeout (0.25 s) between sending a lookup and reading
+    its answer, as when a web worker short of CPU holds the loop's thread that long. asyncio then
+    runs the due timeout before the task the answer woke, so this one lookup fails open; the
+    breaker must stay closed, so the next lookup hits.
     """
     client = short_timeout_client(private_redis.port)
     name = f"stall-{uuid.uuid4()}"
@@ -214,7 +213,10 @@ async def test_a_read_timed_out_by_a_stalled_event_loop_leaves_the_breaker_close
     llm = LLMPromptCache(client, policies=StaticPolicies(), breaker=breaker)
     await llm.aset("q", MODEL, 0, "answer", prompt_tokens=1, completion_tokens=1)
     assert (await llm.aget("q", MODEL, 0)).text == "answer"  # connected
-    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    selector = loop._selector  # type: ignore[attr-defined]
+    real_time, stalled_for = loop.time, [0.0]
+    monkeypatch.setattr(loop, "time", lambda: real_time() + stalled_for[0])
     real_select, real_send = selector.select, redis_lib.asyncio.Connection.send_packed_command
     sent = threading.Event()
 
@@ -231,7 +233,7 @@ async def test_a_read_timed_out_by_a_stalled_event_loop_leaves_the_breaker_close
     def stalled_select(timeout=None):
         if sent.is_set():
             selector.select = real_select  # once
-            time.sleep(0.4)  # the stall itself: this thread is held past the read timeout
+            stalled_for[0] = 0.4  # the stall itself: the loop's clock passes the read timeout
         return real_select(timeout)
 
     monkeypatch.setattr(redis_lib.asyncio.Connection, "send_packed_command", send_then_stall)
