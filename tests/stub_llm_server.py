@@ -14,7 +14,8 @@ in the batch format, one ``RESPONSE i [batch n]`` section per prompt, each the s
 
 Scripting: ``fail_next(status, times)`` answers the next ``times`` requests with an error
 (with ``retry-after-ms: 1`` so SDK retries take a millisecond, not seconds);
-``delay_seconds`` delays every answer; ``gate`` (a threading.Event) holds answers until set.
+``gate`` (a threading.Event) holds answers until set (``stop()`` sets it): a slow upstream,
+for a client's timeout, without a sleep.
 Every request is recorded in ``requests`` (path, headers, parsed JSON body).
 """
 
@@ -48,7 +49,6 @@ class _Failure:
 @dataclass
 class StubLLMServer:
     requests: list[RecordedRequest] = field(default_factory=list)
-    delay_seconds: float = 0.0
     gate: threading.Event | None = None
     reply_prefix: str = "stub reply: "
     answer_batches: bool = False
@@ -177,8 +177,6 @@ class _Handler(BaseHTTPRequestHandler):
         stub._record(recorded)
         if stub.gate is not None:
             stub.gate.wait(timeout=30)
-        if stub.delay_seconds:
-            time.sleep(stub.delay_seconds)  # the stub plays a slow upstream; tests do not sleep
         anthropic = path == "/v1/messages"
         if not anthropic and path != "/v1/chat/completions":
             recorded.status = 404

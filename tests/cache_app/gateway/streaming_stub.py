@@ -38,7 +38,7 @@ class _StreamingHandler(_Handler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         body = json.loads(raw or b"{}")
-        if not body.get("stream"):  # the plain stub (failures, delays, gate) reads the body again
+        if not body.get("stream"):  # the plain stub (failures, gate) reads the body again
             self.rfile = io.BytesIO(raw)
             super().do_POST()
             return

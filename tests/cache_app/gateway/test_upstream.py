@@ -6,6 +6,8 @@ back to the gateway's own clients as 502/504 in their API's error shape.
 
 from __future__ import annotations
 
+import threading
+
 import anthropic
 import openai
 import pytest
@@ -108,7 +110,7 @@ def test_upstream_rate_limit_is_a_429(gateway, openai_upstream):
 
 def test_upstream_timeout_is_a_504(gateway, openai_upstream, gateway_settings):
     gateway_settings.MGECACHE = {**gateway_settings.MGECACHE, "LLM_TIMEOUT_SECONDS": 0.2}
-    openai_upstream.delay_seconds = 1.0  # the stub plays a slow upstream; the provider gives up at 0.2 s
+    openai_upstream.gate = threading.Event()  # held until the stub stops; the provider gives up at 0.2 s
     with pytest.raises(openai.InternalServerError) as err:
         gateway.openai().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     assert err.value.status_code == 504

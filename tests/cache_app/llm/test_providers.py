@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 import anthropic
 import openai
@@ -172,7 +173,7 @@ async def test_anthropic_persistent_500_raises_after_bounded_retries(llm_stub_se
 
 
 async def test_anthropic_timeout_surfaces(llm_stub_server):
-    llm_stub_server.delay_seconds = 0.5  # the stub is slow; the client gives up at 0.1 s
+    llm_stub_server.gate = threading.Event()  # held until the stub stops; the client gives up at 0.1 s
     with pytest.raises(anthropic.APITimeoutError):
         await _anthropic(llm_stub_server, max_retries=0, timeout=0.1).complete(ProviderRequest(prompt="x", model="m"))
 
