@@ -18,11 +18,7 @@ T = TypeVar("T")
 
 
 class _BackgroundLoop:
-    """One event loop per process, in a daemon thread, for synchronous callers (WSGI views, shells).
-
-    Concurrent requests from many threads meet on this loop, so the batcher can combine
-    them and single-flight can merge them; a fresh loop per request could do neither.
-    """
+    """One event loop per process, in a daemon thread, started on first use (see the module docstring)."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -4,6 +4,7 @@ import asyncio
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -283,6 +284,19 @@ print(response.cached, response.cache_layer, response.text, flush=True)
 """
 
 
+def _start_child(url: str, env: dict, err: Path) -> subprocess.Popen:
+    with err.open("w") as stderr:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-c", "import django; django.setup()\n" + CHILD, url],
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+
+
 @pytest.mark.redis_server
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
@@ -290,18 +304,7 @@ def test_single_flight_across_two_processes(llm_stub_server, subprocess_env, see
     import threading
 
     llm_stub_server.gate = threading.Event()  # hold the leader's answer until the other process waits
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", "import django; django.setup()\n" + CHILD, llm_stub_server.url],
-            env=subprocess_env,
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=(tmp_path / f"child{n}.err").open("w"),
-            text=True,
-        )
-        for n in range(2)
-    ]
+    children = [_start_child(llm_stub_server.url, subprocess_env, tmp_path / f"child{n}.err") for n in range(2)]
     lines: list[list[str]] = [[], []]
     waiting = threading.Event()
 
@@ -330,6 +333,8 @@ def test_single_flight_across_two_processes(llm_stub_server, subprocess_env, see
     finally:
         for child in children:
             child.kill()
+            child.stdin.close()
+            child.stdout.close()
     errors = [(tmp_path / f"child{n}.err").read_text() for n in range(2)]
     assert len(llm_stub_server.requests) == 1, (lines, errors)
     results = {out[0] == "waiting": out[-1] for out in lines}  # waiter -> its answer
